@@ -30,8 +30,10 @@ JUDGES = ("gold", "local", "gpt-4o-mini", "gemini-2.0-flash")
 CRITERIA = {"verifiable-heldout": "instructions", "ifbench": "instructions", "mt-bench": "helpful",
             "sycophancy-rho": "truthful", "refusal-rho": "safer", "ultrafeedback": "helpful", "hh": "safer",
             "helpsteer2": "helpful", "sycophancy-eval": "truthful"}
+# data.instruction_ids (verifiable only): keep the training pairs and the held-out prompts whose
+# constraints are all in this list (the cpu profile's five teachable types); None keeps every one.
 DATA_KEYS = {"train": "verifiable", "path": None, "from_hub": False, "n_pairs": None, "fraction": None,
-             "label_noise": 0.0}
+             "label_noise": 0.0, "instruction_ids": None}
 EVALUATION_KEYS = {"n_prompts": 30, "judges": ["gold"], "win_rate_method": "wald", "both_orders": False,
                    "local_judge_model": None, "prompt_paths": {}}
 
@@ -88,6 +90,15 @@ class Experiment:
         _checked("training", training, dict.fromkeys(training_fields))
         data = _checked("data", data, DATA_KEYS)
         _check_choice("data", "train", data["train"], TRAIN_SETS)
+        if data["instruction_ids"] is not None:
+            from dualloop.instructions import COMPOSABLE
+
+            if data["train"] != "verifiable":
+                raise ValueError(f"data: instruction_ids selects verifiable pairs, but train is {data['train']!r}")
+            if not data["instruction_ids"]:
+                raise ValueError("data: instruction_ids is empty (leave it out to keep every constraint type)")
+            for instruction_id in data["instruction_ids"]:
+                _check_choice("data", "instruction_ids", instruction_id, sorted(COMPOSABLE))
         evaluation = _checked("evaluation", evaluation, EVALUATION_KEYS)
         for judge in evaluation["judges"]:
             _check_choice("evaluation", "judges", judge, JUDGES)
@@ -134,11 +145,18 @@ class Experiment:
         else:
             loaded = datasets.load_hh(section["path"], split="train", from_hub=section["from_hub"])
         pairs = loaded.records
+        if section["instruction_ids"] is not None:
+            pairs = [pair for pair in pairs if self._within_instruction_ids(pair.metadata["instruction_ids"])]
         if section["n_pairs"] is not None or section["fraction"] is not None:
             pairs = datasets.subsample(pairs, fraction=section["fraction"], n=section["n_pairs"], seed=self.seed)
         if section["label_noise"]:
             pairs = datasets.flip_labels(pairs, section["label_noise"], seed=self.seed)
         return pairs
+
+    def _within_instruction_ids(self, instruction_ids: Sequence[str]) -> bool:
+        """Whether every constraint of a verifiable prompt is one that ``data.instruction_ids`` keeps."""
+        allowed = self.data["instruction_ids"]
+        return allowed is None or set(instruction_ids) <= set(allowed)
 
     def train(self, method: str, **training_overrides: Any):
         """The finished run of ``method`` (a :class:`dualloop.registry.Run`): reused when it exists,
@@ -176,7 +194,8 @@ class Experiment:
         if prompt_set in ("verifiable-heldout", "ifbench"):
             from dualloop.instructions import load_ifbench
 
-            source = datasets.load_verifiable_heldout() if prompt_set == "verifiable-heldout" else load_ifbench()
+            source = load_ifbench() if prompt_set == "ifbench" else [
+                p for p in datasets.load_verifiable_heldout() if self._within_instruction_ids(p.instruction_ids)]
             records = {p.prompt_id: {"messages": [{"role": "user", "content": p.prompt}],
                                      "metadata": p.checker_metadata()} for p in source}
         elif prompt_set in OFFLINE_PROMPT_SETS:

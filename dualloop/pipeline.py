@@ -2,7 +2,9 @@
 
 ``python -m dualloop reproduce --profile P [--phases 0,2] [--out DIR]`` resolves each notebook's
 parameters (:mod:`dualloop.config`), executes it into ``DIR/notebooks/`` and appends every
-progress line to ``DIR/reproduce.log``. A phase that raises stops the run with a
+progress line to ``DIR/reproduce.log``: the runner's own, and each line a phase prints while it
+runs (training steps, generation batches, judges), prefixed with the phase number and streamed
+through papermill's ``stdout_file`` as it arrives. A phase that raises stops the run with a
 :class:`PhaseFailed` naming the phase, the cell and the executed notebook holding the traceback.
 """
 
@@ -68,6 +70,28 @@ class _ProgressLog:
             log.write(stamped + "\n")
 
 
+class _PhaseOutput:
+    """A file-like sink for a phase's stdout (papermill's ``stdout_file``): each complete line goes
+    to the progress log with the phase's number."""
+
+    def __init__(self, log: _ProgressLog, phase: Phase) -> None:
+        self.log, self.prefix, self.pending = log, f"phase {phase.number:02d}: ", ""
+
+    def write(self, text: str) -> int:
+        lines = (self.pending + text).split("\n")
+        self.pending = lines.pop()
+        for line in lines:
+            if line.strip():
+                self.log(self.prefix + line.rstrip())
+        return len(text)
+
+    def flush(self) -> None:
+        """Lines are written when complete; a partial line waits for its end (or :meth:`close`)."""
+
+    def close(self) -> None:
+        self.write("\n")
+
+
 def reproduce(profile: str, *, phases: list[int] | None = None, out: Path | None = None,
               overrides: dict[str, Any] | None = None, notebooks_dir: Path = REPO_ROOT / "notebooks",
               params_dir: Path = REPO_ROOT / "params") -> list[Path]:
@@ -103,14 +127,17 @@ def reproduce(profile: str, *, phases: list[int] | None = None, out: Path | None
         target.parent.mkdir(parents=True, exist_ok=True)
         log(f"phase {phase.number:02d} ({phase.name}): running")
         started = time.monotonic()
+        printed = _PhaseOutput(log, phase)
         try:
             papermill.execute_notebook(str(phase.notebook), str(target), parameters=parameters,
                                        kernel_name="python3", progress_bar=False, log_output=False,
-                                       cwd=str(REPO_ROOT))
+                                       stdout_file=printed, cwd=str(REPO_ROOT))
         except PapermillExecutionError as error:
+            printed.close()
             log(f"phase {phase.number:02d} ({phase.name}): FAILED in cell In [{error.exec_count}]")
             raise PhaseFailed(f"phase {phase.number:02d} ({phase.name}) failed in cell In [{error.exec_count}]: "
                               f"{error.ename}: {error.evalue}. The traceback is in {target}") from None
+        printed.close()
         log(f"phase {phase.number:02d} ({phase.name}): done in {time.monotonic() - started:.1f} s → {target}")
         executed.append(target)
     return executed

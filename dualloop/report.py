@@ -281,17 +281,22 @@ def trajectory_figure(histories: Mapping[str, str | Path], *, kl_target: float |
     """beta, KL and entropy per step, one line per method (histories: method name -> history.jsonl).
 
     Solid lines: "beta", "kl", "entropy"; dashed: "beta/base" and "kl_ema" where logged; a dotted
-    horizontal line at kl_target when given. A panel shows only what was logged.
+    horizontal line at kl_target when given. A run whose controller logs no "kl" (static, annealed)
+    shows the trainer's "kl/token", else "kl/logratio", labelled with that key. A panel shows only
+    what was logged.
     """
     figure, axes = _figure(11, 3.2, ncols=3)
-    panels = [("beta", "beta/base", r"$\beta$"), ("kl", "kl_ema", "KL (nats/token)"), ("entropy", None, "entropy")]
+    panels = [(("beta",), "beta/base", r"$\beta$"), (("kl", "kl/token", "kl/logratio"), "kl_ema", "KL (nats/token)"),
+              (("entropy",), None, "entropy")]
     for index, (method, path) in enumerate(histories.items()):
         rows = read_history(path)
         color = f"C{index}"
-        for axis, (key, dashed_key, label) in zip(axes, panels):
-            steps, values = _series(rows, key)
-            if steps:
-                axis.plot(steps, values, color=color, label=method)
+        for axis, (keys, dashed_key, label) in zip(axes, panels):
+            for key in keys:
+                steps, values = _series(rows, key)
+                if steps:
+                    axis.plot(steps, values, color=color, label=method if key == keys[0] else f"{method} ({key})")
+                    break
             if dashed_key:
                 steps, values = _series(rows, dashed_key)
                 if steps:

@@ -37,11 +37,35 @@ def test_every_shipped_profile_builds_an_experiment(tmp_path, profile):
     ("data", {"train": "ultrafeedbak"}, "did you mean 'ultrafeedback'?"),
     ("evaluation", {"judges": ["gpt4o-mini"]}, "did you mean 'gpt-4o-mini'?"),
     ("model", {"lora_rr": 4}, "did you mean 'lora_r'?"),
+    ("data", {"instruction_ids": ["punctuation:no_coma"]}, "did you mean 'punctuation:no_comma'?"),
+    ("data", {"instruction_ids": []}, "data: instruction_ids is empty"),
+    ("data", {"train": "hh", "instruction_ids": ["punctuation:no_comma"]},
+     "data: instruction_ids selects verifiable pairs, but train is 'hh'"),
 ])
 def test_bad_sections_are_named(tmp_path, section, values, message):
     with pytest.raises(ValueError) as error:
         experiment(tmp_path, **{section: values})
     assert message in str(error.value)
+
+
+def test_instruction_ids_keep_the_pairs_and_held_out_prompts_whose_constraints_all_are_in_it(tmp_path):
+    import json
+
+    from dualloop.data import HELDOUT_FILE, PAIRS_FILE, SHIPPED_DIR
+
+    kept = {"punctuation:no_comma", "change_case:english_lowercase"}
+    selected = experiment(tmp_path, data={"n_pairs": None, "instruction_ids": sorted(kept)},
+                          evaluation={"n_prompts": 1000})
+    rows = [json.loads(line) for line in (SHIPPED_DIR / PAIRS_FILE).read_text().splitlines()]
+    expected = [row["chosen"] for row in rows if set(row["instruction_ids"]) <= kept]
+    assert 0 < len(expected) < len(rows)
+    assert [pair.chosen for pair in selected.preference_pairs()] == expected
+    heldout = [json.loads(line) for line in (SHIPPED_DIR / HELDOUT_FILE).read_text().splitlines()]
+    expected_ids = [row["prompt_id"] for row in heldout if set(row["instruction_ids"]) <= kept]
+    assert 0 < len(expected_ids) < len(heldout)
+    assert list(selected.prompts("verifiable-heldout")) == expected_ids
+    assert len(selected.prompts("ifbench")) > 200  # IFBench's own constraints are not filtered
+    assert selected.run_config("static")["data"]["instruction_ids"] == sorted(kept)  # part of the run's identity
 
 
 def test_the_gold_checker_judges_only_verifiable_instructions(tmp_path):

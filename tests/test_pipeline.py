@@ -34,7 +34,8 @@ def failing_notebooks(tmp_path):
     notebook = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell('output_dir: str = "."  # where to write')
     cell.metadata["tags"] = ["parameters"]
-    notebook.cells = [cell, nbformat.v4.new_code_cell("x = 1"),
+    notebook.cells = [cell, nbformat.v4.new_code_cell("print('step 1/2 loss 0.69')\nprint('step 2/2 ', end='')\nprint('loss 0.5')\n"
+                                                      "print('judging', end='')"),
                       nbformat.v4.new_code_cell("raise RuntimeError('the judge ran out of prompts')")]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, notebooks / "03_broken.ipynb")
@@ -51,6 +52,10 @@ def test_a_failing_phase_names_the_phase_cell_and_executed_notebook(tmp_path):
     executed = tmp_path / "out" / "notebooks" / "03_broken.ipynb"
     assert str(executed) in message
     assert "RuntimeError" in json.dumps(nbformat.read(executed, as_version=4).cells[-1].outputs)
+    log = (tmp_path / "out" / "reproduce.log").read_text()  # what the phase printed, line by line, as it ran
+    assert "] phase 03: step 1/2 loss 0.69\n" in log and "] phase 03: step 2/2 loss 0.5\n" in log
+    assert "] phase 03: judging\n" in log  # a last unfinished line is not lost
+    assert "phase 03 (03_broken): FAILED in cell In [4]" in log
 
 
 def test_cli_exits_nonzero_with_one_line_on_bad_input(tmp_path):

@@ -122,14 +122,17 @@ def test_trajectory_figure_plots_the_logged_values(tmp_path):
         {"step": s, "beta": 0.1 + 0.01 * s, "beta/base": 0.1 + 0.005 * s, "entropy": 0.9 - 0.1 * s,
          "kl": 0.01 * s, "kl_ema": 0.008 * s} for s in range(1, 6)] + [{"step": 5, "eval_loss": 0.3}])
     static = _write_history(tmp_path / "static.jsonl", [{"step": s, "beta": 0.2, "kl": 0.02 * s} for s in range(1, 6)])
-    figure = trajectory_figure({"DualLoop-DPO": dualloop, "Static": static}, kl_target=0.04)
+    annealed = _write_history(tmp_path / "annealed.jsonl",  # no controller KL: the trainer's estimator stands in
+                              [{"step": s, "beta": 0.2 - 0.01 * s, "kl/logratio": 0.03 * s} for s in range(1, 6)])
+    figure = trajectory_figure({"DualLoop-DPO": dualloop, "Static": static, "Annealed": annealed}, kl_target=0.04)
     beta_axis, kl_axis, entropy_axis = figure.axes
     lines = {line.get_label(): line for line in beta_axis.get_lines()}
-    assert set(lines) == {"DualLoop-DPO", "DualLoop-DPO (beta/base)", "Static"}
+    assert set(lines) == {"DualLoop-DPO", "DualLoop-DPO (beta/base)", "Static", "Annealed"}
     assert list(lines["DualLoop-DPO"].get_ydata()) == pytest.approx([0.11, 0.12, 0.13, 0.14, 0.15])
     assert lines["DualLoop-DPO (beta/base)"].get_linestyle() == "--"
-    kl_labels = {line.get_label() for line in kl_axis.get_lines()}
-    assert kl_labels == {"DualLoop-DPO", "DualLoop-DPO (kl_ema)", "Static", "KL target"}
+    kl_lines = {line.get_label(): line for line in kl_axis.get_lines()}
+    assert set(kl_lines) == {"DualLoop-DPO", "DualLoop-DPO (kl_ema)", "Static", "Annealed (kl/logratio)", "KL target"}
+    assert list(kl_lines["Annealed (kl/logratio)"].get_ydata()) == pytest.approx([0.03, 0.06, 0.09, 0.12, 0.15])
     assert [line.get_label() for line in entropy_axis.get_lines()] == ["DualLoop-DPO"]
     png, pdf = save_figure(figure, tmp_path / "trajectories")
     assert _is_png(png) and _is_pdf(pdf)
