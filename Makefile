@@ -39,9 +39,11 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -m slow
 
-# Re-render the committed figures/ from a `cpu` run (results are cached in runs/cpu).
+# Re-render the committed figures/ (and figures/tables/) from a `cpu` run (results are cached in runs/cpu).
 figures: reproduce
+	mkdir -p figures/tables
 	cp runs/$(PROFILE)/figures/*.png runs/$(PROFILE)/figures/*.pdf figures/
+	cp runs/$(PROFILE)/tables/*.md runs/$(PROFILE)/tables/*.tex figures/tables/
 
 clean-runs:
 	rm -rf runs

@@ -80,6 +80,10 @@ def test_run_config_records_method_seed_and_overrides(tmp_path):
     assert config["seed"] == 0 and config["method"] == "adadpo"
     assert config["training"] == {"max_steps": 1, "controller": "static", "loss_type": "adadpo", "beta": 0.05}
     assert config["data"]["n_pairs"] == 4
+    # an explicit None that is the default names the same run; a None that changes a setting does not
+    built = experiment(tmp_path)
+    assert built.run_config("dualloop", controller_kwargs=None) == built.run_config("dualloop")
+    assert "adadpo_clip" in built.run_config("adadpo", adadpo_clip=None)["training"]
 
 
 def test_judge_entropy_is_the_normalized_binary_entropy_of_the_choice():
