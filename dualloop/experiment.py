@@ -32,8 +32,10 @@ CRITERIA = {"verifiable-heldout": "instructions", "ifbench": "instructions", "mt
             "helpsteer2": "helpful", "sycophancy-eval": "truthful"}
 # data.instruction_ids (verifiable only): keep the training pairs and the held-out prompts whose
 # constraints are all in this list (the cpu profile's five teachable types); None keeps every one.
+# data.eval_pairs: pairs of whole prompts set aside (seeded, before subsampling and label noise)
+# on which the trainer reports eval_loss and eval rewards every training.eval_steps steps.
 DATA_KEYS = {"train": "verifiable", "path": None, "from_hub": False, "n_pairs": None, "fraction": None,
-             "label_noise": 0.0, "instruction_ids": None}
+             "label_noise": 0.0, "instruction_ids": None, "eval_pairs": 0}
 EVALUATION_KEYS = {"n_prompts": 30, "judges": ["gold"], "win_rate_method": "wald", "both_orders": False,
                    "local_judge_model": None, "prompt_paths": {}}
 
@@ -137,7 +139,29 @@ class Experiment:
                 "data": self.data, "training": training}
 
     def preference_pairs(self) -> list:
-        """The training pairs the data section describes (seeded subsample and label noise)."""
+        """The training pairs the data section describes (seeded subsample and label noise), without
+        the evaluation pairs."""
+        from dualloop import data as datasets
+
+        section = self.data
+        pairs, held_out = self._loaded_pairs()
+        pairs = [pair for index, pair in enumerate(pairs) if index not in held_out]
+        if section["n_pairs"] is not None or section["fraction"] is not None:
+            pairs = datasets.subsample(pairs, fraction=section["fraction"], n=section["n_pairs"], seed=self.seed)
+        if section["label_noise"]:
+            pairs = datasets.flip_labels(pairs, section["label_noise"], seed=self.seed)
+        return pairs
+
+    def evaluation_pairs(self) -> list:
+        """The ``data.eval_pairs`` pairs set aside for the trainer's evaluation: all pairs of
+        seeded randomly chosen prompts, at least ``eval_pairs`` of them (none when 0)."""
+        pairs, held_out = self._loaded_pairs()
+        return [pair for index, pair in enumerate(pairs) if index in held_out]
+
+    def _loaded_pairs(self) -> tuple[list, set[int]]:
+        """The pairs of the training source (after ``instruction_ids``) and the indices set aside."""
+        import random
+
         from dualloop import data as datasets
 
         section = self.data
@@ -150,11 +174,19 @@ class Experiment:
         pairs = loaded.records
         if section["instruction_ids"] is not None:
             pairs = [pair for pair in pairs if self._within_instruction_ids(pair.metadata["instruction_ids"])]
-        if section["n_pairs"] is not None or section["fraction"] is not None:
-            pairs = datasets.subsample(pairs, fraction=section["fraction"], n=section["n_pairs"], seed=self.seed)
-        if section["label_noise"]:
-            pairs = datasets.flip_labels(pairs, section["label_noise"], seed=self.seed)
-        return pairs
+        by_prompt: dict[str, list[int]] = {}
+        for index, pair in enumerate(pairs):
+            by_prompt.setdefault(pair.prompt_text, []).append(index)
+        prompts = list(by_prompt)
+        random.Random(f"{self.seed}:eval-pairs").shuffle(prompts)
+        held_out: set[int] = set()
+        for prompt in prompts:
+            if len(held_out) >= section["eval_pairs"]:
+                break
+            held_out.update(by_prompt[prompt])
+        if pairs and len(held_out) == len(pairs):
+            raise ValueError(f"data: eval_pairs={section['eval_pairs']} leaves no training pair of {len(pairs)}")
+        return pairs, held_out
 
     def _within_instruction_ids(self, instruction_ids: Sequence[str]) -> bool:
         """Whether every constraint of a verifiable prompt is one that ``data.instruction_ids`` keeps."""
@@ -180,11 +212,14 @@ class Experiment:
 
         policy = load_policy(self.model)
         on_cpu = not torch.cuda.is_available()
+        evaluates = {"eval_strategy": "steps"} if self.data["eval_pairs"] else {}
         args = AdaptiveDPOConfig(output_dir=str(run.path), seed=self.seed, use_cpu=on_cpu, bf16=not on_cpu,
-                                 report_to=[], **{"gradient_checkpointing": not on_cpu, **config["training"]})
+                                 report_to=[], **{"gradient_checkpointing": not on_cpu, **evaluates, **config["training"]})
         dataset = Dataset.from_list(to_trl_rows(self.preference_pairs()))
-        return AdaptiveDPOTrainer(policy.model, args=args, train_dataset=dataset, processing_class=policy.tokenizer,
-                                  peft_config=policy.peft_config)
+        held_out = self.evaluation_pairs()
+        evaluation = Dataset.from_list(to_trl_rows(held_out)) if held_out else None
+        return AdaptiveDPOTrainer(policy.model, args=args, train_dataset=dataset, eval_dataset=evaluation,
+                                  processing_class=policy.tokenizer, peft_config=policy.peft_config)
 
     # ---------------------------------------------------------------- evaluation
 

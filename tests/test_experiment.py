@@ -68,6 +68,22 @@ def test_instruction_ids_keep_the_pairs_and_held_out_prompts_whose_constraints_a
     assert selected.run_config("static")["data"]["instruction_ids"] == sorted(kept)  # part of the run's identity
 
 
+def test_eval_pairs_set_aside_whole_prompts_before_subsampling(tmp_path):
+    assert experiment(tmp_path).evaluation_pairs() == []  # default: none
+    every = experiment(tmp_path, data={"n_pairs": None}).preference_pairs()
+    split = experiment(tmp_path, data={"n_pairs": None, "eval_pairs": 8})
+    held_out, kept = split.evaluation_pairs(), split.preference_pairs()
+    assert len(held_out) >= 8 and len(held_out) + len(kept) == len(every)
+    held_prompts = {pair.prompt_text for pair in held_out}
+    assert not held_prompts & {pair.prompt_text for pair in kept}  # no prompt on both sides
+    assert len(held_out) == sum(pair.prompt_text in held_prompts for pair in every)  # every pair of a held-out prompt
+    assert [p.chosen for p in held_out] == [p.chosen for p in split.evaluation_pairs()]  # seeded
+    subsampled = experiment(tmp_path, data={"n_pairs": 4, "eval_pairs": 8})
+    assert len(subsampled.preference_pairs()) == 4 and subsampled.evaluation_pairs() == held_out
+    with pytest.raises(ValueError, match="data: eval_pairs=1000 leaves no training pair of 156"):
+        experiment(tmp_path, data={"eval_pairs": 1000}).preference_pairs()
+
+
 def test_the_gold_checker_judges_only_verifiable_instructions(tmp_path):
     gold_only = experiment(tmp_path)
     assert [j.name for j in gold_only.judges("instructions")] == ["gold-checker"]

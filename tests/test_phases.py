@@ -5,6 +5,7 @@ checks below: executed notebooks, Tables 1–3 with their rows, the other tables
 """
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -68,6 +69,17 @@ def test_figures_are_written_as_png_and_pdf(smoke_run):
                  "phase3_trajectories", "phase5_trajectories", "phase6_adadpo_dynamics"):
         for suffix in (".png", ".pdf"):
             assert (out / "figures" / f"{stem}{suffix}").stat().st_size > 1000
+
+
+def test_phase6_runs_report_the_eval_loss_on_the_pairs_set_aside(smoke_run):
+    out, _ = smoke_run
+    phase6 = [p.parent for p in (out / "registry").glob("*/config.json")
+              if json.loads(p.read_text())["data"].get("eval_pairs")]
+    assert len(phase6) == 4  # DPO, AdaDPO (C = 2 and 1.5), DualLoop + AdaDPO
+    for run in phase6:
+        rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+        assert [row["step"] for row in rows if "eval_loss" in row] == [1, 2]  # eval_steps 1 on smoke
+        assert all(math.isfinite(row["eval_rewards/accuracies"]) for row in rows if "eval_loss" in row)
 
 
 def test_phases_share_trained_runs_through_the_registry(smoke_run):
