@@ -141,22 +141,25 @@ class Experiment:
     def preference_pairs(self) -> list:
         """The training pairs the data section describes (seeded subsample and label noise), without
         the evaluation pairs."""
-        from dualloop import data as datasets
-
-        section = self.data
-        pairs, held_out = self._loaded_pairs()
-        pairs = [pair for index, pair in enumerate(pairs) if index not in held_out]
-        if section["n_pairs"] is not None or section["fraction"] is not None:
-            pairs = datasets.subsample(pairs, fraction=section["fraction"], n=section["n_pairs"], seed=self.seed)
-        if section["label_noise"]:
-            pairs = datasets.flip_labels(pairs, section["label_noise"], seed=self.seed)
-        return pairs
+        return self.split_pairs()[0]
 
     def evaluation_pairs(self) -> list:
         """The ``data.eval_pairs`` pairs set aside for the trainer's evaluation: all pairs of
         seeded randomly chosen prompts, at least ``eval_pairs`` of them (none when 0)."""
+        return self.split_pairs()[1]
+
+    def split_pairs(self) -> tuple[list, list]:
+        """(training pairs, evaluation pairs) of the data section, from one load of the source."""
+        from dualloop import data as datasets
+
+        section = self.data
         pairs, held_out = self._loaded_pairs()
-        return [pair for index, pair in enumerate(pairs) if index in held_out]
+        training = [pair for index, pair in enumerate(pairs) if index not in held_out]
+        if section["n_pairs"] is not None or section["fraction"] is not None:
+            training = datasets.subsample(training, fraction=section["fraction"], n=section["n_pairs"], seed=self.seed)
+        if section["label_noise"]:
+            training = datasets.flip_labels(training, section["label_noise"], seed=self.seed)
+        return training, [pair for index, pair in enumerate(pairs) if index in held_out]
 
     def _loaded_pairs(self) -> tuple[list, set[int]]:
         """The pairs of the training source (after ``instruction_ids``) and the indices set aside."""
@@ -215,8 +218,8 @@ class Experiment:
         evaluates = {"eval_strategy": "steps"} if self.data["eval_pairs"] else {}
         args = AdaptiveDPOConfig(output_dir=str(run.path), seed=self.seed, use_cpu=on_cpu, bf16=not on_cpu,
                                  report_to=[], **{"gradient_checkpointing": not on_cpu, **evaluates, **config["training"]})
-        dataset = Dataset.from_list(to_trl_rows(self.preference_pairs()))
-        held_out = self.evaluation_pairs()
+        training, held_out = self.split_pairs()
+        dataset = Dataset.from_list(to_trl_rows(training))
         evaluation = Dataset.from_list(to_trl_rows(held_out)) if held_out else None
         return AdaptiveDPOTrainer(policy.model, args=args, train_dataset=dataset, eval_dataset=evaluation,
                                   processing_class=policy.tokenizer, peft_config=policy.peft_config)
