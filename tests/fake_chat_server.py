@@ -62,7 +62,16 @@ class FakeChatServer:
             def log_message(self, *args):
                 pass
 
+            def _leave(self) -> None:
+                """A request stops counting as in flight once its answer starts out: the client may
+                send its next request as soon as it has read this one, before this thread ends."""
+                if getattr(self, "_counted", False):
+                    self._counted = False
+                    with server._lock:
+                        server.in_flight -= 1
+
             def _send(self, status: int, body: bytes, headers: dict | None = None) -> None:
+                self._leave()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -82,11 +91,11 @@ class FakeChatServer:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     server.bodies.append(body)
+                self._counted = True
                 try:
                     self._answer(body)
                 finally:
-                    with server._lock:
-                        server.in_flight -= 1
+                    self._leave()
 
             def _answer(self, body: dict) -> None:
                 if self.path != "/v1/chat/completions":
