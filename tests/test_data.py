@@ -1,5 +1,5 @@
 """Tests for dualloop.data: loaders on hub-schema fixtures and real HH rows, validation,
-subsampling, label noise, and the offline verifiable-instruction set."""
+subsampling, label noise, and loading the shipped offline verifiable-instruction set."""
 
 import os
 
@@ -19,7 +19,6 @@ from dualloop.data import (  # noqa: E402
     load_hh,
     load_sycophancy_eval,
     load_ultrafeedback,
-    pair_by_score,
     parse_hh_transcript,
     subsample,
     to_trl_rows,
@@ -241,57 +240,12 @@ def test_label_noise_flips_a_seeded_fraction():
     assert flip_labels(pairs, 0.0)[3].chosen == "good 3"
 
 
-# --- the offline verifiable-instruction set ------------------------------------------------------
-
-
-def test_pair_by_score_pairs_best_with_worst_and_drops_ties():
-    responses = ["a", "b", "c", "d", "e"]
-    # ranked by score, ties in sampling order: b, a, d, c, e -> (b, e), (a, c); d is left over
-    assert pair_by_score(responses, [0.5, 1.0, 0.0, 0.5, 0.0]) == [(1, 4), (0, 2)]
-    assert pair_by_score(responses[:4], [0.0, 1.0, 0.25, 0.75]) == [(1, 0), (3, 2)]
-    assert pair_by_score(responses[:3], [0.5, 0.5, 0.5]) == []
-    assert pair_by_score(["same", "same ", "other"], [1.0, 0.0, 0.0]) == [(0, 2)]  # duplicate text counts once
-
-
-def test_build_offline_set_on_the_smoke_model(tmp_path, monkeypatch):
-    from dualloop import instructions
-
-    def fake_score(response, instruction_ids, kwargs, prompt):  # a checker stand-in that varies with the text
-        return (len(response) % 3) / 2
-
-    monkeypatch.setattr(instructions, "score", fake_score)
-    code = data.main(["build-offline", "--out", str(tmp_path), "--model", "smoke", "--train", "4", "--heldout", "2",
-                      "--samples", "3", "--max-new-tokens", "6", "--batch-size", "2", "--seed", "3"])
-    assert code == 0
-    provenance = json.loads((tmp_path / data.PROVENANCE_FILE).read_text())
-    assert provenance["model"] == "smoke|float32|seed=0" and provenance["seed"] == 3
-    assert provenance["checker"] == "if-verifiable 0.1.2"
-    assert provenance["command"].startswith("python -m dualloop.data build-offline --out ")
-    assert provenance["n_samples"] == 12
-    samples = {}
-    for line in next((tmp_path / "generations").glob("*.jsonl")).read_text().splitlines():
-        record = json.loads(line)
-        samples[record["id"]] = record["responses"]
-    assert len(samples) == 4 and all(len(v) == 3 for v in samples.values())
-    expected = sum(len(pair_by_score(v, [fake_score(t, (), (), "") for t in v])) for v in samples.values())
-    pairs = data.load_verifiable_preferences(tmp_path / data.PAIRS_FILE)
-    assert len(pairs) == provenance["n_pairs"] == expected
-    for pair in pairs:
-        assert pair.metadata["score_chosen"] == fake_score(pair.chosen, (), (), "")
-        assert pair.metadata["score_gap"] == pair.metadata["score_chosen"] - pair.metadata["score_rejected"] > 0
-        assert pair.chosen in samples[pair.metadata["prompt_id"]]
-    heldout = data.load_verifiable_heldout(tmp_path / data.HELDOUT_FILE)
-    assert [p.split for p in heldout] == ["heldout", "heldout"]
-    train_tasks = {instructions.compose_prompts(4, split="train", seed=3)[i].base_task for i in range(4)}
-    assert not train_tasks & {p.base_task for p in heldout}
-
-
 def test_shipped_offline_set_loads_and_records_its_provenance():
     from dualloop import instructions
 
     provenance = json.loads((data.SHIPPED_DIR / data.PROVENANCE_FILE).read_text())
     assert provenance["model"] == "smollm2-135m-instruct|float32"
-    assert provenance["command"].startswith("python -m dualloop.data build-offline --out dualloop/data")
+    assert provenance["command"].startswith("python -m dualloop.preference_set build --out ")
     pairs = data.load_verifiable_preferences()
     assert len(pairs) == provenance["n_pairs"] > 0 and pairs.skipped == []
     for pair in pairs:  # the shipped scores are what the checkers say today
@@ -299,6 +253,8 @@ def test_shipped_offline_set_loads_and_records_its_provenance():
         assert instructions.score(pair.chosen, ids, kwargs, pair.prompt_text) == pair.metadata["score_chosen"]
         assert instructions.score(pair.rejected, ids, kwargs, pair.prompt_text) == pair.metadata["score_rejected"]
         assert pair.metadata["score_gap"] == pair.metadata["score_chosen"] - pair.metadata["score_rejected"] > 0
+        assert pair.metadata["augmentation"] in (None, "lowercased", "commas-removed", "cut-to-word-limit",
+                                                 "end-phrase-appended")
     heldout = data.load_verifiable_heldout()
     assert len(heldout) == provenance["n_heldout_prompts"]
     assert not {p.metadata["base_task"] for p in pairs} & {p.base_task for p in heldout}

@@ -54,17 +54,20 @@ def test_instruction_ids_keep_the_pairs_and_held_out_prompts_whose_constraints_a
     from dualloop.data import HELDOUT_FILE, PAIRS_FILE, SHIPPED_DIR
 
     kept = {"punctuation:no_comma", "change_case:english_lowercase"}
+    heldout = [json.loads(line) for line in (SHIPPED_DIR / HELDOUT_FILE).read_text().splitlines()]
+    expected_ids = [row["prompt_id"] for row in heldout if set(row["instruction_ids"]) <= kept]
     selected = experiment(tmp_path, data={"n_pairs": None, "instruction_ids": sorted(kept)},
-                          evaluation={"n_prompts": 1000})
+                          evaluation={"n_prompts": len(expected_ids)})
     rows = [json.loads(line) for line in (SHIPPED_DIR / PAIRS_FILE).read_text().splitlines()]
     expected = [row["chosen"] for row in rows if set(row["instruction_ids"]) <= kept]
     assert 0 < len(expected) < len(rows)
     assert [pair.chosen for pair in selected.preference_pairs()] == expected
-    heldout = [json.loads(line) for line in (SHIPPED_DIR / HELDOUT_FILE).read_text().splitlines()]
-    expected_ids = [row["prompt_id"] for row in heldout if set(row["instruction_ids"]) <= kept]
     assert 0 < len(expected_ids) < len(heldout)
     assert list(selected.prompts("verifiable-heldout")) == expected_ids
-    assert len(selected.prompts("ifbench")) > 200  # IFBench's own constraints are not filtered
+    with pytest.raises(ValueError, match=r"evaluation.n_prompts=\d+ \(from evaluation.first_prompt=0\) asks for more "
+                                         r"prompts than prompt set 'verifiable-heldout' holds"):
+        experiment(tmp_path, data={"instruction_ids": sorted(kept)},
+                   evaluation={"n_prompts": len(expected_ids) + 1}).prompts("verifiable-heldout")
     assert selected.run_config("static")["data"]["instruction_ids"] == sorted(kept)  # part of the run's identity
 
 
@@ -80,13 +83,38 @@ def test_eval_pairs_set_aside_whole_prompts_before_subsampling(tmp_path):
     assert [p.chosen for p in held_out] == [p.chosen for p in split.evaluation_pairs()]  # seeded
     subsampled = experiment(tmp_path, data={"n_pairs": 4, "eval_pairs": 8})
     assert len(subsampled.preference_pairs()) == 4 and subsampled.evaluation_pairs() == held_out
-    with pytest.raises(ValueError, match="data: eval_pairs=1000 leaves no training pair of 156"):
-        experiment(tmp_path, data={"eval_pairs": 1000}).preference_pairs()
+    with pytest.raises(ValueError, match=r"data: eval_pairs=100000 leaves no training pair of \d+"):
+        experiment(tmp_path, data={"eval_pairs": 100000}).preference_pairs()
+
+
+def test_augmented_false_trains_on_the_sampled_pairs_alone(tmp_path):
+    every = experiment(tmp_path, data={"n_pairs": None}).preference_pairs()
+    natural = experiment(tmp_path, data={"n_pairs": None, "augmented": False}).preference_pairs()
+    assert natural == [pair for pair in every if pair.metadata["augmentation"] is None]
+    assert 0 < len(natural) < len(every)
+    with pytest.raises(ValueError, match="data: augmented=false selects verifiable pairs, but train is 'hh'"):
+        experiment(tmp_path, data={"train": "hh", "augmented": False})
+
+
+def test_first_prompt_and_n_prompts_choose_a_slice_and_are_checked(tmp_path):
+    every = list(experiment(tmp_path, evaluation={"n_prompts": 200}).prompts("verifiable-heldout"))
+    assert list(experiment(tmp_path, evaluation={"n_prompts": 5, "first_prompt": 200}).prompts(
+        "verifiable-heldout")) == list(experiment(tmp_path, evaluation={"n_prompts": 205}).prompts(
+            "verifiable-heldout"))[200:]
+    assert len(every) == 200
+    for values, message in (({"n_prompts": 0}, "evaluation.n_prompts=0 must be an integer >= 1"),
+                            ({"n_prompts": -195}, "evaluation.n_prompts=-195 must be an integer >= 1"),
+                            ({"first_prompt": -1}, "evaluation.first_prompt=-1 must be an integer >= 0"),
+                            ({"n_prompts": 2.5}, "evaluation.n_prompts=2.5 must be an integer >= 1")):
+        with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+            experiment(tmp_path, evaluation=values)
 
 
 def test_the_gold_checker_judges_only_verifiable_instructions(tmp_path):
     gold_only = experiment(tmp_path)
     assert [j.name for j in gold_only.judges("instructions")] == ["gold-checker"]
+    both = experiment(tmp_path, evaluation={"judges": ["gold", "gold-loose"]})
+    assert [(j.name, j.loose) for j in both.judges("instructions")] == [("gold-checker", False), ("gold-loose", True)]
     with pytest.raises(ValueError, match="no judge for criterion 'helpful'"):
         gold_only.judges("helpful")
 

@@ -195,3 +195,37 @@ def test_load_ifbench_without_the_package_says_how_to_install():
     else:
         prompts = load_ifbench()
         assert 0 < len(prompts) <= 294
+
+
+def test_loose_variants_are_ifevals_eight_texts():
+    from dualloop.instructions import loose_variants
+
+    response = "Sure!\n**hello** world\nBye"
+    assert loose_variants(response) == [
+        response, "Sure!\nhello world\nBye",
+        "**hello** world\nBye", "Sure!\n**hello** world", "**hello** world",
+        "hello world\nBye", "Sure!\nhello world", "hello world",
+    ]
+
+
+def test_loose_checking_forgives_a_preamble_line_and_markdown_stars():
+    from dualloop.instructions import check, check_loose
+
+    ids, kwargs = ["change_case:english_lowercase", "punctuation:no_comma"], [{}, {}]
+    response = "Here Is My Answer, Friend:\nall lowercase and no commas here"
+    assert check(response, ids, kwargs, "p") == [False, False]
+    assert check_loose(response, ids, kwargs, "p") == [True, True]
+    end = ["startend:end_checker"], [{"end_phrase": "Any other questions?"}]
+    assert check("Tea is nice. **Any other questions?**", *end, "p") == [False]
+    assert check_loose("Tea is nice. **Any other questions?**", *end, "p") == [True]
+    assert check_loose("", ["punctuation:no_comma"], [{}], "p") == [False]  # empty variants count for nothing
+
+
+def test_composed_prompts_are_distinct_and_take_the_types_in_turn():
+    types = ["change_case:english_lowercase", "punctuation:no_comma", "keywords:existence"]
+    prompts = compose_prompts(60, split="heldout", seed=0, max_instructions=1, instruction_ids=types)
+    assert len({p.prompt for p in prompts}) == 60
+    draws = [int(p.prompt_id.rsplit("-", 1)[1]) for p in prompts]
+    assert all(p.instruction_ids == (types[d % 3],) for p, d in zip(prompts, draws))
+    with pytest.raises(ValueError, match="give only .* distinct prompts, not n=1000"):
+        compose_prompts(1000, split="heldout", max_instructions=1, instruction_ids=types[:1])

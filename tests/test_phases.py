@@ -65,10 +65,30 @@ def test_tables_are_written_as_markdown_and_latex_with_their_rows(smoke_run, tab
 
 def test_figures_are_written_as_png_and_pdf(smoke_run):
     out, _ = smoke_run
-    for stem in ("walkthrough_controllers", "phase1_beta_sweep", "phase2_trajectories", "table1_win_rates",
-                 "phase3_trajectories", "phase5_trajectories", "phase6_adadpo_dynamics"):
+    for stem in ("walkthrough_controllers", "phase1_accuracy_kl", "phase2_trajectories", "table1_win_rates",
+                 "phase3_trajectories", "phase5_trajectories", "accuracy_kl_all_methods", "phase6_adadpo_dynamics"):
         for suffix in (".png", ".pdf"):
             assert (out / "figures" / f"{stem}{suffix}").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("phase", ["01_beta_sweep", "02_main_comparison", "03_ablations", "05_dynamic_baselines",
+                                   "06_adadpo", "07_judge_reliability"])
+def test_each_phase_writes_its_summary_with_accuracies_and_paired_differences(smoke_run, phase):
+    from dualloop.summary import COMPARISON_FIELDS, SYSTEM_FIELDS, read_summary
+
+    out, _ = smoke_run
+    summary = read_summary(out / "results" / f"{phase}.json")
+    assert summary["phase"] == phase and summary["profile"] == "smoke"
+    assert summary["systems"] and summary["comparisons"]
+    for entry in summary["systems"].values():
+        assert set(SYSTEM_FIELDS) <= set(entry) and 0 <= entry["strict_accuracy"] <= entry["loose_accuracy"] <= 1
+        assert entry["strict_ci"][0] <= entry["strict_accuracy"] <= entry["strict_ci"][1]
+    for entry in summary["comparisons"]:
+        assert set(COMPARISON_FIELDS) <= set(entry)
+        assert entry["wins"] + entry["losses"] + entry["ties"] == entry["n"]
+        if entry["judge"].startswith("gold"):
+            low, high = entry["accuracy_diff_ci"]
+            assert low <= entry["accuracy_diff"] <= high
 
 
 def test_phase6_runs_report_the_eval_loss_on_the_pairs_set_aside(smoke_run):

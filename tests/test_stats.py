@@ -233,3 +233,84 @@ def test_length_controlled_rate_rejects_bad_input():
         length_controlled_win_rate([1, 2, 0], [1, 2, 3], [3, 2, 1])
     with pytest.raises(ValueError, match="one entry per pair"):
         length_controlled_win_rate([1, 0, 1], [1, 2], [3, 2, 1])
+
+
+# --- accuracies and paired accuracy differences -----------------------------------------------
+
+
+def _wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval by its formula (Wilson 1927)."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize("successes, n", [(62, 200), (0, 200), (200, 200), (3, 10)])
+def test_accuracy_is_the_pass_fraction_with_the_wilson_interval(successes, n):
+    from dualloop.stats import accuracy
+
+    result = accuracy([True] * successes + [False] * (n - successes))
+    low, high = _wilson(successes, n)
+    assert (result.n, result.successes, result.method) == (n, successes, "wilson")
+    assert result.rate == pytest.approx(successes / n)
+    assert result.low == pytest.approx(max(low, 0.0), abs=1e-12)
+    assert result.high == pytest.approx(min(high, 1.0), abs=1e-12)
+
+
+def test_paired_difference_when_every_discordant_prompt_favours_a():
+    """a passes 30, b 10 of 200, b's passes inside a's: 20 discordant, all for a. Clopper-Pearson
+    for 20/20 is [0.025^(1/20), 1], so the interval is (20/200)(2·0.025^(1/20) − 1) .. 0.1."""
+    from dualloop.stats import paired_accuracy_difference
+
+    result = paired_accuracy_difference([True] * 30 + [False] * 170, [True] * 10 + [False] * 190)
+    assert (result.a_only, result.b_only, result.n, result.method) == (20, 0, 200, "exact-mcnemar")
+    assert result.difference == pytest.approx(0.1)
+    assert result.low == pytest.approx(0.1 * (2 * 0.025 ** (1 / 20) - 1), abs=1e-12)
+    assert result.high == pytest.approx(0.1)
+
+
+def test_paired_difference_of_a_mixed_table_by_hand():
+    """a_only = 3, b_only = 1 of n = 8: Clopper-Pearson bounds of 3/4 from the beta quantiles
+    Beta(0.025; 3, 2) and Beta(0.975; 4, 1) = 0.975^(1/4), mapped by (4/8)(2π − 1)."""
+    from scipy.stats import beta as beta_distribution
+
+    from dualloop.stats import paired_accuracy_difference
+
+    a = [True, True, True, True, False, False, True, False]
+    b = [False, False, False, True, True, False, True, False]
+    result = paired_accuracy_difference(a, b)
+    assert (result.a_only, result.b_only) == (3, 1)
+    assert result.difference == pytest.approx(2 / 8)
+    assert result.low == pytest.approx(0.5 * (2 * beta_distribution.ppf(0.025, 3, 2) - 1), abs=1e-10)
+    assert result.high == pytest.approx(0.5 * (2 * 0.975 ** (1 / 4) - 1), abs=1e-10)
+
+
+def test_the_difference_interval_excludes_zero_exactly_when_mcnemars_exact_test_rejects():
+    from scipy.stats import binomtest
+
+    from dualloop.stats import paired_accuracy_difference
+
+    for a_only in range(0, 16):
+        for b_only in range(0, 16):
+            if a_only + b_only == 0:
+                continue
+            n = 40
+            a = [True] * a_only + [False] * b_only + [True] * 5 + [False] * (n - a_only - b_only - 5)
+            b = [False] * a_only + [True] * b_only + [True] * 5 + [False] * (n - a_only - b_only - 5)
+            result = paired_accuracy_difference(a, b)
+            rejects = binomtest(a_only, a_only + b_only, 0.5).pvalue < 0.05
+            assert (result.low > 0 or result.high < 0) == rejects, (a_only, b_only)
+
+
+def test_no_discordant_prompt_gives_a_zero_difference_and_bad_input_is_named():
+    from dualloop.stats import accuracy, paired_accuracy_difference
+
+    same = paired_accuracy_difference([True, False], [True, False])
+    assert (same.difference, same.low, same.high) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same prompts: 2 != 1"):
+        paired_accuracy_difference([True, False], [True])
+    with pytest.raises(ValueError, match=r"passes\[1\]=0.5 must be True or False"):
+        accuracy([True, 0.5])
+    with pytest.raises(ValueError, match="passes is empty"):
+        accuracy([])

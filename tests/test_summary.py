@@ -1,0 +1,99 @@
+"""Tests for dualloop.summary (the phase summaries) and the tables rendered from them."""
+
+import json
+import math
+
+import pytest
+
+from dualloop import report, summary
+from dualloop.judges import Decision
+
+
+def _decision(prompt_id, winner, judge="gold-checker", a="dualloop", b="base"):
+    winner_system = {"a": a, "b": b, "tie": "tie", None: None}[winner]
+    return Decision(f"set:{prompt_id}", prompt_id, a, b, "instructions", judge, "ab",
+                    {"a": "A", "b": "B", "tie": "tie", None: "unparseable"}[winner], winner, winner_system)
+
+
+def _scores(tmp_path, system, strict, loose):
+    path = tmp_path / f"{system}.jsonl"
+    path.write_text("".join(json.dumps({"prompt_id": f"p{i}", "instruction_ids": ["x"], "strict": [s],
+                                        "loose": [lo]}) + "\n" for i, (s, lo) in enumerate(zip(strict, loose))))
+    return path
+
+
+def test_phase_summary_on_a_small_table_equals_hand_computations(tmp_path):
+    # 8 prompts. strict: dualloop passes p0-p4, base p3 and p5 -> a_only 4 (p0, p1, p2, p4), b_only 1 (p5)
+    dual_strict = [True, True, True, True, True, False, False, False]
+    base_strict = [False, False, False, True, False, True, False, False]
+    dual_loose = [True] * 6 + [False] * 2
+    base_loose = [True, False, False, True, False, True, False, False]
+    files = {"dualloop": _scores(tmp_path, "dualloop", dual_strict, dual_loose),
+             "base": _scores(tmp_path, "base", base_strict, base_loose)}
+    strict_outcomes = ["a", "a", "a", "tie", "a", "b", "tie", "tie"]
+    decisions = [_decision(f"p{i}", w) for i, w in enumerate(strict_outcomes)]
+    decisions += [_decision(f"p{i}", w, judge="gold-loose") for i, w in enumerate(["tie", "a", "a", "tie", "a", "tie",
+                                                                                   None, "tie"])]
+    result = summary.phase_summary("02_main_comparison", "cpu", "verifiable-heldout", decisions, files)
+    path = summary.write_summary(tmp_path / "results", result)
+    assert path.name == "02_main_comparison.json"
+    loaded = summary.read_summary(path)
+    assert loaded["phase"] == "02_main_comparison" and loaded["profile"] == "cpu"
+    dual = loaded["systems"]["dualloop"]
+    assert dual["n"] == 8 and dual["strict_accuracy"] == 5 / 8 and dual["loose_accuracy"] == 6 / 8
+    z = 1.959963984540054
+    p, n = 5 / 8, 8
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert dual["strict_ci"] == pytest.approx([centre - half, centre + half])
+    gold, loose = loaded["comparisons"]
+    assert (gold["a"], gold["b"], gold["judge"]) == ("dualloop", "base", "gold-checker")
+    assert (gold["n"], gold["wins"], gold["losses"], gold["ties"]) == (8, 4, 1, 3)
+    assert gold["win_rate"] == pytest.approx(5.5 / 8)
+    se = math.sqrt(5.5 / 8 * (1 - 5.5 / 8) / 8)  # Wald, ties as half
+    assert gold["ci"] == pytest.approx([5.5 / 8 - z * se, min(5.5 / 8 + z * se, 1.0)])
+    assert gold["accuracy"] == "strict" and gold["accuracy_diff"] == pytest.approx(3 / 8)
+    from scipy.stats import beta as beta_distribution  # Clopper-Pearson of 4 / 5 discordant, scaled by 5 / 8
+    assert gold["accuracy_diff_ci"] == pytest.approx([5 / 8 * (2 * beta_distribution.ppf(0.025, 4, 2) - 1),
+                                                      5 / 8 * (2 * beta_distribution.ppf(0.975, 5, 1) - 1)])
+    assert (loose["judge"], loose["n"], loose["unparseable"], loose["accuracy"]) == ("gold-loose", 7, 1, "loose")
+    assert loose["accuracy_diff"] == pytest.approx(3 / 8)  # loose a_only p1, p2, p4 of 8 judged prompts
+
+    table = report.summary_comparison_table(loaded)
+    assert table.columns == ["Comparison", "Win rate [95% CI]", "N", "Ties", "Δ strict accuracy", "Δ loose accuracy"]
+    (row,) = table.rows
+    assert row[0] == "DualLoop-DPO vs. Base" and row[2:4] == ["15", "7"]
+    assert row[1].startswith(f"{100 * 10.5 / 15:.1f}% [")  # pooled: 4 + 3 wins and 7 ties of 15 decisions
+    assert row[4].startswith("+37.5% [") and row[5].startswith("+37.5% [")
+    accuracy = report.accuracy_table(loaded)
+    assert accuracy.rows[0][:3] == ["DualLoop-DPO", "8", f"62.5% [{100 * (centre - half):.1f}, {100 * (centre + half):.1f}]"]
+
+
+def test_a_summary_without_checker_has_no_accuracy_fields(tmp_path):
+    decisions = [_decision("p0", "a", judge="local"), _decision("p1", "b", judge="local")]
+    result = summary.phase_summary("04_generalization", "cpu", "mt-bench", decisions)
+    assert result["systems"] == {}
+    (entry,) = result["comparisons"]
+    assert entry["accuracy_diff"] is None and entry["accuracy_diff_ci"] is None and entry["win_rate"] == 0.5
+
+
+def test_bad_summary_and_score_files_are_named(tmp_path):
+    bad = tmp_path / "02.json"
+    bad.write_text(json.dumps({"phase": "02", "profile": "cpu", "systems": {"base": {"n": 1}}, "comparisons": []}))
+    with pytest.raises(ValueError, match="systems.base has no 'strict_accuracy'"):
+        summary.read_summary(bad)
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text('{"prompt_id": "p0", "strict": [true]}\n')
+    with pytest.raises(ValueError, match="scores.jsonl, line 1: not an instruction-score row"):
+        summary.read_scores(scores)
+
+
+def test_table3_carries_the_paired_strict_difference_of_each_row(tmp_path):
+    files = {"dualloop": _scores(tmp_path, "dualloop", [True, True, False], [True, True, False]),
+             "beta-dpo": _scores(tmp_path, "beta-dpo", [False, True, False], [False, True, True])}
+    decisions = [_decision(f"p{i}", w, b="beta-dpo") for i, w in enumerate(["a", "tie", "tie"])]
+    result = summary.phase_summary("05_dynamic_baselines", "cpu", "verifiable-heldout", decisions, files)
+    table = report.judge_table(decisions, summary=result)
+    assert table.columns[-1] == "Δ strict accuracy"
+    assert table.rows[0][0] == "vs. beta-dpo" and table.rows[0][-1].startswith("+33.3% [")
+    assert report.judge_table(decisions).columns[-1] == "Aggregated"  # without a summary, as before
