@@ -4,6 +4,10 @@ Batched and left-padded, with the tokenizer's chat template; greedy by default w
 penalty and a new-token budget; seeded sampling as an option (and ``num_samples`` responses per
 prompt, which the offline preference-set builder uses).
 
+Greedy batches run :func:`greedy_decode`, a decoding loop that HF ``generate`` calls through its
+``custom_generate`` hook: the same argmax decisions as HF's own loop at batch size 1, with the
+work that does not change them left out (see its docstring). Sampling runs HF's own loop.
+
 Results are cached as JSONL, one line per prompt id, in a file named by a hash of (model
 identity, prompt-set name, generation settings). Lines are appended and flushed after every
 batch, so a rerun generates nothing and a killed run completes only the prompts it is missing.
@@ -22,7 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    DynamicCache,
+    EosTokenCriteria,
+    GenerationConfig,
+    LogitsProcessorList,
+    MaxLengthCriteria,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    RepetitionPenaltyLogitsProcessor,
+    StaticCache,
+    StoppingCriteriaList,
+)
 
 from dualloop.models import ModelSettings, check_type, dataclass_from_dict, load_policy
 
@@ -44,6 +59,8 @@ class GenerationSettings:
         num_samples: responses per prompt (sampling only; greedy would repeat itself).
         seed: seed of the sampling; each batch is seeded from it and the batch's prompt ids.
         batch_size: prompts per ``generate`` call; does not enter the cache key.
+        fast_greedy: greedy batches run :func:`greedy_decode` (the same text as HF's loop at batch
+            size 1, faster); False = HF's own loop. Does not enter the cache key.
     """
 
     max_new_tokens: int = 128
@@ -54,13 +71,15 @@ class GenerationSettings:
     num_samples: int = 1
     seed: int = 0
     batch_size: int = 8
+    fast_greedy: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_new_tokens", "num_samples", "seed", "batch_size"):
             check_type(name, getattr(self, name), int)
         for name in ("repetition_penalty", "temperature", "top_p"):
             check_type(name, getattr(self, name), (int, float))
-        check_type("do_sample", self.do_sample, bool)
+        for name in ("do_sample", "fast_greedy"):
+            check_type(name, getattr(self, name), bool)
         for name in ("max_new_tokens", "num_samples", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"'{name}' must be >= 1, got {getattr(self, name)}")
@@ -77,10 +96,10 @@ class GenerationSettings:
         return dataclass_from_dict(cls, values, source)
 
     def cache_fields(self) -> dict[str, Any]:
-        """The fields that change the responses (the cache key): all but ``batch_size``,
-        and the sampling fields only when sampling."""
+        """The fields that change the responses (the cache key): all but ``batch_size`` and
+        ``fast_greedy``, and the sampling fields only when sampling."""
         fields = dataclasses.asdict(self)
-        del fields["batch_size"]
+        del fields["batch_size"], fields["fast_greedy"]
         if not self.do_sample:
             for name in ("temperature", "top_p", "seed"):
                 del fields[name]
@@ -275,9 +294,10 @@ def _generate_batch(model, tokenizer, batch: list[Prompt], settings: GenerationS
         **({"temperature": float(settings.temperature), "top_p": float(settings.top_p), "top_k": 0}
            if settings.do_sample else {}),
     )
+    loop = {"custom_generate": greedy_decode} if settings.fast_greedy and not settings.do_sample else {}
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(_batch_seed(settings.seed, batch_ids))
-        output = model.generate(**inputs, generation_config=config)
+        output = model.generate(**inputs, generation_config=config, **loop)
     new_tokens = output[:, inputs["input_ids"].shape[1]:]
     decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
     k = settings.num_samples
@@ -288,3 +308,197 @@ def _batch_seed(seed: int, batch_ids: list[str]) -> int:
     """A seed for one batch from the settings' seed and the batch's prompt ids (stable across runs)."""
     digest = hashlib.sha256(json.dumps([seed, batch_ids]).encode()).digest()
     return int.from_bytes(digest[:8], "little") % (2**63)
+
+
+# greedy_decode rebuilds its key/value cache without the finished rows once this share of them has finished
+FINISHED_SHARE_TO_COMPACT = 0.25
+# prompts that greedy_decode prefills together (sorted by length)
+PREFILL_GROUP = 8
+
+
+def greedy_decode(model: PreTrainedModel, input_ids: torch.LongTensor, logits_processor: LogitsProcessorList,
+                  stopping_criteria: StoppingCriteriaList, generation_config: GenerationConfig,
+                  **model_kwargs: Any) -> torch.LongTensor:
+    """Greedy decoding of a left-padded batch: ``model.generate(..., custom_generate=greedy_decode)``.
+
+    Each step takes the argmax of the logits after HF's repetition penalty over the row's own prompt
+    and generated tokens, as HF's loop does for a row alone; batching changes only the fp32 rounding
+    of the matmuls. Faster than HF's loop because
+    - the prompts are prefilled through the decoder only (no LM head), after the prefix they all
+      share (the chat template's system turn), which is prefilled once, in groups of similar
+      length padded on the right, where causal attention keeps the padding out;
+    - the key/value cache is a ``StaticCache`` (nothing concatenated per step), rebuilt without
+      the finished rows once ``FINISHED_SHARE_TO_COMPACT`` of them have finished;
+    - the repetition penalty reads and writes only the row's token ids, not the whole vocabulary.
+
+    Supports greedy search with a repetition penalty, EOS and a length budget, nothing else (a
+    ValueError names the rest). Returns what HF's greedy loop returns: each row's prompt and new
+    tokens, ``pad_token_id`` after its EOS.
+    """
+    penalty = _repetition_penalty(logits_processor, stopping_criteria, generation_config)
+    prompts = _unpadded_rows(input_ids, model_kwargs.get("attention_mask"))
+    eos = torch.tensor(generation_config.eos_token_id, device=input_ids.device).view(-1)
+    budget = generation_config.max_length - input_ids.shape[1]
+    with torch.inference_mode():
+        batch = _DecodeBatch(model, prompts, budget, generation_config.pad_token_id)
+        for step in range(budget):
+            batch.step(step, penalty, eos)
+            if bool(batch.done.all()):
+                break
+    return torch.cat([input_ids, batch.output[:, :step + 1]], dim=1)
+
+
+def _repetition_penalty(logits_processor: LogitsProcessorList, stopping_criteria: StoppingCriteriaList,
+                        generation_config: GenerationConfig) -> float | None:
+    """The penalty of HF's repetition-penalty processor (None without one); raises on anything else."""
+    unsupported = [type(p).__name__ for p in logits_processor if not isinstance(p, RepetitionPenaltyLogitsProcessor)]
+    unsupported += [type(c).__name__ for c in stopping_criteria
+                    if not isinstance(c, (MaxLengthCriteria, EosTokenCriteria))]
+    if generation_config.do_sample or generation_config.num_beams > 1 or unsupported:
+        raise ValueError("greedy_decode supports greedy search with a repetition penalty, EOS and a length budget "
+                         f"only; got do_sample={generation_config.do_sample}, num_beams={generation_config.num_beams}"
+                         f", {unsupported}")
+    penalties = [p.penalty for p in logits_processor]
+    return penalties[0] if penalties else None
+
+
+def _unpadded_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> list[torch.Tensor]:
+    """Each row's prompt tokens without its padding (HF passes no mask when nothing is padded)."""
+    if attention_mask is None:
+        return list(input_ids)
+    return [row[mask.bool()] for row, mask in zip(input_ids, attention_mask)]
+
+
+class _DecodeBatch:
+    """The rows of a batch being decoded: their key/value cache and what each feeds next.
+
+    A prompt's tokens but its last are the row's context, prefilled into the cache; every step then
+    feeds one token per row (the prompt's last token first). The cache is left-padded: row ``i``
+    holds its keys and values in the columns ``first_column[i]`` to ``filled - 1``.
+    """
+
+    def __init__(self, model: PreTrainedModel, prompts: list[torch.Tensor], budget: int, pad_token_id: int):
+        device = prompts[0].device
+        contexts = [prompt[:-1] for prompt in prompts]
+        width = max(len(context) for context in contexts)
+        prompt_width = max(len(prompt) for prompt in prompts)
+        self.model, self.budget, self.prompt_width = model, budget, prompt_width
+        self.rows = torch.arange(len(prompts), device=device)  # the batch row of each cache row
+        self.tokens = torch.stack([prompt[-1] for prompt in prompts])  # the token each row feeds next
+        self.positions = torch.tensor([len(context) for context in contexts], device=device)  # and its position
+        self.first_column = width - self.positions
+        self.done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        self.history = _token_history(prompts, prompt_width + budget)  # ids under the repetition penalty
+        self.output = torch.full((len(prompts), budget), pad_token_id, dtype=prompts[0].dtype, device=device)
+        self._set_cache(_prefill(model, contexts, width), width, budget)
+
+    def step(self, step: int, penalty: float | None, eos: torch.Tensor) -> None:
+        """Feed each row its next token and choose the one after it (greedy, after the penalty)."""
+        if self.done.float().mean() >= FINISHED_SHARE_TO_COMPACT:
+            self._drop_finished_rows(self.budget - step)
+        columns = torch.arange(self.capacity, device=self.tokens.device)
+        attention_mask = (columns >= self.first_column[:, None]) & (columns <= self.filled)
+        logits = self.model(input_ids=self.tokens[:, None], attention_mask=attention_mask.long(),
+                            position_ids=self.positions[:, None], cache=self.cache, use_cache=True,
+                            logits_to_keep=1).logits[:, -1].float()
+        self.filled += 1
+        self.positions += 1
+        if penalty is not None:
+            _penalize(logits, self.history, penalty)
+        tokens = logits.argmax(dim=-1)
+        live = ~self.done
+        self.output[self.rows[live], step] = tokens[live]
+        self.history[:, self.prompt_width + step] = tokens
+        self.done |= torch.isin(tokens, eos)
+        self.tokens = tokens
+
+    def _drop_finished_rows(self, steps_left: int) -> None:
+        """A new cache without the finished rows and the leading columns no row left uses."""
+        keep = (~self.done).nonzero().squeeze(1)
+        lead = int(self.first_column[keep].min())
+        states = [(layer.keys[keep, :, lead:self.filled], layer.values[keep, :, lead:self.filled])
+                  for layer in self.cache.layers]
+        self.rows, self.tokens, self.positions, self.done, self.history = (
+            self.rows[keep], self.tokens[keep], self.positions[keep], self.done[keep], self.history[keep])
+        self.first_column = self.first_column[keep] - lead
+        self._set_cache(states, self.filled - lead, steps_left)
+
+    def _set_cache(self, states: list[tuple[torch.Tensor, torch.Tensor]] | None, width: int, steps_left: int) -> None:
+        """A static cache holding ``states`` (``width`` columns) with room for ``steps_left`` more."""
+        self.filled, self.capacity = width, width + steps_left
+        self.cache = StaticCache(config=self.model.config, max_cache_len=self.capacity)
+        for layer_index, (keys, values) in enumerate(states or []):
+            self.cache.update(keys, values, layer_index)
+
+
+def _prefill(model: PreTrainedModel, contexts: list[torch.Tensor], width: int
+             ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Per layer, the keys and values of the contexts, right-aligned in ``width`` columns (zeros before).
+
+    Only the decoder runs (no LM head). The prefix all contexts share runs once; the rest of the
+    contexts runs after it in groups of ``PREFILL_GROUP`` of similar length, right-padded: causal
+    attention keeps the padding, which follows every real token, out of the real tokens' states.
+    None when every context is empty.
+    """
+    if width == 0:
+        return None
+    decoder = model.get_decoder()
+    shared = _shared_prefix_length(contexts) if len(contexts) > 1 else 0
+    prefix = _extend(decoder, contexts[0][None, :shared], DynamicCache(config=model.config))
+    by_length = sorted(range(len(contexts)), key=lambda row: len(contexts[row]))
+    states = None
+    for start in range(0, len(by_length), PREFILL_GROUP):
+        group = by_length[start:start + PREFILL_GROUP]
+        suffixes = torch.nn.utils.rnn.pad_sequence([contexts[row][shared:] for row in group], batch_first=True)
+        cache = _extend(decoder, suffixes, _copy_cache(prefix, len(group), model.config))
+        if cache.get_seq_length() == 0:
+            continue  # contexts all empty
+        if states is None:
+            states = [(layer.keys.new_zeros(len(contexts), layer.keys.shape[1], width, layer.keys.shape[3]),
+                       layer.values.new_zeros(len(contexts), layer.values.shape[1], width, layer.values.shape[3]))
+                      for layer in cache.layers]
+        for (keys, values), layer in zip(states, cache.layers):
+            for index, row in enumerate(group):
+                length = len(contexts[row])
+                keys[row, :, width - length:] = layer.keys[index, :, :length]
+                values[row, :, width - length:] = layer.values[index, :, :length]
+    return states
+
+
+def _shared_prefix_length(contexts: list[torch.Tensor]) -> int:
+    """The number of leading tokens all contexts share."""
+    shortest = min(len(context) for context in contexts)
+    first = contexts[0][:shortest]
+    same = torch.stack([context[:shortest] == first for context in contexts]).all(dim=0)
+    return int(same.long().cumprod(dim=0).sum())
+
+
+def _extend(decoder: torch.nn.Module, tokens: torch.Tensor, cache: DynamicCache) -> DynamicCache:
+    """``cache`` with the keys and values of ``tokens`` ([rows, length]) appended by the decoder."""
+    if tokens.shape[1]:
+        decoder(input_ids=tokens, cache=cache, use_cache=True)
+    return cache
+
+
+def _copy_cache(cache: DynamicCache, rows: int, config) -> DynamicCache:
+    """A new dynamic cache of ``rows`` rows, each starting from the one row of ``cache``."""
+    copy = DynamicCache(config=config)
+    if cache.get_seq_length():
+        for layer_index, layer in enumerate(cache.layers):
+            copy.update(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1), layer_index)
+    return copy
+
+
+def _token_history(prompts: list[torch.Tensor], width: int) -> torch.Tensor:
+    """[rows, width] token ids: each prompt, then its first token as filler (a repeat changes no penalty)."""
+    history = torch.stack([prompt[:1].expand(width) for prompt in prompts]).clone()
+    for row, prompt in enumerate(prompts):
+        history[row, :len(prompt)] = prompt
+    return history
+
+
+def _penalize(logits: torch.Tensor, history: torch.Tensor, penalty: float) -> None:
+    """HF's ``RepetitionPenaltyLogitsProcessor`` on the ids in ``history``, in place: the same values."""
+    score = logits.gather(1, history)
+    score = torch.where(score < 0, score * penalty, score / penalty)
+    logits.scatter_(1, history, score)

@@ -1,4 +1,4 @@
-"""Tests for dualloop.generation on the smoke model: cache, resume, left padding, sampling."""
+"""Tests for dualloop.generation on the smoke model: cache, resume, left padding, sampling, the fast greedy loop."""
 
 import os
 
@@ -8,12 +8,14 @@ import json  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from transformers import GenerationConfig  # noqa: E402
 
 from dualloop.generation import (  # noqa: E402
     GenerationSettings,
     cache_path,
     chat_text,
     generate_responses,
+    greedy_decode,
     load_generator,
     model_identity,
 )
@@ -30,10 +32,23 @@ PROMPTS = {
 GREEDY = GenerationSettings(max_new_tokens=6, batch_size=2)
 
 
-
 @pytest.fixture(scope="module")
 def smoke():
     return smoke_model(seed=0)
+
+
+@pytest.fixture(scope="module")
+def lively():
+    """The smoke model with its layers' weights drawn larger: the plain smoke model repeats one token,
+    this one's greedy text varies from token to token and from prompt to prompt, and the repetition
+    penalty changes it."""
+    model, tokenizer = smoke_model(seed=0)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() == 2:
+                parameter.normal_(0, 0.05 if "embed" in name else parameter.shape[1] ** -0.5, generator=generator)
+    return model, tokenizer
 
 
 def count_generate_calls(monkeypatch, model, fail_on_call=None):
@@ -116,6 +131,12 @@ def test_cache_key_depends_on_model_prompt_set_and_settings_but_not_batch_size(t
     assert cache_path(tmp_path, "m", "s", GenerationSettings(max_new_tokens=6, repetition_penalty=1.0)) != base
 
 
+def test_fast_greedy_does_not_enter_the_cache_key(tmp_path):
+    assert GREEDY.fast_greedy
+    slow_loop = GenerationSettings(max_new_tokens=6, batch_size=2, fast_greedy=False)
+    assert cache_path(tmp_path, "m", "s", slow_loop) == cache_path(tmp_path, "m", "s", GREEDY)
+
+
 def test_left_padded_batches_give_the_same_greedy_output_as_batch_size_one(smoke, tmp_path):
     model, tokenizer = smoke
     settings = GenerationSettings(max_new_tokens=8, repetition_penalty=1.0, batch_size=len(PROMPTS))
@@ -128,6 +149,75 @@ def test_left_padded_batches_give_the_same_greedy_output_as_batch_size_one(smoke
         prompt_set="s")
     assert batched == single
     assert tokenizer.padding_side == "right"  # restored after generation
+
+
+def test_fast_greedy_batches_give_the_text_of_hf_generate_at_batch_size_one(lively, tmp_path):
+    model, tokenizer = lively
+    lengths = {len(tokenizer(chat_text(tokenizer, p), add_special_tokens=False).input_ids) for p in PROMPTS.values()}
+    assert len(lengths) > 1  # the batch really is padded
+
+    def generate(folder, **fields):
+        settings = GenerationSettings(max_new_tokens=24, **{"repetition_penalty": 1.3, **fields})
+        return generate_responses(model, tokenizer, PROMPTS, settings, out_dir=tmp_path / folder, identity="m",
+                                  prompt_set="s")
+
+    alone = generate("hf-one", batch_size=1, fast_greedy=False)
+    assert generate("fast-all", batch_size=len(PROMPTS)) == alone
+    assert generate("fast-two", batch_size=2) == alone
+    assert alone != generate("no-penalty", batch_size=1, fast_greedy=False, repetition_penalty=1.0)
+    assert len({samples[0] for samples in alone.values()}) == len(PROMPTS)
+
+
+def test_greedy_decode_stops_each_row_at_its_eos_as_hf_generate_does(lively):
+    """Rows that finish at different steps (some before a quarter of the batch has, some after) are
+    dropped from the batch; every row's tokens stay those HF's loop gives it alone."""
+    model, tokenizer = lively
+    texts = [chat_text(tokenizer, p) for p in PROMPTS.values()]
+
+    def config(eos_token_id):
+        return GenerationConfig(max_new_tokens=30, repetition_penalty=1.3, do_sample=False,
+                                pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_token_id)
+
+    def alone(text, generation_config):
+        inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        return model.generate(**inputs, generation_config=generation_config)[0, inputs.input_ids.shape[1]:].tolist()
+
+    free = [alone(text, config(tokenizer.eos_token_id)) for text in texts]
+    eos = [free[0][3], free[1][12], free[2][20]]  # tokens that end rows early, at different steps
+    expected = [alone(text, config(eos)) for text in texts]
+    assert sorted(len(tokens) for tokens in expected) == [4, 4, 13, 21, 30]  # 30: the budget
+
+    tokenizer.padding_side = "left"
+    try:
+        inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = "right"
+    output = model.generate(**inputs, generation_config=config(eos), custom_generate=greedy_decode)
+    for row, tokens in zip(output[:, inputs.input_ids.shape[1]:].tolist(), expected):
+        assert row == tokens + [tokenizer.pad_token_id] * (len(row) - len(tokens))
+
+
+def test_greedy_decode_refuses_sampling(smoke):
+    model, tokenizer = smoke
+    inputs = tokenizer(chat_text(tokenizer, "hi"), return_tensors="pt", add_special_tokens=False)
+    with pytest.raises(ValueError, match="greedy_decode supports greedy search"):
+        model.generate(**inputs, generation_config=GenerationConfig(max_new_tokens=2, do_sample=True),
+                       custom_generate=greedy_decode)
+
+
+@pytest.mark.slow
+def test_fast_greedy_batch_gives_the_text_of_hf_generate_at_batch_size_one_on_the_cpu_model(tmp_path):
+    from dualloop.data import load_verifiable_heldout
+
+    model, tokenizer, _ = load_generator(ModelSettings(name_or_path="smollm2-135m-instruct", device="cpu", lora_r=0))
+    prompts = {p.prompt_id: p.prompt for p in load_verifiable_heldout()[:12]}
+
+    def generate(folder, **fields):
+        settings = GenerationSettings(max_new_tokens=64, repetition_penalty=1.2, **fields)
+        return generate_responses(model, tokenizer, prompts, settings, out_dir=tmp_path / folder, identity="m",
+                                  prompt_set="s")
+
+    assert generate("fast", batch_size=len(prompts)) == generate("hf-one", batch_size=1, fast_greedy=False)
 
 
 def test_seeded_sampling_is_reproducible_and_gives_k_samples(smoke, tmp_path):
