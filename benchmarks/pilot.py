@@ -11,7 +11,8 @@ and loosely. The base model is scored on the same prompts. Printed and written t
 ``OUT/pilot.md`` and ``OUT/pilot.json``: per schedule the strict and loose accuracy with 95 %
 Wilson intervals, the paired strict difference to the base model with its exact McNemar-based
 interval, and the final KL (mean of the last 4 logged values of the exact token KL ``kl/token``,
-nats per token, and of the log-ratio estimate ``kl/logratio``) and training loss.
+nats per token, and of the log-ratio estimate ``kl/logratio``) and training loss; and the figure
+``OUT/pilot_accuracy_kl.{png,pdf}``: strict accuracy against the token KL of each schedule.
 
 ``--grid`` is a product of values; each ``--also`` adds the schedules of the first grid point with
 those values changed. Keys: ``max_steps`` (integer >= 1), ``learning_rate`` and ``beta`` (> 0),
@@ -170,7 +171,26 @@ def main(argv: list[str] | None = None) -> int:
         "profile": args.profile, "prompts": [first, last], "base": {"strict_accuracy": base_strict.rate,
                                                                     "loose_accuracy": base_loose.rate},
         "schedules": rows}, indent=1) + "\n", encoding="utf-8")
+    save_figure(args.out / "pilot.json", args.out / "pilot_accuracy_kl")
     return 0
+
+
+def save_figure(pilot_json: Path, path_stem: Path) -> None:
+    """Held-out strict accuracy against the token KL of each schedule (and the base model at 0),
+    rendered from ``pilot.json`` by :func:`dualloop.report.accuracy_kl_figure`."""
+    from dualloop import report
+    from dualloop.stats import accuracy
+
+    pilot = json.loads(pilot_json.read_text(encoding="utf-8"))
+    n = pilot["schedules"][0]["n"]
+    base = accuracy([True] * round(pilot["base"]["strict_accuracy"] * n) + [False] * (n - round(
+        pilot["base"]["strict_accuracy"] * n)))
+    systems = {"base model": {"strict_accuracy": base.rate, "strict_ci": [base.low, base.high], "kl": 0.0}}
+    systems.update({_label(row["schedule"]): {"strict_accuracy": row["strict_accuracy"], "strict_ci": row["strict_ci"],
+                                              "kl": row["kl_token"], "run": row["run"]} for row in pilot["schedules"]})
+    figure = report.accuracy_kl_figure([{"systems": systems}], title=f"Pilot: static-β DPO, held-out prompts "
+                                                                      f"{pilot['prompts'][0]}:{pilot['prompts'][1]}")
+    report.save_figure(figure, path_stem)
 
 
 def _cell(value: float, low: float, high: float, *, signed: bool = False) -> str:

@@ -412,7 +412,7 @@ def accuracy_kl_figure(summaries: Sequence[Mapping], *, names: Mapping[str, str]
     """Held-out strict accuracy (95 % Wilson whiskers) against the KL each run reached
     (``systems.<name>.kl`` of phase summaries, dualloop.summary): DualLoop-DPO's eq. (1) trade-off,
     one point per trained run (a run named in several summaries is drawn once), the base model at 0."""
-    figure, (axis,) = _figure(5.5, 4.0)
+    figure, (axis,) = _figure(8.0, 4.0)
     drawn: set = set()
     for summary_values in summaries:
         for system, entry in summary_values["systems"].items():
@@ -426,7 +426,7 @@ def accuracy_kl_figure(summaries: Sequence[Mapping], *, names: Mapping[str, str]
     axis.set_xlabel("KL(π_θ ‖ π_ref) reached (nats/token, mean of the last logged steps)")
     axis.set_ylabel("held-out strict accuracy (%)")
     if axis.get_legend_handles_labels()[0]:
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     axis.set_title(title)
     return figure
 
