@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import os
 import time
@@ -52,7 +53,7 @@ class GenerationSettings:
     Attributes:
         max_new_tokens: the new-token budget per response.
         repetition_penalty: HF's multiplicative penalty on already generated tokens (1.0 = none);
-            SmolLM2-135M loops without one (OFFLINE.md).
+            SmolLM2-135M loops without one.
         do_sample: False = greedy; True = sampling with ``temperature`` / ``top_p`` and ``seed``.
         temperature: sampling temperature (used only when ``do_sample``).
         top_p: nucleus mass (used only when ``do_sample``).
@@ -60,7 +61,8 @@ class GenerationSettings:
         seed: seed of the sampling; each batch is seeded from it and the batch's prompt ids.
         batch_size: prompts per ``generate`` call; does not enter the cache key.
         fast_greedy: greedy batches run :func:`greedy_decode` (the same text as HF's loop at batch
-            size 1, faster); False = HF's own loop. Does not enter the cache key.
+            size 1, faster) where the model allows (:func:`decodes_fast`); False = HF's own loop.
+            Does not enter the cache key.
     """
 
     max_new_tokens: int = 128
@@ -294,7 +296,8 @@ def _generate_batch(model, tokenizer, batch: list[Prompt], settings: GenerationS
         **({"temperature": float(settings.temperature), "top_p": float(settings.top_p), "top_k": 0}
            if settings.do_sample else {}),
     )
-    loop = {"custom_generate": greedy_decode} if settings.fast_greedy and not settings.do_sample else {}
+    fast = settings.fast_greedy and not settings.do_sample and decodes_fast(model)
+    loop = {"custom_generate": greedy_decode} if fast else {}
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(_batch_seed(settings.seed, batch_ids))
         output = model.generate(**inputs, generation_config=config, **loop)
@@ -331,33 +334,46 @@ def greedy_decode(model: PreTrainedModel, input_ids: torch.LongTensor, logits_pr
       the finished rows once ``FINISHED_SHARE_TO_COMPACT`` of them have finished;
     - the repetition penalty reads and writes only the row's token ids, not the whole vocabulary.
 
-    Supports greedy search with a repetition penalty, EOS and a length budget, nothing else (a
-    ValueError names the rest). Returns what HF's greedy loop returns: each row's prompt and new
-    tokens, ``pad_token_id`` after its EOS.
+    Supports greedy search with a repetition penalty, EOS and a length budget on a model whose
+    layers all attend to the full context (:func:`decodes_fast`); a ValueError names the rest.
+    Returns what HF's greedy loop returns: each row's prompt and new tokens, ``pad_token_id``
+    after its EOS.
     """
-    penalty = _repetition_penalty(logits_processor, stopping_criteria, generation_config)
+    penalty = _repetition_penalty(model, logits_processor, stopping_criteria, generation_config)
     prompts = _unpadded_rows(input_ids, model_kwargs.get("attention_mask"))
-    eos = torch.tensor(generation_config.eos_token_id, device=input_ids.device).view(-1)
+    eos_token_id = generation_config.eos_token_id
+    eos = torch.tensor([] if eos_token_id is None else eos_token_id, dtype=torch.long, device=input_ids.device)
+    pad_token_id = generation_config.pad_token_id
+    if pad_token_id is None:
+        pad_token_id = int(eos.view(-1)[0]) if eos.numel() else 0  # HF's default too
     budget = generation_config.max_length - input_ids.shape[1]
     with torch.inference_mode():
-        batch = _DecodeBatch(model, prompts, budget, generation_config.pad_token_id)
+        batch = _DecodeBatch(model, prompts, budget, pad_token_id)
         for step in range(budget):
-            batch.step(step, penalty, eos)
+            batch.step(step, penalty, eos.view(-1))
             if bool(batch.done.all()):
                 break
     return torch.cat([input_ids, batch.output[:, :step + 1]], dim=1)
 
 
-def _repetition_penalty(logits_processor: LogitsProcessorList, stopping_criteria: StoppingCriteriaList,
-                        generation_config: GenerationConfig) -> float | None:
-    """The penalty of HF's repetition-penalty processor (None without one); raises on anything else."""
+def decodes_fast(model: PreTrainedModel) -> bool:
+    """Whether :func:`greedy_decode` can run ``model``: every layer attends to the full context
+    (no sliding window, no linear attention)."""
+    layers = StaticCache(config=model.config, max_cache_len=1)
+    return not any(layers.is_sliding) and not any(getattr(layers, "is_linear", ()))  # is_linear: not in every transformers 5
+
+
+def _repetition_penalty(model: PreTrainedModel, logits_processor: LogitsProcessorList,
+                        stopping_criteria: StoppingCriteriaList, generation_config: GenerationConfig) -> float | None:
+    """The penalty of HF's repetition-penalty processor (None without one); raises on what greedy_decode lacks."""
     unsupported = [type(p).__name__ for p in logits_processor if not isinstance(p, RepetitionPenaltyLogitsProcessor)]
     unsupported += [type(c).__name__ for c in stopping_criteria
                     if not isinstance(c, (MaxLengthCriteria, EosTokenCriteria))]
-    if generation_config.do_sample or generation_config.num_beams > 1 or unsupported:
+    if generation_config.do_sample or generation_config.num_beams > 1 or unsupported or not decodes_fast(model):
         raise ValueError("greedy_decode supports greedy search with a repetition penalty, EOS and a length budget "
-                         f"only; got do_sample={generation_config.do_sample}, num_beams={generation_config.num_beams}"
-                         f", {unsupported}")
+                         f"on full-attention models only; got do_sample={generation_config.do_sample}, "
+                         f"num_beams={generation_config.num_beams}, {unsupported}, "
+                         f"full attention: {decodes_fast(model)}")
     penalties = [p.penalty for p in logits_processor]
     return penalties[0] if penalties else None
 
@@ -367,6 +383,12 @@ def _unpadded_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor | None)
     if attention_mask is None:
         return list(input_ids)
     return [row[mask.bool()] for row, mask in zip(input_ids, attention_mask)]
+
+
+def _cache_keyword(model: torch.nn.Module) -> str:
+    """The name of the key/value cache argument of the model's forward: ``cache`` in recent
+    transformers (which deprecate ``past_key_values``), ``past_key_values`` in older ones."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 class _DecodeBatch:
@@ -399,8 +421,8 @@ class _DecodeBatch:
         columns = torch.arange(self.capacity, device=self.tokens.device)
         attention_mask = (columns >= self.first_column[:, None]) & (columns <= self.filled)
         logits = self.model(input_ids=self.tokens[:, None], attention_mask=attention_mask.long(),
-                            position_ids=self.positions[:, None], cache=self.cache, use_cache=True,
-                            logits_to_keep=1).logits[:, -1].float()
+                            position_ids=self.positions[:, None], use_cache=True, logits_to_keep=1,
+                            **{_cache_keyword(self.model): self.cache}).logits[:, -1].float()
         self.filled += 1
         self.positions += 1
         if penalty is not None:
@@ -476,7 +498,7 @@ def _shared_prefix_length(contexts: list[torch.Tensor]) -> int:
 def _extend(decoder: torch.nn.Module, tokens: torch.Tensor, cache: DynamicCache) -> DynamicCache:
     """``cache`` with the keys and values of ``tokens`` ([rows, length]) appended by the decoder."""
     if tokens.shape[1]:
-        decoder(input_ids=tokens, cache=cache, use_cache=True)
+        decoder(input_ids=tokens, use_cache=True, **{_cache_keyword(decoder): cache})
     return cache
 
 
