@@ -7,7 +7,7 @@ batch (every micro-batch of the accumulation, every process), so every process h
 ``decide(stats, train=False)`` (evaluation) changes no state. ``state_dict``/``load_state_dict``
 hold plain floats and ints (JSON-serialisable), so a resumed run continues the same trajectory.
 
-Formulas and defaults are DESIGN.md §2.2; the papers are papers/000 (DualLoop-DPO, eqs. 2–3),
+Formulas and defaults are listed in each class; the papers are DualLoop-DPO (eqs. 2–3),
 Wu et al. 2024 (β-DPO, arXiv 2407.08639) and Lee et al. 2025 (ε-DPO, arXiv 2502.13177).
 """
 
@@ -125,7 +125,7 @@ def _uniform(value: float, like: torch.Tensor) -> torch.Tensor:
 
 
 class Controller:
-    """Interface every controller follows (DESIGN.md §2.4)."""
+    """Interface every controller follows."""
 
     needs_kl: bool = False
     needs_epsilon_steps: bool = False
@@ -218,7 +218,7 @@ def normalized_binary_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 class DualLoop(Controller):
-    """DualLoop-DPO's two-loop β (papers/000, eqs. 2–3; DESIGN.md §2.2).
+    """DualLoop-DPO's two-loop β (DualLoop-DPO, eqs. 2–3).
 
     Fast loop (each micro-batch, eq. 2): ``p_i = σ(β_base M_i)``, ``h_i`` its normalized binary
     entropy, ``H̃ = mean_i h_i``; ``β_total = β_base (1 + λ H̃)`` for every example (scope
@@ -321,7 +321,7 @@ class DualLoop(Controller):
 
 
 class BetaDPO(Controller):
-    """β-DPO (Wu et al. 2024; DESIGN.md §2.2), per training micro-batch on the margins M:
+    """β-DPO (Wu et al. 2024), per training micro-batch on the margins M:
 
     1. ``M0 ← γ M0 + (1−γ) mean(M)``, ``σ0 ← γ σ0 + (1−γ) std(M)`` (sample std; both start at 0;
        a batch of one keeps σ0 and is not filtered);
@@ -398,7 +398,7 @@ class BetaDPO(Controller):
 
 
 class EpsilonDPO(Controller):
-    """ε-DPO (Lee et al. 2025; DESIGN.md §2.2): per example ``β̃_i = β / (1 + ε s_i)`` with the
+    """ε-DPO (Lee et al. 2025): per example ``β̃_i = β / (1 + ε s_i)`` with the
     step ``s_i`` from :func:`epsilon_steps`; each optimizer step ``β ← β / (1 + ε s̄)`` with s̄
     the mean step over the global batch. One ε both perturbs β and sizes its step."""
 
@@ -461,7 +461,7 @@ def _masked_position_chunks(loss_mask: torch.Tensor, chunk_size: int):
 def token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, loss_mask: torch.Tensor, *,
              chunk_size: int = DEFAULT_VOCAB_CHUNK) -> torch.Tensor:
     """Exact full-vocabulary ``KL(π_θ(·|ctx) ‖ π_ref(·|ctx))`` averaged over the masked positions
-    (DESIGN.md §2.2, estimator ``token``), in nats per token. Rows of ``chunk_size`` positions are
+    (estimator ``token``), in nats per token. Rows of ``chunk_size`` positions are
     converted to float32 at a time, so memory stays ``O(chunk_size · V)``; no gradient."""
     _check_logits(policy_logits, ref_logits, loss_mask)
     vocab = policy_logits.shape[-1]
@@ -483,7 +483,7 @@ def token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, loss_mask: t
 def epsilon_steps(policy_logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor,
                   loss_mask: torch.Tensor, epsilon: float, *,
                   chunk_size: int = DEFAULT_VOCAB_CHUNK) -> torch.Tensor:
-    """ε-DPO's step direction per pair (DESIGN.md §2.2, steps 1–2), from logits already computed.
+    """ε-DPO's step direction per pair (steps 1–2), from logits already computed.
 
     Perturbed policies: ``ℓ⁺ = (1+ε) ℓ_θ − ε ℓ_ref`` (policy at β/(1+ε)) and
     ``ℓ⁻ = (1−ε) ℓ_θ + ε ℓ_ref`` (policy at β/(1−ε)); each is log-softmaxed over the vocabulary,
@@ -529,7 +529,7 @@ def epsilon_steps_from_logps(logps: torch.Tensor) -> torch.Tensor:
 def logratio_kl(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
                 ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
                 chosen_lengths: torch.Tensor, rejected_lengths: torch.Tensor) -> float:
-    """The ``logratio`` KL estimator (DESIGN.md §2.2): ``Σ_i (|πw−rw| + |πl−rl|) / Σ_i (|yw|+|yl|)``,
+    """The ``logratio`` KL estimator: ``Σ_i (|πw−rw| + |πl−rl|) / Σ_i (|yw|+|yl|)``,
     nats per token over the batch; works with precomputed reference log-probs."""
     for name, value in (("policy_rejected_logps", policy_rejected_logps), ("ref_chosen_logps", ref_chosen_logps),
                         ("ref_rejected_logps", ref_rejected_logps), ("chosen_lengths", chosen_lengths),

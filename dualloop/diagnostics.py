@@ -59,7 +59,7 @@ def rejudge_flips(experiment: Experiment, system_a: str, system_b: str, prompt_s
                   runs: Mapping[str, Any], repeats: int = 3, n_buckets: int = 3) -> list[FlipBucket]:
     """Re-judge the same pairs ``repeats`` times with the local model judge, each time with another
     seed of the position coin, and bucket the flips by the judge's entropy on the first judging
-    (papers/000, Limitations: 90 prompts × 3)."""
+    (DualLoop-DPO, Limitations: 90 prompts × 3)."""
     judge = next((j for j in experiment.judges(CRITERIA[prompt_set]) if j.name.startswith("local")), None)
     if judge is None:
         raise ValueError("re-judging flips need the local model judge: add 'local' to evaluation.judges")

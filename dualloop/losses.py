@@ -4,9 +4,9 @@ Every loss takes the policy's and (where the method has one) the reference's sum
 log-probabilities of the chosen and rejected responses, each a tensor ``[B]``, and a β that is
 a float or a detached per-example tensor ``[B]`` (the controller's decision). It returns the
 per-example losses and the implicit rewards computed with the β actually used; the trainer
-averages. Notation follows DESIGN.md §2.1: ``M = (πw − rw) − (πl − rl)``.
+averages. Notation: ``M = (πw − rw) − (πl − rl)``.
 
-The self-adaptive losses follow AdaDPO (papers/003): β_l = β and β_w = β·sg(ratio) with the
+The self-adaptive losses follow AdaDPO (Chen et al.): β_l = β and β_w = β·sg(ratio) with the
 ratio of Table 2, computed in log space and clipped at the ceiling C (Listing 1). When response
 lengths are given the ratio uses per-token averages ("Stable AdaDPO", eq. 10 with α = 1/|y|).
 """
@@ -120,7 +120,7 @@ def _check_clip_and_k(clip: float | None, k: float) -> None:
 
 
 def adaptive_coefficient(log_ratio: torch.Tensor, clip: float | None, k: float) -> torch.Tensor:
-    """``min(k · exp(sg(log_ratio)), C)`` computed in log space (papers/003 eq. 6, Listing 1, A.3).
+    """``min(k · exp(sg(log_ratio)), C)`` computed in log space (AdaDPO, Chen et al., eq. 6, Listing 1, A.3).
 
     ``clip=None`` removes the ceiling. The result carries no gradient.
     """
@@ -142,7 +142,7 @@ def dpo_loss(
     *,
     label_smoothing: float = 0.0,
 ) -> LossOutput:
-    """DPO's sigmoid loss (Rafailov et al. 2023, eq. 7; papers/003 eq. 1).
+    """DPO's sigmoid loss (Rafailov et al. 2023, eq. 7; AdaDPO (Chen et al.) eq. 1).
 
     ``L_i = −(1−ε) log σ(β_i M_i) − ε log σ(−β_i M_i)`` with ``ε = label_smoothing`` (the
     conservative-DPO form; ε = 0 is plain DPO).
@@ -210,7 +210,7 @@ def adadpo_loss(
     space: str = "ratio",
     k: float = 1.0,
 ) -> LossOutput:
-    """AdaDPO (papers/003 eq. 7, Listing 1): ``−log σ(β_w (πw − rw) − β_l (πl − rl))``.
+    """AdaDPO (Chen et al., eq. 7, Listing 1): ``−log σ(β_w (πw − rw) − β_l (πl − rl))``.
 
     ``β_l = β`` and ``β_w = β · min(k · exp(sg(ℓ)), C)`` where ℓ is the log balance ratio:
     ratio space ``πw − πl − rw + rl`` (eq. 5) or policy space ``πw − πl`` (eq. 4), each
@@ -245,7 +245,7 @@ def adaptive_ipo_loss(
     clip: float | None = 2.0,
     k: float = 1.0,
 ) -> LossOutput:
-    """Self-adaptive IPO (papers/003 Table 2): ``(β_w log(P_w/R_w) − β_l log(P_l/R_l) − 1/(2τ))²``.
+    """Self-adaptive IPO (AdaDPO, Chen et al., Table 2): ``(β_w log(P_w/R_w) − β_l log(P_l/R_l) − 1/(2τ))²``.
 
     IPO has no β, hence ``β_l = 1`` and ``β_w = min(k · sg(P_w R_l / (P_l R_w)), C)``; the
     controller's β is IPO's τ.
@@ -278,7 +278,7 @@ def adaptive_rdpo_loss(
     clip: float | None = 2.0,
     k: float = 1.0,
 ) -> LossOutput:
-    """Self-adaptive R-DPO (papers/003 Table 2; Park et al. 2024):
+    """Self-adaptive R-DPO (AdaDPO, Chen et al., Table 2; Park et al. 2024):
     ``−log σ(β_w log(P_w/R_w) − β_l log(P_l/R_l) − α(|y_w| − |y_l|))`` with ``β_l = β`` and
     ``β_w = β · min(k · sg(P_w R_l / (P_l R_w)), C)`` (summed log-probs in the ratio)."""
     size = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
@@ -308,7 +308,7 @@ def adaptive_cpo_loss(
     clip: float | None = 2.0,
     k: float = 1.0,
 ) -> LossOutput:
-    """Self-adaptive CPO (papers/003 Table 2; Xu et al. 2024), reference-free:
+    """Self-adaptive CPO (AdaDPO, Chen et al., Table 2; Xu et al. 2024), reference-free:
     ``−log σ(β_w log P_w − β_l log P_l)`` with ``β_l = β``, ``β_w = β · min(k · sg(P_w/P_l), C)``."""
     size = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps)
     _check_clip_and_k(clip, k)
@@ -334,7 +334,7 @@ def adaptive_orpo_loss(
     clip: float | None = 2.0,
     k: float = 1.0,
 ) -> LossOutput:
-    """Self-adaptive ORPO (papers/003 Table 2; Hong et al. 2024), reference-free:
+    """Self-adaptive ORPO (AdaDPO, Chen et al., Table 2; Hong et al. 2024), reference-free:
     ``−[log P_w + log σ(β_w log(P_w/(1−P_w)) − β_l log(P_l/(1−P_l)))]`` with ``β_l = β`` and
     ``β_w = β · min(k · sg(P_w(1−P_w) / (P_l(1−P_l))), C)``.
 
@@ -372,7 +372,7 @@ def adaptive_simpo_loss(
     clip: float | None = 2.0,
     k: float = 1.0,
 ) -> LossOutput:
-    """Self-adaptive SimPO (papers/003 Table 2; Meng et al. 2024), reference-free:
+    """Self-adaptive SimPO (AdaDPO, Chen et al., Table 2; Meng et al. 2024), reference-free:
     ``−log σ(β_w/|y_w| · log P_w − β_l/|y_l| · log P_l − γ)`` with ``β_l = β`` and
     ``β_w = β · min(k · sg(|y_w| P_w / (|y_l| P_l)), C)``."""
     size = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps)

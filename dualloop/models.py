@@ -299,7 +299,7 @@ def smoke_model(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase
 def cpu_has_fast_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """Whether this CPU computes bf16 natively (the ``avx512_bf16`` or ``amx_bf16`` flag).
 
-    Only then is bf16 autocast worth it for CPU training: OFFLINE.md measured it 1.5x faster on a
+    Only then is bf16 autocast worth it for CPU training: it was measured 1.5x faster on a
     CPU with avx512_bf16, while on an AVX2-only AMD EPYC a LoRA forward+backward of SmolLM2-135M
     took 47 s under bf16 autocast against 2.4 s in fp32 (2 x 32 tokens, one thread). False where
     the flags cannot be read (not Linux).

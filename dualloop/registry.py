@@ -1,4 +1,4 @@
-"""The run registry: one directory per resolved training configuration (DESIGN.md §6).
+"""The run registry: one directory per resolved training configuration.
 
 A run's directory is ``<root>/<run_id>``, where ``run_id`` is a hash of the resolved configuration
 (a JSON-serialisable dict, key order irrelevant). It holds:

@@ -3,16 +3,16 @@
 Inputs are files the pipeline wrote: decisions files (JSONL, schema in dualloop.judges) and
 training logs ``history.jsonl`` (one JSON object per logged step with "step" and keys such as
 "beta", "beta/base", "entropy", "kl", "kl_ema"). Nothing here trains, generates or judges: a
-table or figure can be re-drawn from the files alone (DESIGN.md 1; STYLE.md, cebra-figures).
+table or figure can be re-drawn from the files alone.
 
 Tables (Markdown and LaTeX, ``Table.to_markdown()/to_latex()``, ``write_table``):
-- ``comparison_table``: papers/000 Table 1 — one row per comparison (system_a vs. system_b),
+- ``comparison_table``: DualLoop-DPO Table 1 — one row per comparison (system_a vs. system_b),
   win rate and 95 % interval over all decisions (all judges pooled), with N and ties.
 - ``dataset_table``: Table 2 — one row per dataset, one column per opponent.
 - ``judge_table``: Table 3 — one row per opponent, one column per judge, and the aggregate
   (the pooled decisions of all judges).
 - ``reliability_table`` (agreement and Cohen's kappa per judge pair) and ``flip_table`` (flip
-  rate per entropy bucket): the judge diagnostics of papers/000's text and limitations.
+  rate per entropy bucket): the judge diagnostics of DualLoop-DPO's text and limitations.
 Win rates count ties as half (dualloop.stats); unparseable decisions are left out and counted in
 the table's notes.
 
@@ -135,7 +135,7 @@ def _unparseable_note(count: int) -> list[str]:
 
 def comparison_table(decisions: Sequence[Decision], *, method: str = "wald", alpha: float = 0.05,
                      names: Mapping[str, str] | None = None, caption: str = "") -> Table:
-    """papers/000 Table 1: win rate and interval per comparison, all judges' decisions pooled."""
+    """DualLoop-DPO Table 1: win rate and interval per comparison, all judges' decisions pooled."""
     rows, unparseable = [], 0
     for (system_a, system_b), group in _group(decisions, lambda d: (d.system_a, d.system_b)).items():
         result, skipped = _win_rate(group, method, alpha)
@@ -148,7 +148,7 @@ def comparison_table(decisions: Sequence[Decision], *, method: str = "wald", alp
 
 def dataset_table(decisions_by_dataset: Mapping[str, Sequence[Decision]], *, method: str = "wald", alpha: float = 0.05,
                   show_interval: bool = True, names: Mapping[str, str] | None = None, caption: str = "") -> Table:
-    """papers/000 Table 2: one row per dataset, one column per opponent (system_b), win rates of
+    """DualLoop-DPO Table 2: one row per dataset, one column per opponent (system_b), win rates of
     system_a with judges pooled; "-" where a dataset lacks that comparison."""
     opponents: list[str] = []
     for decisions in decisions_by_dataset.values():
@@ -209,7 +209,7 @@ def judge_table(decisions: Sequence[Decision], *, method: str = "wald", alpha: f
 def reliability_table(decisions: Sequence[Decision], judge_pairs: Sequence[tuple[str, str]], *,
                       caption: str = "") -> Table:
     """Cross-judge agreement and Cohen's kappa per pair of judges on the pairs both judged
-    (papers/000: 83.3 % agreement in Phase 2, kappa ~ 0.38 overall)."""
+    (DualLoop-DPO: 83.3 % agreement in Phase 2, kappa ~ 0.38 overall)."""
     from dualloop.judges import paired_winners
     from dualloop.stats import agreement, cohens_kappa
 
@@ -222,7 +222,7 @@ def reliability_table(decisions: Sequence[Decision], judge_pairs: Sequence[tuple
 
 def flip_table(buckets: Sequence, *, caption: str = "") -> Table:
     """Flip rate on re-judging per entropy bucket (dualloop.stats.flip_rate_by_entropy's buckets;
-    papers/000's limitation study: ~7 % in every bucket)."""
+    DualLoop-DPO's limitation study: ~7 % in every bucket)."""
     rows = [[f"[{b.low:.2f}, {b.high:.2f}]", str(b.items), str(b.rejudgments), str(b.flips),
              f"{100 * b.flip_rate:.1f}%" if b.rejudgments else "-"] for b in buckets]
     return Table(["Entropy bucket", "Items", "Re-judgments", "Flips", "Flip rate"], rows, caption)
@@ -365,7 +365,7 @@ def trajectory_figure(histories: Mapping[str, str | Path], *, kl_target: float |
 
 def metrics_figure(histories: Mapping[str, str | Path], keys: Sequence[str], *, title: str = ""):
     """One panel per logged key (e.g. "loss", "rewards/accuracies", "rewards/margins"), one line per
-    run (histories: run name -> history.jsonl): papers/003 Figure 2's training dynamics."""
+    run (histories: run name -> history.jsonl): AdaDPO (Chen et al.) Figure 2's training dynamics."""
     figure, axes = _figure(3.6 * len(keys), 3.2, ncols=len(keys))
     for index, (name, path) in enumerate(histories.items()):
         rows = read_history(path)

@@ -22,7 +22,7 @@ __all__ = ["gradient_scale", "margin_after_steps", "ToyTraining", "simulate", "s
 
 
 def gradient_scale(beta: np.ndarray | float, margin: np.ndarray | float) -> np.ndarray:
-    """Eq. (1) of papers/000: ``‖∇L‖ / ‖∇M‖ = β · σ(−β M)``.
+    """Eq. (1) of DualLoop-DPO: ``‖∇L‖ / ‖∇M‖ = β · σ(−β M)``.
 
     At an uncertain pair (M ≈ 0) it is 0.5 β: a small β gives "gradient laziness".
     """
@@ -114,7 +114,7 @@ def simulate(controller: Controller, steps: int, toy: ToyTraining | None = None)
 
 
 def gradient_balance(pairs: list[tuple[float, float]], beta: float = 0.1, clip: float | None = 2.0) -> pd.DataFrame:
-    """|∂L/∂P_w| / |∂L/∂P_l| for DPO and AdaDPO (policy space, papers/003 eqs. 2 and 8), by autograd.
+    """|∂L/∂P_w| / |∂L/∂P_l| for DPO and AdaDPO (policy space, AdaDPO (Chen et al.) eqs. 2 and 8), by autograd.
 
     ``pairs`` are (P_w, P_l) with a uniform reference. DPO's ratio is P_l/P_w; AdaDPO's is 1
     while ``P_w/P_l ≤ C`` and ``C · P_l/P_w`` beyond the ceiling.

@@ -66,7 +66,7 @@ def plot_controller_trajectories(trajectories: dict[str, pd.DataFrame], kl_targe
 
 
 def plot_gradient_balance(balance: pd.DataFrame) -> Figure:
-    """|∂L/∂P_w| / |∂L/∂P_l| against P_w/P_l for DPO and AdaDPO (papers/003 eqs. 2 and 8)."""
+    """|∂L/∂P_w| / |∂L/∂P_l| against P_w/P_l for DPO and AdaDPO (Chen et al., eqs. 2 and 8)."""
     figure = Figure(figsize=(6, 4))
     axis = figure.subplots()
     ratio = balance["P_w"] / balance["P_l"]

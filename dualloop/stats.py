@@ -1,14 +1,14 @@
 """Statistics of pairwise judging: win rates, intervals, agreement, flip rates, length control.
 
-The papers' claims are win rates from blind pairwise judging (papers/000, Tables 1-3) and, for
-AdaDPO (papers/003), length-controlled win rates. This module turns judge outcomes into those
+The papers' claims are win rates from blind pairwise judging (DualLoop-DPO, Tables 1-3) and, for
+AdaDPO (Chen et al.), length-controlled win rates. This module turns judge outcomes into those
 numbers; it never judges, trains or reads files.
 
 Conventions
 - An *outcome* is one judge decision from the point of view of system A (the system whose win
   rate is reported, e.g. DualLoop-DPO): ``"win"``, ``"loss"`` or ``"tie"`` (equivalently the
   scores 1, 0 and 0.5). A tie counts as half a win and the number of ties is reported.
-- ``win_rate`` uses the normal approximation ("Wald") by default: it reproduces papers/000's
+- ``win_rate`` uses the normal approximation ("Wald") by default: it reproduces DualLoop-DPO's
   Table 1 exactly from N = 400 decisions (348/400 -> 87.0 % [83.7, 90.3]). Wilson and a
   percentile bootstrap are options. Intervals are those of statsmodels' ``proportion_confint``
   (which clips the Wald interval to [0, 1]).
@@ -52,7 +52,7 @@ class WinRate:
 
 
 def round_half_up(value: float, digits: int = 1) -> float:
-    """Round half away from zero (86.25 -> 86.3), the convention of papers/000's tables.
+    """Round half away from zero (86.25 -> 86.3), the convention of DualLoop-DPO's tables.
 
     Python's round() rounds half to even and is subject to binary representation (86.25 -> 86.2).
     """
@@ -106,7 +106,7 @@ def win_rate(
     n_boot: int = 10_000,
     seed: int = 0,
 ) -> WinRate:
-    """Win rate wins / n with a (1 - alpha) interval (papers/000, Tables 1-3).
+    """Win rate wins / n with a (1 - alpha) interval (DualLoop-DPO, Tables 1-3).
 
     wins: the number of decisions won, a tie counting as half (a multiple of 0.5).
     n: the number of decisions. ties: how many of them were ties (reported; required by the
@@ -187,7 +187,7 @@ def _paired(a: Sequence, b: Sequence) -> None:
 
 
 def agreement(a: Sequence, b: Sequence) -> float:
-    """Fraction of items on which two judges give the same decision (papers/000: 83.3 % in Phase 2)."""
+    """Fraction of items on which two judges give the same decision (DualLoop-DPO: 83.3 % in Phase 2)."""
     _paired(a, b)
     return sum(x == y for x, y in zip(a, b)) / len(a)
 
@@ -205,7 +205,7 @@ def confusion_table(a: Sequence, b: Sequence) -> tuple[np.ndarray, list]:
 
 
 def cohens_kappa(a: Sequence, b: Sequence) -> float:
-    """Cohen's kappa of two judges' decisions on the same items (papers/000: kappa ~ 0.38),
+    """Cohen's kappa of two judges' decisions on the same items (DualLoop-DPO: kappa ~ 0.38),
     statsmodels' cohens_kappa on the confusion table. NaN when both judges give one same
     decision everywhere (kappa is undefined: chance agreement is 1)."""
     from statsmodels.stats.inter_rater import cohens_kappa as sm_cohens_kappa
@@ -234,13 +234,13 @@ class FlipBucket:
 def flip_rate_by_entropy(
     judgments: Sequence[Sequence], entropy: Sequence[float], n_buckets: int = 3, edges: Sequence[float] | None = None
 ) -> list[FlipBucket]:
-    """Flip rate on re-judging, by entropy bucket (papers/000, Limitations: 90 prompts x 3,
+    """Flip rate on re-judging, by entropy bucket (DualLoop-DPO, Limitations: 90 prompts x 3,
     ~7 % flips in every bucket).
 
     judgments[i] holds the repeated decisions on item i, the first being the original one; a flip
     is a re-judgment that differs from the original, and a bucket's flip rate is its flips over its
     re-judgments. entropy[i] is the item's entropy (e.g. the normalized binary entropy h_i of
-    DESIGN.md 2.2). Buckets are entropy quantiles (n_buckets of them) unless edges are given; an
+    DualLoop-DPO's fast loop). Buckets are entropy quantiles (n_buckets of them) unless edges are given; an
     item equal to an inner edge falls in the upper bucket.
     """
     _paired(judgments, entropy)
@@ -294,7 +294,7 @@ def length_controlled_win_rate(
     preferences: Sequence[float], length_a: Sequence[float], length_b: Sequence[float], alpha: float = 0.05
 ) -> LengthControlledWinRate:
     """Length-controlled win rate of system A over system B (Dubois et al. 2024, AlpacaEval 2;
-    used by papers/003).
+    used by AdaDPO (Chen et al.)).
 
     Fits the logistic GLM  logit P(A preferred) = theta + phi * tanh(d / sd(d)),  d = length_a -
     length_b (sd: sample standard deviation), with statsmodels (Binomial family; a tie is the

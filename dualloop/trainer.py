@@ -1,4 +1,4 @@
-"""The training engine: TRL's ``DPOTrainer`` with a β controller and a choice of loss (DESIGN.md §3).
+"""The training engine: TRL's ``DPOTrainer`` with a β controller and a choice of loss.
 
 ``AdaptiveDPOTrainer`` keeps everything TRL does around the loss — tokenization, collation,
 PEFT handling (the reference is the policy with its adapter disabled, no weight copy), a
@@ -121,7 +121,7 @@ def method_settings(method: str) -> dict[str, str]:
 class AdaptiveDPOConfig(DPOConfig):
     r"""
     Configuration of [`AdaptiveDPOTrainer`]: TRL's [`~trl.DPOConfig`] plus the β controller, the
-    loss and the logging of DualLoop-DPO's experiments (DESIGN.md §2–3).
+    loss and the logging of DualLoop-DPO's experiments.
 
     `beta` is the controller's initial β (the static β for `controller="static"`). `loss_type` takes
     exactly one of `"sigmoid"` (DPO, with TRL's `label_smoothing`), `"ipo"` (TRL's per-token
