@@ -227,7 +227,8 @@ class DualLoop(Controller):
     ``(1−α) KL_ema + α KL``; ``e = (KL_ema − KL_target)/KL_target``; if ``|e| > deadband``,
     ``β_base ← clip(β_base · exp(η e), β_min, β_max)``.
     Ablations: ``use_ema=False`` (α = 1), ``fast_loop=False`` (λ = 0), ``clip=False`` (no
-    bounds), ``deadband=0``.
+    bounds), ``deadband=0``. The logged ``entropy`` is mean h_i over every training example of the
+    optimizer step (all micro-batches of the accumulation, all processes).
     """
 
     needs_kl = True
@@ -263,6 +264,8 @@ class DualLoop(Controller):
         self._kl_ema: float | None = None
         self._kl: float | None = None
         self._entropy: float | None = None
+        self._entropy_sum = 0.0  # over the training micro-batches since the last step()
+        self._entropy_count = 0
         self._steps = 0
 
     @property
@@ -282,13 +285,17 @@ class DualLoop(Controller):
         else:
             beta = self._beta_base * (1.0 + lam * entropy)
         if train:
-            self._entropy = entropy.mean().item()
+            self._entropy_sum += entropy.sum().item()
+            self._entropy_count += entropy.numel()
         return Decision(beta.float(), _uniform(1.0, stats.margins))
 
     def step(self, stats: BatchStats) -> None:
         if stats.kl is None:
             raise ValueError("DualLoop.step needs stats.kl (the batch KL in nats per token)")
         alpha = self.ema_alpha if self.use_ema else 1.0
+        if self._entropy_count:  # the logged entropy: mean h_i over the whole global batch of this step
+            self._entropy = self._entropy_sum / self._entropy_count
+        self._entropy_sum, self._entropy_count = 0.0, 0
         self._kl = stats.kl
         self._kl_ema = stats.kl if self._kl_ema is None else (1 - alpha) * self._kl_ema + alpha * stats.kl
         error = (self._kl_ema - self.kl_target) / self.kl_target
@@ -307,7 +314,8 @@ class DualLoop(Controller):
 
     def state_dict(self) -> dict[str, Any]:
         return {"beta_base": self._beta_base, "kl_ema": self._kl_ema, "kl": self._kl,
-                "entropy": self._entropy, "steps": self._steps}
+                "entropy": self._entropy, "entropy_sum": self._entropy_sum, "entropy_count": self._entropy_count,
+                "steps": self._steps}
 
     def metrics(self) -> dict[str, float]:
         out = {"beta/base": self._beta_base}

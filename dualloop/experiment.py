@@ -144,7 +144,7 @@ class Experiment:
         """The resolved configuration of a training run (what the registry hashes and records)."""
         from dualloop.trainer import AdaptiveDPOConfig, method_settings
 
-        training = {**self.training, **method_settings(method), **training_overrides}
+        training = method_settings(method, {**self.training, **training_overrides})
         # None where None is the default anyway (``controller_kwargs=None``) names the same run as leaving it out
         unset = {f.name for f in dataclasses.fields(AdaptiveDPOConfig) if f.default is None}
         training = {key: value for key, value in training.items() if value is not None or key not in unset}

@@ -1,4 +1,4 @@
-"""Controllers against hand computations of DESIGN.md §2.2, over many steps, plus properties.
+"""Controllers against hand computations of their formulas (DualLoop-DPO eqs. 2–3, β-DPO, ε-DPO), plus properties.
 
 The reference trajectories below are re-derived in plain Python (``math``, ``statistics``) from
 the formulas, independently of the tensor code under test.
@@ -72,7 +72,7 @@ def test_annealed_trajectory_matches_schedule(schedule):
 def hand_dualloop(margin_batches, kls, *, beta_init=0.1, kl_target=0.04, lam=4.0, eta=0.01, ema_alpha=0.1,
                   deadband=0.1, beta_min=0.05, beta_max=2.0, fast_loop=True, use_ema=True, clip=True,
                   scope="batch"):
-    """Eqs. 2–3 of papers/000 with DESIGN.md's EMA, dead-band and clipping, one step at a time."""
+    """DualLoop-DPO eqs. 2–3 with the EMA, dead-band and clipping of the controller, one step at a time."""
     beta_base, kl_ema = beta_init, None
     betas, bases = [], []
     for margins, kl in zip(margin_batches, kls):
@@ -137,6 +137,17 @@ def test_dualloop_raises_beta_on_uncertain_batches():
     confident = controller.decide(stats_of([300.0] * 4)).beta[0].item()
     assert uncertain == pytest.approx(0.1 * 5)
     assert confident == pytest.approx(0.1, rel=1e-6)
+
+
+def test_dualloop_logged_entropy_is_over_every_micro_batch_of_the_step():
+    controller = DualLoop(beta_init=0.1)
+    controller.decide(stats_of([0.0, 0.0]))  # h = 1, 1
+    controller.decide(stats_of([300.0, 300.0, 300.0, 0.0]))  # h ≈ 0, 0, 0, 1
+    controller.step(stats_of([0.0], kl=0.04))
+    assert controller.metrics()["entropy"] == pytest.approx(3 / 6, abs=1e-6)  # not the last micro-batch's 1/4
+    controller.decide(stats_of([300.0]))
+    controller.step(stats_of([0.0], kl=0.04))
+    assert controller.metrics()["entropy"] == pytest.approx(0.0, abs=1e-6)  # the next step starts afresh
 
 
 def test_dualloop_evaluation_changes_no_state():

@@ -130,6 +130,20 @@ def test_run_config_records_method_seed_and_overrides(tmp_path):
     assert "adadpo_clip" in built.run_config("adadpo", adadpo_clip=None)["training"]
 
 
+def test_the_users_loss_type_wins_over_the_methods_default_and_names_the_run(tmp_path):
+    dualloop_adadpo = experiment(tmp_path, training={"max_steps": 1, "loss_type": "adadpo"}).run_config("dualloop")
+    assert dualloop_adadpo["training"]["controller"] == "dualloop"
+    assert dualloop_adadpo["training"]["loss_type"] == "adadpo"
+    assert dualloop_adadpo != experiment(tmp_path).run_config("dualloop")  # another run id
+    assert experiment(tmp_path).run_config("static", loss_type="simpo")["training"]["loss_type"] == "simpo"
+    with pytest.raises(ValueError, match="training.loss_type='simpo' contradicts method 'adadpo'"):
+        experiment(tmp_path).run_config("adadpo", loss_type="simpo")
+    with pytest.raises(ValueError, match="training.controller='dualloop' contradicts method 'static'"):
+        experiment(tmp_path, training={"controller": "dualloop"}).run_config("static")
+    with pytest.raises(ValueError, match=r"unknown training.loss_type 'simpo2' \(did you mean 'simpo'\?\)"):
+        experiment(tmp_path).run_config("static", loss_type="simpo2")
+
+
 def test_judge_entropy_is_the_normalized_binary_entropy_of_the_choice():
     decision = Decision(item_id="x", prompt_id="x", system_a="a", system_b="b", criterion="general", judge="local",
                         order_shown="ab", verdict="A", winner="a", winner_system="a", probabilities={"A": 0.3, "B": 0.1})
@@ -178,6 +192,8 @@ def test_cli_train_trains_then_reuses_and_judge_prints_the_win_rate(tmp_path):
     (["train", "--profile", "smoke", "--method", "static", "--set", "training.lerning_rate=1"],
      "did you mean 'learning_rate'?"),
     (["train", "--profile", "gpu", "--method", "static"], "unknown profile 'gpu'"),
+    (["train", "--profile", "smoke", "--method", "adadpo", "--set", "training.loss_type=cpo"],
+     "training.loss_type='cpo' contradicts method 'adadpo'"),
     (["judge", "--profile", "smoke", "--a", "base", "--b", "base", "--prompts", "mtbench"], "did you mean 'mt-bench'?"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, arguments, message):

@@ -1,4 +1,4 @@
-"""Statistics of pairwise judging (dualloop.stats) against hand computations, papers/000's tables
+"""Statistics of pairwise judging (dualloop.stats) against hand computations, the DualLoop-DPO paper's tables
 and statsmodels/numpy computed directly."""
 
 import math
@@ -24,7 +24,7 @@ from dualloop.stats import (
 
 Z95 = 1.959963984540054  # scipy.stats.norm.ppf(0.975)
 
-# papers/000, Table 1 (N = 400 decisions per comparison): rate, low, high in percent.
+# DualLoop-DPO paper, Table 1 (N = 400 decisions per comparison): rate, low, high in percent.
 TABLE_1 = {"vs. Base": (87.0, 83.7, 90.3), "vs. Static": (86.3, 82.9, 89.6), "vs. Annealed": (86.0, 82.6, 89.4)}
 # The integer counts: k / 400 printed to one decimal (half-up) gives the rate; 86.3 % can only be
 # 345 / 400 = 86.25 %, 86.0 % only 344 / 400, 87.0 % only 348 / 400.
@@ -103,7 +103,7 @@ def test_bad_method_alpha_ties_and_outcomes_raise():
 
 
 def test_table_3_aggregate_pools_the_decisions_of_both_judges():
-    # papers/000 Table 3, vs. Beta-DPO: primary 91.3 %, secondary 63.8 %, N = 200 per judge.
+    # DualLoop-DPO paper, Table 3, vs. Beta-DPO: primary 91.3 %, secondary 63.8 %, N = 200 per judge.
     # The half-win counts that print so at N = 200: 182.5 (91.25 %) and 127.5 (63.75 %).
     primary, secondary = win_rate(182.5, 200), win_rate(127.5, 200)
     assert primary.percent()[0] == 91.3 and secondary.percent()[0] == 63.8

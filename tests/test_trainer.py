@@ -9,18 +9,20 @@ import time
 import pytest
 import torch
 from datasets import Dataset
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from dualloop.controllers import epsilon_steps, epsilon_steps_from_logps, token_kl
+from dualloop.controllers import Decision, epsilon_steps, epsilon_steps_from_logps, token_kl
 from dualloop.models import ModelSettings, lora_config, smoke_model
 from dualloop.trainer import (
-    CONTROLLER_STATE_NAME,
+    CONTROLLERS,
+    LOSSES,
     AdaptiveDPOConfig,
     AdaptiveDPOTrainer,
     method_settings,
     vocabulary_statistics,
 )
+from dualloop.trainer.heads import backbone
 
 
 
@@ -84,7 +86,8 @@ def test_static_sigmoid_loss_and_gradients_equal_trl(tmp_path):
         loss = trainer.compute_loss(trainer.model, inputs)
         loss.backward()
         grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-        runs[name] = (loss.detach(), grads, trainer._metrics["train"])
+        metrics = trainer.metrics_since_log if name == "ours" else trainer._metrics  # TRL's own, read to compare
+        runs[name] = (loss.detach(), grads, metrics["train"])
     (trl_loss, trl_grads, trl_metrics), (our_loss, our_grads, our_metrics) = runs["trl"], runs["ours"]
     assert trl_loss.item() > 0.05  # the adapter moved the policy: a non-trivial loss
     torch.testing.assert_close(our_loss, trl_loss, rtol=1e-5, atol=1e-6)
@@ -104,8 +107,11 @@ def test_chunked_vocabulary_statistics_equal_full_logit_token_kl_and_epsilon_ste
     generator = torch.Generator().manual_seed(0)
     rows_per_side, length, hidden, vocab = 3, 7, 16, 50
     head = torch.nn.Linear(hidden, vocab, bias=False)
+    ref_head = torch.nn.Linear(hidden, vocab, bias=True)  # the reference's own head (full fine-tuning)
     with torch.no_grad():
         head.weight.copy_(torch.randn(vocab, hidden, generator=generator))
+        ref_head.weight.copy_(head.weight + 0.2 * torch.randn(vocab, hidden, generator=generator))
+        ref_head.bias.copy_(0.5 * torch.randn(vocab, generator=generator))
     policy_hidden = torch.randn(2 * rows_per_side, length, hidden, generator=generator)
     ref_hidden = policy_hidden + 0.3 * torch.randn(policy_hidden.shape, generator=generator)
     labels = torch.randint(0, vocab, (2 * rows_per_side, length), generator=generator)
@@ -114,10 +120,10 @@ def test_chunked_vocabulary_statistics_equal_full_logit_token_kl_and_epsilon_ste
     rows = mask.nonzero()[:, 0]
     for chunk_size in (1, 4, 1000):
         kl_rows, log_probs = vocabulary_statistics(
-            head.weight, None, policy_hidden[mask], ref_hidden[mask], labels[mask], rows, 2 * rows_per_side,
-            chunk_size=chunk_size, token_kl=True, epsilon=0.2)
+            (head.weight, None), (ref_head.weight, ref_head.bias), policy_hidden[mask], ref_hidden[mask],
+            labels[mask], rows, 2 * rows_per_side, chunk_size=chunk_size, token_kl=True, epsilon=0.2)
         with torch.no_grad():
-            policy_logits, ref_logits = head(policy_hidden), head(ref_hidden)
+            policy_logits, ref_logits = head(policy_hidden), ref_head(ref_hidden)
         expected_kl = token_kl(policy_logits, ref_logits, mask)
         assert (kl_rows.sum() / mask.sum()).item() == pytest.approx(expected_kl.item(), rel=1e-5)
         for row in range(2 * rows_per_side):  # each sequence's own KL sum
@@ -128,6 +134,72 @@ def test_chunked_vocabulary_statistics_equal_full_logit_token_kl_and_epsilon_ste
         own = torch.log_softmax(policy_logits, -1).gather(2, labels[..., None]).squeeze(2)
         torch.testing.assert_close(log_probs[0], (own * mask).sum(1).double(), rtol=1e-5, atol=1e-5)
     assert expected_steps.abs().sum() > 0  # the case exercises nonzero steps
+
+
+def test_full_fine_tuning_with_a_separate_reference_logs_the_exact_token_kl_and_epsilon_steps(tmp_path):
+    """Each model's hidden states through its own output embedding: the reference's head, not the policy's."""
+    model, tokenizer = smoke_model(0)
+    reference, _ = smoke_model(0)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # policy ≠ reference everywhere, the (tied) output embedding included
+        for param in model.parameters():
+            param.add_(0.5 * param.std() * torch.randn(param.shape, generator=generator))
+    assert not torch.equal(model.get_output_embeddings().weight, reference.get_output_embeddings().weight)
+    args = AdaptiveDPOConfig(**training_args(tmp_path, controller="epsilon-dpo", log_token_kl=True,
+                                             per_device_train_batch_size=4, controller_kwargs={"epsilon": 0.3}))
+    trainer = AdaptiveDPOTrainer(model, ref_model=reference, args=args, train_dataset=pairs(),
+                                 processing_class=tokenizer)
+    trainer.model.train()
+    inputs = next(iter(trainer.get_train_dataloader()))
+    trainer.compute_loss(trainer.model, inputs)
+
+    labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)[:, 1:]
+    mask = labels != -100
+    with torch.no_grad():
+        model_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+        policy_logits = model(**model_inputs).logits[:, :-1]
+        ref_logits = reference(**model_inputs).logits[:, :-1]
+    exact_kl = token_kl(policy_logits, ref_logits, mask).item()
+    exact_steps = epsilon_steps(policy_logits, ref_logits, labels.clamp_min(0), mask, 0.3)
+    assert exact_kl > 0.01
+    assert trainer.metrics_since_log["train"]["kl/token"][-1] == pytest.approx(exact_kl, rel=1e-4)
+    assert torch.equal(trainer._pending[-1]["epsilon_steps"], exact_steps)
+
+
+def test_reference_free_losses_skip_the_reference_forward(tmp_path):
+    counts = {}
+    for loss_type in ("sigmoid", "simpo"):
+        trainer = adaptive_trainer(tmp_path / loss_type, loss_type=loss_type)
+        calls = []
+        backbone(trainer.model).register_forward_hook(lambda *_: calls.append(1))
+        trainer.model.train()
+        trainer.compute_loss(trainer.model, next(iter(trainer.get_train_dataloader())))
+        counts[loss_type] = len(calls)
+    assert counts == {"sigmoid": 2, "simpo": 1}
+    assert adaptive_trainer(tmp_path / "dualloop", loss_type="simpo", controller="dualloop").args.reference_needed
+
+
+def test_beta_dpo_reward_metrics_are_over_the_kept_examples(tmp_path):
+    trainer = adaptive_trainer(tmp_path, controller="beta-dpo")
+    decision = Decision(torch.full((4,), 0.1), torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    chosen, rejected = torch.tensor([1.0, 9.0, 3.0, 9.0]), torch.tensor([0.0, -9.0, 5.0, -9.0])
+    logps = torch.tensor([-1.0, -50.0, -3.0, -50.0])
+    pair_stats = {"margin": torch.zeros(4), "tokens": torch.full((4,), 2.0), "abs_logratio": torch.ones(4)}
+    trainer._record("train", decision, (chosen, rejected, logps, logps), pair_stats)
+    metrics = trainer.metrics_since_log["train"]
+    assert metrics["rewards/chosen"] == [2.0] and metrics["rewards/rejected"] == [2.5]
+    assert metrics["rewards/accuracies"] == [0.5] and metrics["logps/chosen"] == [-2.0]
+    assert metrics["weight/kept_fraction"] == [0.5]
+
+
+def test_annealed_horizon_is_the_trainers_number_of_optimizer_steps(tmp_path):
+    # 9 pairs in batches of 2 with the last dropped: 4 steps an epoch, so half an epoch is 2 steps
+    trainer = adaptive_trainer(tmp_path, dataset=pairs(9), controller="annealed", max_steps=-1, num_train_epochs=0.5,
+                               dataloader_drop_last=True, controller_kwargs={"start": 0.2, "end": 0.05})
+    trainer.train()
+    assert trainer.state.max_steps == 2
+    assert [row["beta"] for row in history(tmp_path) if "loss" in row] == [pytest.approx(0.2), pytest.approx(0.125)]
+    assert trainer.controller.beta == pytest.approx(0.05)  # the schedule ends where the run ends
 
 
 # ------------------------------------------------------------------ every method end to end
@@ -164,6 +236,27 @@ def test_every_method_trains_on_the_smoke_model(tmp_path, method, overrides):
     metrics = trainer.evaluate(pairs(4))
     assert math.isfinite(metrics["eval_loss"]) and metrics["eval_beta/min"] <= metrics["eval_beta"]
     assert trainer.controller.state_dict() == state  # evaluation changes no controller state
+
+
+@pytest.mark.parametrize("loss_type", list(LOSSES))
+def test_every_loss_trains_two_steps_under_dualloop(tmp_path, loss_type):
+    trainer = adaptive_trainer(tmp_path, controller="dualloop", kl_estimator="logratio", loss_type=loss_type)
+    trainer.train()
+    rows = [row for row in history(tmp_path) if "loss" in row]
+    assert [row["step"] for row in rows] == [1, 2] and trainer.args.loss_type == [loss_type]
+    for row in rows:
+        for key in ("loss", "beta", "beta/base", "kl", "rewards/margins", "entropy"):
+            assert math.isfinite(row[key]), (loss_type, key)
+    assert rows[0]["beta/base"] != rows[1]["beta/base"]  # the slow loop moved β on this loss's KL
+
+
+@pytest.mark.parametrize("controller", list(CONTROLLERS))
+def test_a_reference_free_loss_trains_under_every_controller(tmp_path, controller):
+    trainer = adaptive_trainer(tmp_path, controller=controller, loss_type="adaptive-simpo",
+                               gradient_accumulation_steps=2)
+    trainer.train()
+    rows = [row for row in history(tmp_path) if "loss" in row]
+    assert len(rows) == 2 and all(math.isfinite(row["loss"]) and math.isfinite(row["beta"]) for row in rows)
 
 
 def test_separate_reference_model_and_precomputed_reference_log_probs(tmp_path):
@@ -211,8 +304,9 @@ def test_resumed_run_repeats_the_uninterrupted_beta_trajectory(tmp_path, control
     first = adaptive_trainer(tmp_path / "split", **settings)
     first.add_callback(StopAt(2))
     first.train()
-    saved = json.loads((tmp_path / "split" / "checkpoint-2" / CONTROLLER_STATE_NAME).read_text())
-    assert saved["controller"] == controller
+    trainer_state = json.loads((tmp_path / "split" / "checkpoint-2" / "trainer_state.json").read_text())
+    saved = trainer_state["stateful_callbacks"]["ControllerCallback"]["args"]  # the Trainer's own checkpoint state
+    assert saved["controller"] == controller and saved["step"] == 2
     assert [row["step"] for row in history(tmp_path / "split") if "loss" in row] == [1, 2]
     adaptive_trainer(tmp_path / "split", **settings).train(resume_from_checkpoint=True)
 
@@ -224,6 +318,40 @@ def test_resumed_run_repeats_the_uninterrupted_beta_trajectory(tmp_path, control
         assert got.keys() == expected.keys()
         for key in expected:
             assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-7), (expected["step"], key)
+
+
+def test_controller_state_is_restored_without_the_trainers_private_checkpoint_hook(tmp_path, monkeypatch):
+    """DeepSpeed resumes through ``deepspeed_load_checkpoint``: ``Trainer._load_from_checkpoint`` never runs.
+    β must come back through the stateful-callback path that every backend shares."""
+    settings = dict(controller="dualloop", max_steps=4, save_strategy="steps", save_steps=2)
+    first = adaptive_trainer(tmp_path, **settings)
+    first.add_callback(StopAt(2))
+    first.train()
+    saved = first.controller.state_dict()
+    assert saved["steps"] == 2 and saved["beta_base"] != 0.1
+
+    monkeypatch.setattr(Trainer, "_load_from_checkpoint", lambda self, *args, **kwargs: None)
+    seen = {}
+
+    class Probe(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            seen["state"] = resumed.controller.state_dict()
+
+    resumed = adaptive_trainer(tmp_path, **settings)
+    resumed.add_callback(Probe())
+    resumed.train(resume_from_checkpoint=True)
+    assert seen["state"] == saved
+
+
+def test_resume_refuses_a_checkpoint_without_the_controllers_state(tmp_path):
+    adaptive_trainer(tmp_path, controller="dualloop", save_strategy="steps", save_steps=2).train()
+    state_file = tmp_path / "checkpoint-2" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["stateful_callbacks"]["ControllerCallback"]
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="not written by AdaptiveDPOTrainer, so β cannot be restored"):
+        adaptive_trainer(tmp_path, controller="dualloop", max_steps=3).train(resume_from_checkpoint=str(
+            tmp_path / "checkpoint-2"))
 
 
 def test_resume_refuses_a_checkpoint_of_another_controller(tmp_path):

@@ -1,0 +1,229 @@
+"""``AdaptiveDPOConfig``: TRL's ``DPOConfig`` plus the β controller, the loss and the logging.
+
+Also the tables the config is checked against: the controllers, the losses
+(:mod:`dualloop.trainer.objectives`), the methods of the paper's comparisons and the controller
+each method's β fills.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import DPOConfig
+
+from dualloop.controllers import Annealed, BetaDPO, Controller, DualLoop, EpsilonDPO, Static
+from dualloop.names import did_you_mean, unknown_choice
+from dualloop.trainer.objectives import LOSSES
+
+__all__ = ["AdaptiveDPOConfig", "CONTROLLERS", "KL_ESTIMATORS", "METHODS", "controller_arguments",
+           "method_settings"]
+
+CONTROLLERS: dict[str, type[Controller]] = {
+    "static": Static,
+    "annealed": Annealed,
+    "dualloop": DualLoop,
+    "beta-dpo": BetaDPO,
+    "epsilon-dpo": EpsilonDPO,
+}
+# The argument of each controller that the config's `beta` fills unless `controller_kwargs` names it.
+BETA_ARGUMENT = {"static": "beta", "annealed": "start", "dualloop": "beta_init", "beta-dpo": "beta0",
+                 "epsilon-dpo": "beta"}
+KL_ESTIMATORS = ("token", "logratio")
+ADADPO_SPACES = ("ratio", "policy")
+# The methods of the paper's comparisons (CLI `--method`): a controller and the loss it uses unless
+# the run sets `training.loss_type`. A method in LOSS_METHODS is its loss: another loss contradicts it.
+METHODS: dict[str, dict[str, str]] = {
+    "static": {"controller": "static", "loss_type": "sigmoid"},
+    "annealed": {"controller": "annealed", "loss_type": "sigmoid"},
+    "dualloop": {"controller": "dualloop", "loss_type": "sigmoid"},
+    "beta-dpo": {"controller": "beta-dpo", "loss_type": "sigmoid"},
+    "epsilon-dpo": {"controller": "epsilon-dpo", "loss_type": "sigmoid"},
+    "adadpo": {"controller": "static", "loss_type": "adadpo"},
+}
+
+
+LOSS_METHODS = ("adadpo",)
+
+
+def method_settings(method: str, training: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``AdaptiveDPOConfig`` fields (``controller``, ``loss_type``) of ``method`` combined with the
+    run's own ``training`` fields: the user's ``loss_type`` wins over the method's default loss, and a
+    ``controller`` (or, for a method that is its loss, a ``loss_type``) other than the method's is an error.
+
+    ``adadpo`` is the AdaDPO loss with a static β; ``--method dualloop --set training.loss_type=adadpo``
+    is DualLoop's β with the AdaDPO loss.
+    """
+    if method not in METHODS:
+        raise unknown_choice("method", method, METHODS)
+    settings = dict(METHODS[method])
+    training = dict(training or {})
+    controller = training.get("controller", settings["controller"])
+    if controller != settings["controller"]:
+        raise ValueError(f"training.controller={controller!r} contradicts method {method!r}, whose controller is "
+                         f"{settings['controller']!r}; choose the method that has that controller")
+    loss_type = training.get("loss_type", settings["loss_type"])
+    if isinstance(loss_type, (list, tuple)) and len(loss_type) == 1:
+        loss_type = loss_type[0]
+    if loss_type not in LOSSES:
+        raise unknown_choice("training.loss_type", loss_type, LOSSES)
+    if method in LOSS_METHODS and loss_type != settings["loss_type"]:
+        raise ValueError(f"training.loss_type={loss_type!r} contradicts method {method!r}, which is the "
+                         f"{settings['loss_type']!r} loss; use a controller's method (e.g. static) with that loss")
+    return {**training, "controller": controller, "loss_type": loss_type}
+
+
+@dataclass
+class AdaptiveDPOConfig(DPOConfig):
+    r"""
+    Configuration of [`AdaptiveDPOTrainer`]: TRL's [`~trl.DPOConfig`] plus the β controller, the
+    loss and the logging of DualLoop-DPO's experiments.
+
+    `beta` is the controller's initial β (the static β for `controller="static"`). `loss_type` takes
+    exactly one loss of `dualloop.trainer.objectives.LOSSES`: `"sigmoid"` (DPO, with TRL's
+    `label_smoothing`), `"ipo"` (TRL's per-token convention), `"adadpo"`, the base forms `"rdpo"`,
+    `"cpo"`, `"orpo"`, `"simpo"` and the self-adaptive `"adaptive-ipo"`, `"adaptive-rdpo"`,
+    `"adaptive-cpo"`, `"adaptive-orpo"`, `"adaptive-simpo"` (AdaDPO, Chen et al., Table 2).
+    Defaults that differ from [`~trl.DPOConfig`]: `disable_tqdm=True` (one printed line per logging
+    step instead), `logging_steps=1` and `restore_callback_states_from_checkpoint=True` (the
+    controller's state travels in the Trainer's checkpoints as a stateful callback).
+    """
+
+    controller: str = field(
+        default="static",
+        metadata={"help": "β controller: 'static', 'annealed', 'dualloop', 'beta-dpo' or 'epsilon-dpo'."},
+    )
+    controller_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Arguments of the controller's constructor (dualloop.controllers), e.g. {'kl_target': 0.04, "
+            "'lam': 4.0} for DualLoop, as a dict or a JSON string. `beta` fills the controller's initial β unless "
+            "given here; Annealed's `total_steps` defaults to the Trainer's number of optimizer steps."
+        },
+    )
+    kl_estimator: str = field(
+        default="token",
+        metadata={
+            "help": "KL estimate fed to DualLoop's slow loop: 'token' (exact full-vocabulary KL per response "
+            "token; needs reference logits) or 'logratio' (Σ|π−r| / Σ|y| per token; works with precomputed "
+            "reference log-probs)."
+        },
+    )
+    adadpo_clip: float | None = field(
+        default=2.0, metadata={"help": "Self-adaptive losses' ceiling C on the chosen-side coefficient; None removes it."}
+    )
+    adadpo_space: str = field(
+        default="ratio", metadata={"help": "AdaDPO's balance ratio: 'ratio' (eq. 5) or 'policy' (eq. 4) space."}
+    )
+    adadpo_length_normalized: bool = field(
+        default=True,
+        metadata={"help": "AdaDPO, adaptive IPO and ORPO: length-normalize the balance ratio ('Stable AdaDPO', eq. 10)."},
+    )
+    adadpo_k: float = field(default=1.0, metadata={"help": "Self-adaptive losses' optional scale k (Appendix A.3)."})
+    rdpo_alpha: float = field(
+        default=0.01, metadata={"help": "R-DPO's length penalty α on |y_w| − |y_l| (Park et al. 2024, eq. 9)."}
+    )
+    simpo_gamma: float = field(default=0.5, metadata={"help": "SimPO's target reward margin γ (Meng et al. 2024)."})
+    logits_chunk_size: int = field(
+        default=128,
+        metadata={
+            "help": "Response positions whose full-vocabulary logits (policy and reference) are built at once "
+            "for the token KL and ε-DPO's steps; peak extra memory is about 4 × chunk × vocabulary × 4 bytes."
+        },
+    )
+    log_token_kl: bool = field(
+        default=False,
+        metadata={
+            "help": "Also compute and log the exact token KL when the controller does not need it (costs the "
+            "full-vocabulary pass on every micro-batch)."
+        },
+    )
+    history_file: str = field(
+        default="history.jsonl",
+        metadata={"help": "File in `output_dir` to which every log row is appended as one JSON line."},
+    )
+    print_progress: bool = field(
+        default=True, metadata={"help": "Print one plain line per logging step (main process only)."}
+    )
+    disable_tqdm: bool | None = field(
+        default=True, metadata={"help": "Whether to disable the tqdm progress bar (plain printed lines instead)."}
+    )
+    logging_steps: float = field(default=1, metadata={"help": "Log every X optimizer steps."})
+    restore_callback_states_from_checkpoint: bool = field(
+        default=True,
+        metadata={"help": "Restore stateful callbacks on resume; the β controller is one, so this must stay True."},
+    )
+
+    def __post_init__(self):
+        if isinstance(self.controller_kwargs, str):
+            self.controller_kwargs = json.loads(self.controller_kwargs)
+        super().__post_init__()
+        if self.controller not in CONTROLLERS:
+            raise unknown_choice("controller", self.controller, CONTROLLERS)
+        if len(self.loss_type) != 1 or self.loss_type[0] not in LOSSES:
+            raise ValueError(f"AdaptiveDPOConfig.loss_type must be one of {', '.join(LOSSES)} (a single loss), "
+                             f"got {self.loss_type!r}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise unknown_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
+        if self.adadpo_space not in ADADPO_SPACES:
+            raise unknown_choice("adadpo_space", self.adadpo_space, ADADPO_SPACES)
+        if not isinstance(self.logits_chunk_size, int) or self.logits_chunk_size < 1:
+            raise ValueError(f"AdaptiveDPOConfig.logits_chunk_size must be an integer >= 1, "
+                             f"got {self.logits_chunk_size!r}")
+        for name in ("rdpo_alpha", "simpo_gamma"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"AdaptiveDPOConfig.{name} must be a finite number >= 0, got {value!r}")
+        if not self.restore_callback_states_from_checkpoint:
+            raise ValueError("AdaptiveDPOConfig.restore_callback_states_from_checkpoint=False would restart β from "
+                             "its initial value on resume; leave it True")
+        for name, default in (("f_divergence_type", "reverse_kl"), ("ld_alpha", None), ("use_weighting", False),
+                              ("loss_weights", None)):
+            if getattr(self, name) not in (default, [1.0]):
+                raise ValueError(f"AdaptiveDPOConfig.{name}={getattr(self, name)!r} is a DPOTrainer option that "
+                                 f"AdaptiveDPOTrainer does not implement; leave it at {default!r}")
+        kwargs = self.controller_kwargs or {}
+        if not isinstance(kwargs, dict):
+            raise TypeError(f"AdaptiveDPOConfig.controller_kwargs must be a dict, got {type(kwargs).__name__}")
+        _check_controller_kwargs(self.controller, kwargs)
+
+    @property
+    def token_kl_needed(self) -> bool:
+        """Whether every micro-batch computes the exact token KL (DualLoop's estimator, or logging)."""
+        return self.log_token_kl or (CONTROLLERS[self.controller].needs_kl and self.kl_estimator == "token")
+
+    @property
+    def reference_logits_needed(self) -> bool:
+        """Whether the reference's full-vocabulary logits are needed (not only its log-probs)."""
+        return self.token_kl_needed or CONTROLLERS[self.controller].needs_epsilon_steps
+
+    @property
+    def reference_needed(self) -> bool:
+        """Whether the reference model runs: for the loss, the controller's KL or ε-steps, or logging."""
+        controller = CONTROLLERS[self.controller]
+        return (LOSSES[self.loss_type[0]].needs_reference or controller.needs_kl or self.reference_logits_needed)
+
+
+def _check_controller_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    accepted = list(inspect.signature(CONTROLLERS[name]).parameters)
+    for key in kwargs:
+        if key not in accepted:
+            raise ValueError(f"AdaptiveDPOConfig.controller_kwargs: '{key}' is not an argument of "
+                             f"{CONTROLLERS[name].__name__}{did_you_mean(key, accepted)}; it takes {', '.join(accepted)}")
+
+
+def controller_arguments(args: AdaptiveDPOConfig) -> tuple[dict[str, Any], bool]:
+    """The controller's constructor arguments: ``controller_kwargs`` with ``beta`` and ``seed`` filled in,
+    and whether its horizon ``total_steps`` is the Trainer's (filled in when training begins)."""
+    kwargs = dict(args.controller_kwargs or {})
+    kwargs.setdefault(BETA_ARGUMENT[args.controller], args.beta)
+    parameters = inspect.signature(CONTROLLERS[args.controller]).parameters
+    if "seed" in parameters:
+        kwargs.setdefault("seed", args.seed)
+    horizon_from_trainer = "total_steps" in parameters and "total_steps" not in kwargs
+    if horizon_from_trainer:  # a placeholder: β at step 0 does not depend on the horizon
+        kwargs["total_steps"] = max(int(args.max_steps), 1)
+    return kwargs, horizon_from_trainer
