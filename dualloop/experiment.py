@@ -11,13 +11,13 @@ generations live in ``output_dir/registry`` and are shared by every phase writin
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from dualloop.generation import GenerationSettings
 from dualloop.models import ModelSettings
+from dualloop.names import did_you_mean
 
 __all__ = ["Experiment", "BASE", "TRAIN_SETS", "PROMPT_SETS", "JUDGES", "record_best_static_beta", "best_static_beta"]
 
@@ -49,17 +49,14 @@ def _checked(section: str, values: Mapping[str, Any] | None, defaults: Mapping[s
     values = dict(values or {})
     for key in values:
         if key not in defaults:
-            close = difflib.get_close_matches(key, list(defaults), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(defaults)}"
+            hint = did_you_mean(key, defaults) or f"; known keys: {', '.join(defaults)}"
             raise ValueError(f"{section}: unknown key {key!r}{hint}")
     return {**defaults, **values}
 
 
 def _check_choice(section: str, key: str, value: Any, choices: Sequence[str]) -> None:
     if value not in choices:
-        close = difflib.get_close_matches(str(value), list(choices), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"{section}: {key}={value!r} is not one of {', '.join(choices)}{hint}")
+        raise ValueError(f"{section}: {key}={value!r} is not one of {', '.join(choices)}{did_you_mean(value, choices)}")
 
 
 def _evaluation_prompt(prompt_set: str, number: int, record) -> tuple[str, dict[str, Any]]:

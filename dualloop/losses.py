@@ -25,6 +25,10 @@ __all__ = [
     "ipo_loss",
     "adadpo_loss",
     "adaptive_ipo_loss",
+    "rdpo_loss",
+    "cpo_loss",
+    "orpo_loss",
+    "simpo_loss",
     "adaptive_rdpo_loss",
     "adaptive_cpo_loss",
     "adaptive_orpo_loss",
@@ -265,6 +269,48 @@ def adaptive_ipo_loss(
     return LossOutput(losses, (beta_chosen * chosen_logratio).detach(), rejected_logratio.detach(), beta_chosen)
 
 
+def _check_alpha(alpha: float) -> None:
+    if not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+        raise ValueError(f"alpha (R-DPO's length penalty) must be a finite number ≥ 0, got {alpha!r}")
+
+
+def _rdpo_core(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor, ref_chosen_logps: torch.Tensor,
+               ref_rejected_logps: torch.Tensor, beta: torch.Tensor, beta_chosen: torch.Tensor,
+               chosen_lengths: torch.Tensor, rejected_lengths: torch.Tensor, alpha: float) -> LossOutput:
+    """``−log σ(β_w log(P_w/R_w) − β log(P_l/R_l) − α(|y_w| − |y_l|))`` on validated inputs."""
+    chosen_logratio = policy_chosen_logps - ref_chosen_logps
+    rejected_logratio = policy_rejected_logps - ref_rejected_logps
+    length_penalty = alpha * (chosen_lengths - rejected_lengths)
+    losses = -F.logsigmoid(beta_chosen * chosen_logratio - beta * rejected_logratio - length_penalty)
+    return LossOutput(losses, (beta_chosen * chosen_logratio).detach(), (beta * rejected_logratio).detach(),
+                      beta_chosen)
+
+
+def rdpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float | torch.Tensor,
+    *,
+    chosen_lengths: torch.Tensor,
+    rejected_lengths: torch.Tensor,
+    alpha: float,
+) -> LossOutput:
+    """R-DPO (Park et al. 2024, "Disentangling Length from Quality in Direct Preference Optimization",
+    arXiv 2403.19159; AdaDPO (Chen et al.) Table 2 with β_w = β_l = β):
+    ``−log σ(β log(P_w/R_w) − β log(P_l/R_l) − α(|y_w| − |y_l|))`` on summed log-probs, lengths in tokens.
+    """
+    size = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
+                        ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
+    _check_alpha(alpha)
+    beta = _as_beta(beta, size, policy_chosen_logps)
+    chosen_lengths, rejected_lengths = _check_lengths(size, chosen_lengths, rejected_lengths, policy_chosen_logps,
+                                                      required=True, method="rdpo_loss")
+    return _rdpo_core(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, beta,
+                      chosen_lengths, rejected_lengths, alpha)
+
+
 def adaptive_rdpo_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -284,20 +330,40 @@ def adaptive_rdpo_loss(
     size = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
                         ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
     _check_clip_and_k(clip, k)
-    if not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
-        raise ValueError(f"alpha (R-DPO's length penalty) must be a finite number ≥ 0, got {alpha!r}")
+    _check_alpha(alpha)
     beta = _as_beta(beta, size, policy_chosen_logps)
     chosen_lengths, rejected_lengths = _check_lengths(size, chosen_lengths, rejected_lengths, policy_chosen_logps,
                                                       required=True, method="adaptive_rdpo_loss")
     log_ratio = _balance_log_ratio(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
                                    ref_rejected_logps, None, None, "ratio")
     beta_chosen = beta * adaptive_coefficient(log_ratio, clip, k)
-    chosen_logratio = policy_chosen_logps - ref_chosen_logps
-    rejected_logratio = policy_rejected_logps - ref_rejected_logps
-    length_penalty = alpha * (chosen_lengths - rejected_lengths)
-    losses = -F.logsigmoid(beta_chosen * chosen_logratio - beta * rejected_logratio - length_penalty)
-    return LossOutput(losses, (beta_chosen * chosen_logratio).detach(), (beta * rejected_logratio).detach(),
-                      beta_chosen)
+    return _rdpo_core(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
+                      beta_chosen, chosen_lengths, rejected_lengths, alpha)
+
+
+def _cpo_core(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor, beta: torch.Tensor,
+              beta_chosen: torch.Tensor) -> LossOutput:
+    """``−log σ(β_w log P_w − β log P_l)`` on validated inputs."""
+    chosen_reward = beta_chosen * policy_chosen_logps
+    rejected_reward = beta * policy_rejected_logps
+    losses = -F.logsigmoid(chosen_reward - rejected_reward)
+    return LossOutput(losses, chosen_reward.detach(), rejected_reward.detach(), beta_chosen)
+
+
+def cpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    beta: float | torch.Tensor,
+) -> LossOutput:
+    """CPO's preference term L_prefer (Xu et al. 2024, "Contrastive Preference Optimization", arXiv 2401.08417;
+    AdaDPO (Chen et al.) Table 2 with β_w = β_l = β), reference-free: ``−log σ(β log P_w − β log P_l)``.
+
+    The NLL term of CPO's full objective is not included. Equals TRL's ``CPOTrainer.cpo_loss`` with
+    ``loss_type="sigmoid"``, ``label_smoothing=0`` and ``alpha=0`` on the same summed log-probs.
+    """
+    size = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps)
+    beta = _as_beta(beta, size, policy_chosen_logps)
+    return _cpo_core(policy_chosen_logps, policy_rejected_logps, beta, beta)
 
 
 def adaptive_cpo_loss(
@@ -314,14 +380,64 @@ def adaptive_cpo_loss(
     _check_clip_and_k(clip, k)
     beta = _as_beta(beta, size, policy_chosen_logps)
     beta_chosen = beta * adaptive_coefficient(policy_chosen_logps - policy_rejected_logps, clip, k)
-    losses = -F.logsigmoid(beta_chosen * policy_chosen_logps - beta * policy_rejected_logps)
-    return LossOutput(losses, (beta_chosen * policy_chosen_logps).detach(),
-                      (beta * policy_rejected_logps).detach(), beta_chosen)
+    return _cpo_core(policy_chosen_logps, policy_rejected_logps, beta, beta_chosen)
 
 
 def _log_odds(logps: torch.Tensor) -> torch.Tensor:
     """``log(P / (1 − P))`` from ``log P`` (< 0), stably: ``log P − log1p(−exp(log P))``."""
     return logps - torch.log1p(-torch.exp(logps))
+
+
+def _orpo_log_probs(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+                    chosen_lengths: torch.Tensor | None, rejected_lengths: torch.Tensor | None,
+                    method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log P`` of each side as ORPO uses it: per token when lengths are given; checked < 0."""
+    size = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps)
+    chosen_lengths, rejected_lengths = _check_lengths(size, chosen_lengths, rejected_lengths, policy_chosen_logps,
+                                                      required=False, method=method)
+    chosen, rejected = policy_chosen_logps, policy_rejected_logps
+    if chosen_lengths is not None:
+        chosen, rejected = chosen / chosen_lengths, rejected / rejected_lengths
+    if (chosen >= 0).any() or (rejected >= 0).any():
+        raise ValueError(f"{method} needs log-probabilities < 0 (probabilities below 1)")
+    return chosen, rejected
+
+
+def _orpo_core(chosen: torch.Tensor, rejected: torch.Tensor, beta: torch.Tensor,
+               beta_chosen: torch.Tensor) -> LossOutput:
+    """``−[log P_w + log σ(β_w log(P_w/(1−P_w)) − β log(P_l/(1−P_l)))]`` on checked ``log P`` (< 0)."""
+    chosen_log_odds, rejected_log_odds = _log_odds(chosen), _log_odds(rejected)
+    losses = -(chosen + F.logsigmoid(beta_chosen * chosen_log_odds - beta * rejected_log_odds))
+    return LossOutput(losses, (beta_chosen * chosen_log_odds).detach(), (beta * rejected_log_odds).detach(),
+                      beta_chosen)
+
+
+def orpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    beta: float | torch.Tensor,
+    *,
+    chosen_lengths: torch.Tensor | None = None,
+    rejected_lengths: torch.Tensor | None = None,
+) -> LossOutput:
+    """ORPO in AdaDPO's Table 2 form (Chen et al., Table 2 with β_w = β_l = β; Hong et al. 2024, "ORPO:
+    Monolithic Preference Optimization without Reference Model", arXiv 2403.07691, L_SFT + L_OR),
+    reference-free: ``−[log P_w + log σ(β log(P_w/(1−P_w)) − β log(P_l/(1−P_l)))]``.
+
+    As in ORPO, P is the per-token average probability when lengths are given
+    (``log P = summed log-prob / |y|``); without lengths the log-probs are used as given.
+
+    ORPO itself (and TRL's ``ORPOTrainer``) puts the weight λ outside the log-sigmoid,
+    ``−log P_w − λ log σ(log odds_w − log odds_l)``; Table 2 puts β inside. The odds-ratio terms coincide
+    at β = λ = 1 (``losses + log P_w == −odds_ratio_loss(...)[0]`` on per-token average log-probs) and
+    differ otherwise. TRL's NLL term is a token-level cross-entropy over the batch computed apart from
+    ``odds_ratio_loss``; here it is the per-example ``−log P_w``. The rewards here are the β-weighted log
+    odds, not TRL's β-weighted log-probs.
+    """
+    chosen, rejected = _orpo_log_probs(policy_chosen_logps, policy_rejected_logps, chosen_lengths, rejected_lengths,
+                                       "orpo_loss")
+    beta = _as_beta(beta, chosen.shape[0], policy_chosen_logps)
+    return _orpo_core(chosen, rejected, beta, beta)
 
 
 def adaptive_orpo_loss(
@@ -341,24 +457,55 @@ def adaptive_orpo_loss(
     As in ORPO, P is the per-token average probability when lengths are given
     (``log P = summed log-prob / |y|``); without lengths the summed log-probs are used as given.
     """
-    size = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps)
     _check_clip_and_k(clip, k)
-    beta = _as_beta(beta, size, policy_chosen_logps)
-    chosen_lengths, rejected_lengths = _check_lengths(size, chosen_lengths, rejected_lengths, policy_chosen_logps,
-                                                      required=False, method="adaptive_orpo_loss")
-    chosen, rejected = policy_chosen_logps, policy_rejected_logps
-    if chosen_lengths is not None:
-        chosen, rejected = chosen / chosen_lengths, rejected / rejected_lengths
-    if (chosen >= 0).any() or (rejected >= 0).any():
-        raise ValueError("adaptive_orpo_loss needs log-probabilities < 0 (probabilities below 1)")
+    chosen, rejected = _orpo_log_probs(policy_chosen_logps, policy_rejected_logps, chosen_lengths, rejected_lengths,
+                                       "adaptive_orpo_loss")
+    beta = _as_beta(beta, chosen.shape[0], policy_chosen_logps)
     log_complement_chosen = torch.log1p(-torch.exp(chosen))
     log_complement_rejected = torch.log1p(-torch.exp(rejected))
     log_ratio = chosen + log_complement_chosen - rejected - log_complement_rejected
     beta_chosen = beta * adaptive_coefficient(log_ratio, clip, k)
-    chosen_log_odds, rejected_log_odds = _log_odds(chosen), _log_odds(rejected)
-    losses = -(chosen + F.logsigmoid(beta_chosen * chosen_log_odds - beta * rejected_log_odds))
-    return LossOutput(losses, (beta_chosen * chosen_log_odds).detach(), (beta * rejected_log_odds).detach(),
-                      beta_chosen)
+    return _orpo_core(chosen, rejected, beta, beta_chosen)
+
+
+def _check_gamma(gamma: float) -> None:
+    if not isinstance(gamma, (int, float)) or not math.isfinite(gamma):
+        raise ValueError(f"gamma (SimPO's target margin) must be a finite number, got {gamma!r}")
+
+
+def _simpo_core(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor, beta: torch.Tensor,
+                beta_chosen: torch.Tensor, chosen_lengths: torch.Tensor, rejected_lengths: torch.Tensor,
+                gamma: float) -> LossOutput:
+    """``−log σ(β_w/|y_w| · log P_w − β/|y_l| · log P_l − γ)`` on validated inputs."""
+    chosen_reward = beta_chosen / chosen_lengths * policy_chosen_logps
+    rejected_reward = beta / rejected_lengths * policy_rejected_logps
+    losses = -F.logsigmoid(chosen_reward - rejected_reward - gamma)
+    return LossOutput(losses, chosen_reward.detach(), rejected_reward.detach(), beta_chosen)
+
+
+def simpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    beta: float | torch.Tensor,
+    *,
+    chosen_lengths: torch.Tensor,
+    rejected_lengths: torch.Tensor,
+    gamma: float = 0.0,
+) -> LossOutput:
+    """SimPO (Meng et al. 2024, "SimPO: Simple Preference Optimization with a Reference-Free Reward",
+    arXiv 2405.14734, L_SimPO; AdaDPO (Chen et al.) Table 2 with β_w = β_l = β), reference-free:
+    ``−log σ(β/|y_w| · log P_w − β/|y_l| · log P_l − γ)`` on summed log-probs, lengths in tokens.
+
+    Equals TRL's ``CPOTrainer.cpo_loss`` with ``loss_type="simpo"``, ``simpo_gamma=γ`` and
+    ``label_smoothing=0`` fed the per-token average log-probs (TRL's SimPO path averages them itself).
+    """
+    size = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps)
+    _check_gamma(gamma)
+    beta = _as_beta(beta, size, policy_chosen_logps)
+    chosen_lengths, rejected_lengths = _check_lengths(size, chosen_lengths, rejected_lengths, policy_chosen_logps,
+                                                      required=True, method="simpo_loss")
+    return _simpo_core(policy_chosen_logps, policy_rejected_logps, beta, beta, chosen_lengths, rejected_lengths,
+                       gamma)
 
 
 def adaptive_simpo_loss(
@@ -377,14 +524,11 @@ def adaptive_simpo_loss(
     ``β_w = β · min(k · sg(|y_w| P_w / (|y_l| P_l)), C)``."""
     size = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps)
     _check_clip_and_k(clip, k)
-    if not isinstance(gamma, (int, float)) or not math.isfinite(gamma):
-        raise ValueError(f"gamma (SimPO's target margin) must be a finite number, got {gamma!r}")
+    _check_gamma(gamma)
     beta = _as_beta(beta, size, policy_chosen_logps)
     chosen_lengths, rejected_lengths = _check_lengths(size, chosen_lengths, rejected_lengths, policy_chosen_logps,
                                                       required=True, method="adaptive_simpo_loss")
     log_ratio = (torch.log(chosen_lengths) + policy_chosen_logps) - (torch.log(rejected_lengths) + policy_rejected_logps)
     beta_chosen = beta * adaptive_coefficient(log_ratio, clip, k)
-    chosen_reward = beta_chosen / chosen_lengths * policy_chosen_logps
-    rejected_reward = beta / rejected_lengths * policy_rejected_logps
-    losses = -F.logsigmoid(chosen_reward - rejected_reward - gamma)
-    return LossOutput(losses, chosen_reward.detach(), rejected_reward.detach(), beta_chosen)
+    return _simpo_core(policy_chosen_logps, policy_rejected_logps, beta, beta_chosen, chosen_lengths,
+                       rejected_lengths, gamma)

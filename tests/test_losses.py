@@ -1,10 +1,13 @@
-"""Losses against hand computations from DESIGN.md §2.1 and papers/003, plus their properties.
+"""Losses against hand computations from their papers' formulas (DPO, IPO, AdaDPO (Chen et al.) eq. 7 and
+Table 2 with R-DPO, CPO, ORPO and SimPO), against TRL's own implementations, plus their properties.
 
 Expected values are computed with Python's ``math`` on plain floats, one example at a time,
 independently of the tensor code under test.
 """
 
 import math
+import types
+import warnings
 
 import pytest
 import torch
@@ -18,9 +21,18 @@ from dualloop.losses import (
     adaptive_orpo_loss,
     adaptive_rdpo_loss,
     adaptive_simpo_loss,
+    cpo_loss,
     dpo_loss,
     ipo_loss,
+    orpo_loss,
+    rdpo_loss,
+    simpo_loss,
 )
+
+with warnings.catch_warnings():  # TRL warns on every import from trl.experimental
+    warnings.simplefilter("ignore")
+    from trl.experimental.cpo import CPOTrainer
+    from trl.experimental.orpo import ORPOTrainer
 
 
 def log_sigmoid(x: float) -> float:
@@ -96,7 +108,7 @@ def test_adadpo_loss_matches_hand_computation(space, normalized, clip, k):
 
 
 def test_adadpo_listing1_stable_form():
-    """papers/003 Listing 1, transcribed with its own variable names, on one batch."""
+    """AdaDPO (Chen et al.) Listing 1, transcribed with its own variable names, on one batch."""
     pc, pr, rc, rr, lc, lr = random_logps(3)
     lw, ll = lc.double(), lr.double()
     log_ratio = pc / lw - pr / ll - rc / lw + rr / ll
@@ -134,6 +146,202 @@ def test_adaptive_table2_variants_match_hand_computation():
             -(math.log(pw) + log_sigmoid(beta * coef_orpo * odds_w - beta * odds_l)), rel=1e-9)
 
 
+# ---------------------------------------------------------------- Table 2's base forms (β_w = β_l = β)
+
+# Three examples, summed log-probs of the policy (pc, pr) and reference (rc, rr), lengths in tokens.
+SMALL = dict(pc=[-3.0, -12.5, -7.25], pr=[-4.5, -9.0, -20.0], rc=[-3.5, -11.0, -8.0], rr=[-4.0, -10.5, -18.0],
+             lc=[3, 10, 6], lr=[5, 7, 16])
+
+
+def small_batch(dtype=torch.float64):
+    pc, pr, rc, rr = (torch.tensor(SMALL[name], dtype=dtype) for name in ("pc", "pr", "rc", "rr"))
+    return pc, pr, rc, rr, torch.tensor(SMALL["lc"]), torch.tensor(SMALL["lr"])
+
+
+def beta_arg(per_example: bool):
+    """β as the loss receives it (a float or a tensor [3]) and as a list of python floats."""
+    values = [0.1, 0.35, 0.05] if per_example else [0.2] * 3
+    return (torch.tensor(values, dtype=torch.float64) if per_example else 0.2), values
+
+
+def assert_output(out, losses, chosen_rewards, rejected_rewards, betas, rel=1e-12):
+    for i in range(len(losses)):
+        assert out.losses[i].item() == pytest.approx(losses[i], rel=rel)
+        assert out.chosen_rewards[i].item() == pytest.approx(chosen_rewards[i], rel=rel)
+        assert out.rejected_rewards[i].item() == pytest.approx(rejected_rewards[i], rel=rel)
+        assert out.chosen_beta[i].item() == pytest.approx(betas[i], rel=rel)
+
+
+@pytest.mark.parametrize("per_example_beta", [False, True])
+def test_rdpo_loss_matches_hand_computation(per_example_beta):
+    pc, pr, rc, rr, lc, lr = small_batch()
+    beta, betas = beta_arg(per_example_beta)
+    out = rdpo_loss(pc, pr, rc, rr, beta, chosen_lengths=lc, rejected_lengths=lr, alpha=0.02)
+    # Example 0 written out: log(P_w/R_w) = −3 + 3.5, log(P_l/R_l) = −4.5 + 4, |y_w| − |y_l| = 3 − 5.
+    assert out.losses[0].item() == pytest.approx(
+        math.log1p(math.exp(-(betas[0] * 0.5 - betas[0] * -0.5 - 0.02 * -2))), rel=1e-12)
+    losses, chosen, rejected = [], [], []
+    for b, (w, l, refw, refl, yw, yl) in zip(betas, zip(*SMALL.values())):
+        losses.append(-log_sigmoid(b * (w - refw) - b * (l - refl) - 0.02 * (yw - yl)))
+        chosen.append(b * (w - refw))
+        rejected.append(b * (l - refl))
+    assert_output(out, losses, chosen, rejected, betas)
+
+
+@pytest.mark.parametrize("per_example_beta", [False, True])
+def test_cpo_loss_matches_hand_computation(per_example_beta):
+    pc, pr, _, _, _, _ = small_batch()
+    beta, betas = beta_arg(per_example_beta)
+    out = cpo_loss(pc, pr, beta)
+    assert out.losses[0].item() == pytest.approx(math.log1p(math.exp(-(betas[0] * -3.0 - betas[0] * -4.5))),
+                                                 rel=1e-12)
+    w, l = SMALL["pc"], SMALL["pr"]
+    assert_output(out, [-log_sigmoid(b * w[i] - b * l[i]) for i, b in enumerate(betas)],
+                  [b * w[i] for i, b in enumerate(betas)], [b * l[i] for i, b in enumerate(betas)], betas)
+
+
+@pytest.mark.parametrize("normalized", [True, False])
+@pytest.mark.parametrize("per_example_beta", [False, True])
+def test_orpo_loss_matches_hand_computation(normalized, per_example_beta):
+    pc, pr, _, _, lc, lr = small_batch()
+    beta, betas = beta_arg(per_example_beta)
+    kwargs = dict(chosen_lengths=lc, rejected_lengths=lr) if normalized else {}
+    out = orpo_loss(pc, pr, beta, **kwargs)
+    losses, chosen, rejected = [], [], []
+    for i, b in enumerate(betas):
+        yw, yl = (SMALL["lc"][i], SMALL["lr"][i]) if normalized else (1, 1)
+        pw, pl = math.exp(SMALL["pc"][i] / yw), math.exp(SMALL["pr"][i] / yl)
+        odds_w, odds_l = math.log(pw / (1 - pw)), math.log(pl / (1 - pl))
+        losses.append(-(math.log(pw) + log_sigmoid(b * odds_w - b * odds_l)))
+        chosen.append(b * odds_w)
+        rejected.append(b * odds_l)
+    assert_output(out, losses, chosen, rejected, betas, rel=1e-10)
+
+
+@pytest.mark.parametrize("per_example_beta", [False, True])
+def test_simpo_loss_matches_hand_computation(per_example_beta):
+    pc, pr, _, _, lc, lr = small_batch()
+    beta, betas = beta_arg(per_example_beta)
+    out = simpo_loss(pc, pr, beta, chosen_lengths=lc, rejected_lengths=lr, gamma=0.5)
+    # Example 0 written out: β/|y_w| · log P_w = β · (−3/3), β/|y_l| · log P_l = β · (−4.5/5), γ = 0.5.
+    assert out.losses[0].item() == pytest.approx(math.log1p(math.exp(-(betas[0] * -1.0 - betas[0] * -0.9 - 0.5))),
+                                                 rel=1e-12)
+    losses, chosen, rejected = [], [], []
+    for b, w, l, yw, yl in zip(betas, SMALL["pc"], SMALL["pr"], SMALL["lc"], SMALL["lr"]):
+        losses.append(-log_sigmoid(b / yw * w - b / yl * l - 0.5))
+        chosen.append(b / yw * w)
+        rejected.append(b / yl * l)
+    assert_output(out, losses, chosen, rejected, betas)
+
+
+def base_and_adaptive(method: str, via: str, beta):
+    """(base, adaptive) outputs of one Table 2 method on a batch where the adaptive coefficient is 1.
+
+    ``via="ceiling"``: C = 1 with k = 1e30, so ``min(k · ratio, C)`` is exactly 1 whatever the ratio.
+    ``via="balanced"``: the rejected side is built so that the ratio itself is 1 (k = 1, C = 2).
+    """
+    pc, pr, rc, rr, lc, lr = small_batch()
+    if via == "balanced":
+        pr = {"rdpo": rr + (pc - rc),                     # P_w R_l / (P_l R_w) = 1
+              "cpo": pc.clone(),                          # P_w / P_l = 1
+              "simpo": pc + torch.log(lc.double() / lr),  # |y_w| P_w / (|y_l| P_l) = 1
+              # P_l = 1 − P_w per token: P_w(1 − P_w) / (P_l(1 − P_l)) = 1 with P_w ≠ P_l.
+              "orpo": torch.log1p(-torch.exp(pc / lc)) * lr}[method]
+    adaptive_kwargs = dict(clip=1.0, k=1e30) if via == "ceiling" else dict(clip=2.0, k=1.0)
+    lengths = dict(chosen_lengths=lc, rejected_lengths=lr)
+    if method == "rdpo":
+        return (rdpo_loss(pc, pr, rc, rr, beta, alpha=0.02, **lengths),
+                adaptive_rdpo_loss(pc, pr, rc, rr, beta, alpha=0.02, **lengths, **adaptive_kwargs))
+    if method == "cpo":
+        return cpo_loss(pc, pr, beta), adaptive_cpo_loss(pc, pr, beta, **adaptive_kwargs)
+    if method == "orpo":
+        return orpo_loss(pc, pr, beta, **lengths), adaptive_orpo_loss(pc, pr, beta, **lengths, **adaptive_kwargs)
+    return (simpo_loss(pc, pr, beta, gamma=0.5, **lengths),
+            adaptive_simpo_loss(pc, pr, beta, gamma=0.5, **lengths, **adaptive_kwargs))
+
+
+@pytest.mark.parametrize("method", ["rdpo", "cpo", "orpo", "simpo"])
+@pytest.mark.parametrize("via", ["ceiling", "balanced"])
+@pytest.mark.parametrize("per_example_beta", [False, True])
+def test_adaptive_form_with_coefficient_one_is_the_base_form(method, via, per_example_beta):
+    beta, betas = beta_arg(per_example_beta)
+    base, adaptive = base_and_adaptive(method, via, beta)
+    tolerance = dict(rtol=0.0, atol=0.0) if via == "ceiling" else dict(rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(adaptive.chosen_beta, torch.tensor(betas, dtype=torch.float64), **tolerance)
+    torch.testing.assert_close(base.chosen_beta, torch.tensor(betas, dtype=torch.float64), rtol=0.0, atol=0.0)
+    for field in ("losses", "chosen_rewards", "rejected_rewards"):
+        torch.testing.assert_close(getattr(adaptive, field), getattr(base, field), **tolerance)
+
+
+def test_adaptive_form_differs_from_base_form_when_the_coefficient_is_not_one():
+    """The coefficient-one equalities above are not vacuous: on the unbalanced batch the forms differ."""
+    pc, pr, rc, rr, lc, lr = small_batch()
+    lengths = dict(chosen_lengths=lc, rejected_lengths=lr)
+    pairs = [(rdpo_loss(pc, pr, rc, rr, 0.2, alpha=0.02, **lengths),
+              adaptive_rdpo_loss(pc, pr, rc, rr, 0.2, alpha=0.02, **lengths)),
+             (cpo_loss(pc, pr, 0.2), adaptive_cpo_loss(pc, pr, 0.2)),
+             (orpo_loss(pc, pr, 0.2, **lengths), adaptive_orpo_loss(pc, pr, 0.2, **lengths)),
+             (simpo_loss(pc, pr, 0.2, **lengths), adaptive_simpo_loss(pc, pr, 0.2, **lengths))]
+    for base, adaptive in pairs:
+        assert not torch.allclose(base.losses, adaptive.losses, rtol=1e-6, atol=0)
+
+
+# ---------------------------------------------------------------- equality with TRL 1.16's implementations
+
+
+def trl_trainer_stub(**attributes) -> types.SimpleNamespace:
+    """The attributes TRL's ``CPOTrainer.cpo_loss`` / ``ORPOTrainer.odds_ratio_loss`` read from ``self``.
+
+    Both are instance methods that read only ``beta``, ``label_smoothing``, ``loss_type``, ``simpo_gamma``,
+    ``alpha`` and ``accelerator.device``; building a trainer needs a model and a dataset, so the tests bind
+    TRL's unmodified functions to this stand-in with ``types.MethodType``.
+    """
+    return types.SimpleNamespace(accelerator=types.SimpleNamespace(device=torch.device("cpu")), **attributes)
+
+
+@pytest.mark.parametrize("per_example_beta", [False, True])
+def test_cpo_loss_equals_trl_cpo_sigmoid(per_example_beta):
+    pc, pr, _, _, _, _ = random_logps(7)
+    beta = torch.linspace(0.05, 0.5, 6, dtype=torch.float64) if per_example_beta else 0.1
+    stub = trl_trainer_stub(beta=beta, label_smoothing=0.0, loss_type="sigmoid", alpha=0.0)
+    trl_losses, trl_chosen, trl_rejected = types.MethodType(CPOTrainer.cpo_loss, stub)(pc, pr)
+    out = cpo_loss(pc, pr, beta)
+    torch.testing.assert_close(out.losses, trl_losses, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(out.chosen_rewards, trl_chosen, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(out.rejected_rewards, trl_rejected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("per_example_beta", [False, True])
+def test_simpo_loss_equals_trl_cpo_simpo_on_per_token_averages(per_example_beta):
+    """TRL's SimPO path (``loss_type="simpo"``) is fed per-token average log-probs by ``CPOTrainer``
+    itself; ours takes summed log-probs and the lengths. Feeding TRL the averages, the two agree."""
+    pc, pr, _, _, lc, lr = random_logps(8)
+    beta = torch.linspace(0.5, 2.5, 6, dtype=torch.float64) if per_example_beta else 2.0
+    stub = trl_trainer_stub(beta=beta, label_smoothing=0.0, loss_type="simpo", simpo_gamma=0.5, alpha=0.0)
+    trl_losses, trl_chosen, trl_rejected = types.MethodType(CPOTrainer.cpo_loss, stub)(pc / lc, pr / lr)
+    out = simpo_loss(pc, pr, beta, chosen_lengths=lc, rejected_lengths=lr, gamma=0.5)
+    torch.testing.assert_close(out.losses, trl_losses, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(out.chosen_rewards, trl_chosen, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(out.rejected_rewards, trl_rejected, rtol=1e-12, atol=1e-14)
+
+
+def test_orpo_loss_odds_ratio_term_equals_trl_at_beta_one():
+    """TRL's ORPO: ``loss = NLL − mean(λ · log σ(log odds_w − log odds_l))`` with λ = ``beta`` outside the
+    log-sigmoid; Table 2 (our ``orpo_loss``) puts β inside. At β = λ = 1 the odds-ratio terms coincide:
+    ``orpo_loss(...).losses + log P_w == −odds_ratio_loss(...)[0]`` on per-token average log-probs. At
+    β = λ ≠ 1 the per-example objectives ``−log P_w − λ log σ(·)`` and ours differ (not an equality)."""
+    pc, pr, _, _, lc, lr = random_logps(9)
+    lc, lr = lc + 40, lr + 40  # per-token averages in (−1, 0): TRL computes them in float32
+    chosen, rejected = (pc / lc).float(), (pr / lr).float()
+    trl_losses = types.MethodType(ORPOTrainer.odds_ratio_loss, trl_trainer_stub(beta=1.0))(chosen, rejected)[0]
+    out = orpo_loss(pc.float(), pr.float(), 1.0, chosen_lengths=lc, rejected_lengths=lr)
+    torch.testing.assert_close(out.losses + chosen, -trl_losses)
+
+    trl_half = types.MethodType(ORPOTrainer.odds_ratio_loss, trl_trainer_stub(beta=0.5))(chosen, rejected)[0]
+    ours_half = orpo_loss(pc.float(), pr.float(), 0.5, chosen_lengths=lc, rejected_lengths=lr)
+    assert not torch.allclose(ours_half.losses, -chosen - trl_half, rtol=1e-3, atol=0)
+
+
 # ---------------------------------------------------------------- properties
 
 finite_logp = st.floats(min_value=-60.0, max_value=-0.01, allow_nan=False)
@@ -159,7 +367,7 @@ def test_adadpo_coefficient_carries_no_gradient_and_loss_is_finite(values, beta)
        st.floats(min_value=0.05, max_value=0.95), st.floats(min_value=0.05, max_value=0.95),
        st.floats(min_value=0.01, max_value=1.0))
 def test_adadpo_balances_gradients_on_probabilities(p_w, p_l, r_w, r_l, beta):
-    """Eq. (8) of papers/003: with the ceiling not binding, |∂L/∂P_w| = |∂L/∂P_l| (policy space)
+    """AdaDPO (Chen et al.) eq. (8): with the ceiling not binding, |∂L/∂P_w| = |∂L/∂P_l| (policy space)
     and |∂L/∂x_w| = |∂L/∂x_l| with x = P/R (ratio space)."""
     probs = torch.tensor([p_w, p_l], dtype=torch.float64, requires_grad=True)
     refs = torch.tensor([math.log(r_w), math.log(r_l)], dtype=torch.float64)
@@ -222,3 +430,15 @@ def test_bad_beta_and_shapes_name_the_argument():
         adadpo_loss(pc, pr, rc, rr, 0.1, chosen_lengths=lc * 0, rejected_lengths=lr)
     with pytest.raises(ValueError, match="chosen_lengths"):
         adaptive_simpo_loss(pc, pr, 0.1, chosen_lengths=None, rejected_lengths=None)
+    with pytest.raises(ValueError, match="chosen_lengths"):
+        simpo_loss(pc, pr, 0.1, chosen_lengths=None, rejected_lengths=None)
+    with pytest.raises(ValueError, match="rdpo_loss"):
+        rdpo_loss(pc, pr, rc, rr, 0.1, chosen_lengths=None, rejected_lengths=None, alpha=0.01)
+    with pytest.raises(ValueError, match="alpha"):
+        rdpo_loss(pc, pr, rc, rr, 0.1, chosen_lengths=lc, rejected_lengths=lr, alpha=-0.1)
+    with pytest.raises(ValueError, match="gamma"):
+        simpo_loss(pc, pr, 0.1, chosen_lengths=lc, rejected_lengths=lr, gamma=float("inf"))
+    with pytest.raises(ValueError, match="orpo_loss needs log-probabilities < 0"):
+        orpo_loss(pc, -pr, 0.1)
+    with pytest.raises(ValueError, match="beta"):
+        cpo_loss(pc, pr, -0.1)
