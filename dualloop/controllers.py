@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "BatchStats",
-    "Decision",
+    "BetaDecision",
     "Controller",
     "Static",
     "Annealed",
@@ -113,7 +113,7 @@ class BatchStats:
 
 
 @dataclass(frozen=True)
-class Decision:
+class BetaDecision:
     """Per-example β ``[B]`` and loss weight ``[B]`` (0 drops an example from the mean)."""
 
     beta: torch.Tensor
@@ -130,7 +130,7 @@ class Controller:
     needs_kl: bool = False
     needs_epsilon_steps: bool = False
 
-    def decide(self, stats: BatchStats, *, train: bool = True) -> Decision:
+    def decide(self, stats: BatchStats, *, train: bool = True) -> BetaDecision:
         raise NotImplementedError
 
     def step(self, stats: BatchStats) -> None:
@@ -160,8 +160,8 @@ class Static(Controller):
     def __init__(self, beta: float) -> None:
         self._beta = _positive("beta", beta)
 
-    def decide(self, stats: BatchStats, *, train: bool = True) -> Decision:
-        return Decision(_uniform(self._beta, stats.margins), _uniform(1.0, stats.margins))
+    def decide(self, stats: BatchStats, *, train: bool = True) -> BetaDecision:
+        return BetaDecision(_uniform(self._beta, stats.margins), _uniform(1.0, stats.margins))
 
     def step(self, stats: BatchStats) -> None:
         """β never changes."""
@@ -195,8 +195,8 @@ class Annealed(Controller):
         g = 1.0 - x if self._schedule == "linear" else (1.0 + math.cos(math.pi * x)) / 2.0
         return self._end + (self._start - self._end) * g
 
-    def decide(self, stats: BatchStats, *, train: bool = True) -> Decision:
-        return Decision(_uniform(self.beta, stats.margins), _uniform(1.0, stats.margins))
+    def decide(self, stats: BatchStats, *, train: bool = True) -> BetaDecision:
+        return BetaDecision(_uniform(self.beta, stats.margins), _uniform(1.0, stats.margins))
 
     def step(self, stats: BatchStats) -> None:
         self._steps += 1
@@ -276,7 +276,7 @@ class DualLoop(Controller):
     def kl_ema(self) -> float | None:
         return self._kl_ema
 
-    def decide(self, stats: BatchStats, *, train: bool = True) -> Decision:
+    def decide(self, stats: BatchStats, *, train: bool = True) -> BetaDecision:
         margins = stats.margins.double()
         entropy = normalized_binary_entropy(self._beta_base * margins)
         lam = self.lam if self.fast_loop else 0.0
@@ -287,7 +287,7 @@ class DualLoop(Controller):
         if train:
             self._entropy_sum += entropy.sum().item()
             self._entropy_count += entropy.numel()
-        return Decision(beta.float(), _uniform(1.0, stats.margins))
+        return BetaDecision(beta.float(), _uniform(1.0, stats.margins))
 
     def step(self, stats: BatchStats) -> None:
         if stats.kl is None:
@@ -375,11 +375,11 @@ class BetaDPO(Controller):
         mask[kept] = True
         return mask
 
-    def decide(self, stats: BatchStats, *, train: bool = True) -> Decision:
+    def decide(self, stats: BatchStats, *, train: bool = True) -> BetaDecision:
         margins = stats.margins.double().cpu()
         if not train:
             beta = self._beta_from(margins.mean().item())
-            return Decision(_uniform(beta, stats.margins), _uniform(1.0, stats.margins))
+            return BetaDecision(_uniform(beta, stats.margins), _uniform(1.0, stats.margins))
         self._m0 = self.gamma * self._m0 + (1 - self.gamma) * margins.mean().item()
         if margins.numel() > 1:
             self._sigma0 = self.gamma * self._sigma0 + (1 - self.gamma) * margins.std().item()
@@ -388,7 +388,7 @@ class BetaDPO(Controller):
         self._beta = self._beta_from(margins[mask].mean().item())
         self._kept_fraction = mask.double().mean().item()
         weight = mask.to(device=stats.margins.device, dtype=torch.float32)
-        return Decision(_uniform(self._beta, stats.margins), weight)
+        return BetaDecision(_uniform(self._beta, stats.margins), weight)
 
     def step(self, stats: BatchStats) -> None:
         """β-DPO adapts per micro-batch in ``decide``; an optimizer step changes nothing."""
@@ -424,9 +424,9 @@ class EpsilonDPO(Controller):
             raise ValueError("EpsilonDPO needs stats.epsilon_steps (see dualloop.controllers.epsilon_steps)")
         return stats.epsilon_steps.double()
 
-    def decide(self, stats: BatchStats, *, train: bool = True) -> Decision:
+    def decide(self, stats: BatchStats, *, train: bool = True) -> BetaDecision:
         beta = self._beta / (1.0 + self.epsilon * self._steps_of(stats))
-        return Decision(beta.to(device=stats.margins.device, dtype=torch.float32), _uniform(1.0, stats.margins))
+        return BetaDecision(beta.to(device=stats.margins.device, dtype=torch.float32), _uniform(1.0, stats.margins))
 
     def step(self, stats: BatchStats) -> None:
         steps = self._steps_of(stats)

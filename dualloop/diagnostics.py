@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dualloop.experiment import CRITERIA, Experiment
+from dualloop.experiment import PROMPT_SET_CRITERIA, Experiment
 from dualloop.judges import Decision
 from dualloop.stats import FlipBucket, LengthControlledWinRate, flip_rate_by_entropy, length_controlled_win_rate
 
@@ -60,7 +60,7 @@ def rejudge_flips(experiment: Experiment, system_a: str, system_b: str, prompt_s
     """Re-judge the same pairs ``repeats`` times with the local model judge, each time with another
     seed of the position coin, and bucket the flips by the judge's entropy on the first judging
     (DualLoop-DPO, Limitations: 90 prompts × 3)."""
-    judge = next((j for j in experiment.judges(CRITERIA[prompt_set]) if j.name.startswith("local")), None)
+    judge = next((j for j in experiment.judges(PROMPT_SET_CRITERIA[prompt_set]) if j.name.startswith("local")), None)
     if judge is None:
         raise ValueError("re-judging flips need the local model judge: add 'local' to evaluation.judges")
     items = experiment.pair_items(system_a, system_b, prompt_set, runs=runs)

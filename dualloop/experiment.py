@@ -27,7 +27,7 @@ PROMPT_SETS = ("verifiable-heldout", "ifbench", "mt-bench", "sycophancy-rho", "r
                "helpsteer2", "sycophancy-eval")
 JUDGES = ("gold", "gold-loose", "local", "gpt-4o-mini", "gemini-2.0-flash")
 # Criterion of each prompt set (DualLoop-DPO, Phase 4); the gold judges decide verifiable sets.
-CRITERIA = {"verifiable-heldout": "instructions", "ifbench": "instructions", "mt-bench": "helpful",
+PROMPT_SET_CRITERIA = {"verifiable-heldout": "instructions", "ifbench": "instructions", "mt-bench": "helpful",
             "sycophancy-rho": "truthful", "refusal-rho": "safer", "ultrafeedback": "helpful", "hh": "safer",
             "helpsteer2": "helpful", "sycophancy-eval": "truthful"}
 # data.instruction_ids (verifiable only): keep the training pairs and the held-out prompts whose
@@ -339,7 +339,7 @@ class Experiment:
         path = (self.results_dir / "decisions"
                 / f"{prompt_set}__{system_a}__vs__{system_b}{'__both-orders' if both else ''}.jsonl")
         path.unlink(missing_ok=True)
-        for judge in self.judges(CRITERIA[prompt_set], both_orders=both):
+        for judge in self.judges(PROMPT_SET_CRITERIA[prompt_set], both_orders=both):
             print(f"dualloop.experiment: {system_a} vs {system_b} on {prompt_set}: judge {judge.name}, "
                   f"{len(items)} pairs", flush=True)
             write_decisions(path, judge.judge(items))

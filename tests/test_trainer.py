@@ -12,7 +12,7 @@ from datasets import Dataset
 from transformers import Trainer, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from dualloop.controllers import Decision, epsilon_steps, epsilon_steps_from_logps, token_kl
+from dualloop.controllers import BetaDecision, epsilon_steps, epsilon_steps_from_logps, token_kl
 from dualloop.models import ModelSettings, lora_config, smoke_model
 from dualloop.trainer import (
     CONTROLLERS,
@@ -181,7 +181,7 @@ def test_reference_free_losses_skip_the_reference_forward(tmp_path):
 
 def test_beta_dpo_reward_metrics_are_over_the_kept_examples(tmp_path):
     trainer = adaptive_trainer(tmp_path, controller="beta-dpo")
-    decision = Decision(torch.full((4,), 0.1), torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    decision = BetaDecision(torch.full((4,), 0.1), torch.tensor([1.0, 0.0, 1.0, 0.0]))
     chosen, rejected = torch.tensor([1.0, 9.0, 3.0, 9.0]), torch.tensor([0.0, -9.0, 5.0, -9.0])
     logps = torch.tensor([-1.0, -50.0, -3.0, -50.0])
     pair_stats = {"margin": torch.zeros(4), "tokens": torch.full((4,), 2.0), "abs_logratio": torch.ones(4)}
