@@ -48,7 +48,8 @@ class WinRate:
 
     def percent(self, digits: int = 1) -> tuple[float, float, float]:
         """(rate, low, high) in percent, rounded half-up as the paper prints them."""
-        return tuple(round_half_up(100.0 * v, digits) for v in (self.rate, self.low, self.high))
+        rate, low, high = (round_half_up(100.0 * v, digits) for v in (self.rate, self.low, self.high))
+        return rate, low, high
 
 
 def round_half_up(value: float, digits: int = 1) -> float:
@@ -175,7 +176,8 @@ def pool(results: Sequence[WinRate], method: str | None = None, alpha: float | N
         raise ValueError("results is empty: pool needs at least one judge's win rate")
     wins = sum(r.wins for r in results)
     n = sum(r.n for r in results)
-    ties = None if any(r.ties is None for r in results) else sum(r.ties for r in results)
+    counted = [r.ties for r in results]
+    ties = None if None in counted else sum(t for t in counted if t is not None)
     return win_rate(wins, n, method or results[0].method, alpha or results[0].alpha, ties=ties)
 
 
@@ -248,23 +250,23 @@ def flip_rate_by_entropy(
     if edges is None:
         if n_buckets < 1:
             raise ValueError(f"n_buckets={n_buckets} must be at least 1")
-        edges = np.quantile(entropy_values, np.linspace(0, 1, n_buckets + 1))
-    edges = np.asarray(edges, dtype=float)
-    if len(edges) < 2 or np.any(np.diff(edges) < 0):
-        raise ValueError(f"edges={edges.tolist()} must be at least two non-decreasing values")
-    if entropy_values.min() < edges[0] or entropy_values.max() > edges[-1]:
-        raise ValueError(f"edges={edges.tolist()} do not cover the entropy range "
+        edges = np.quantile(entropy_values, np.linspace(0, 1, n_buckets + 1)).tolist()
+    bounds = np.asarray(edges, dtype=float)
+    if len(bounds) < 2 or np.any(np.diff(bounds) < 0):
+        raise ValueError(f"edges={bounds.tolist()} must be at least two non-decreasing values")
+    if entropy_values.min() < bounds[0] or entropy_values.max() > bounds[-1]:
+        raise ValueError(f"edges={bounds.tolist()} do not cover the entropy range "
                          f"[{entropy_values.min()}, {entropy_values.max()}]")
-    bucket_of = np.searchsorted(edges[1:-1], entropy_values, side="right")
+    bucket_of = np.searchsorted(bounds[1:-1], entropy_values, side="right")
     buckets = []
-    for b in range(len(edges) - 1):
-        members = [judgments[i] for i in np.flatnonzero(bucket_of == b)]
+    for b in range(len(bounds) - 1):
+        members = [judgments[int(i)] for i in np.flatnonzero(bucket_of == b)]
         for repeated in members:
             if len(repeated) < 2:
                 raise ValueError(f"an item in bucket {b} has {len(repeated)} judgment(s): a flip needs at least 2")
         rejudgments = sum(len(r) - 1 for r in members)
         flips = sum(sum(d != r[0] for d in r[1:]) for r in members)
-        buckets.append(FlipBucket(float(edges[b]), float(edges[b + 1]), len(members), rejudgments, flips))
+        buckets.append(FlipBucket(float(bounds[b]), float(bounds[b + 1]), len(members), rejudgments, flips))
     return buckets
 
 
