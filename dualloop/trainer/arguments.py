@@ -120,7 +120,8 @@ class AdaptiveDPOConfig(DPOConfig):
     )
     adadpo_length_normalized: bool = field(
         default=True,
-        metadata={"help": "AdaDPO, adaptive IPO and ORPO: length-normalize the balance ratio ('Stable AdaDPO', eq. 10)."},
+        metadata={"help": "AdaDPO: length-normalize the balance ratio ('Stable AdaDPO', eq. 10). The IPO and ORPO "
+                 "losses always use per-token averages; R-DPO, CPO and SimPO their own forms (dualloop/METHODS.md)."},
     )
     adadpo_k: float = field(default=1.0, metadata={"help": "Self-adaptive losses' optional scale k (Appendix A.3)."})
     rdpo_alpha: float = field(

@@ -2,8 +2,9 @@
 
 Every entry maps a micro-batch's summed log-probabilities (:class:`SequenceLogps`) and the
 controller's per-example β to :class:`dualloop.losses.LossOutput`. Its ``margin`` is the quantity β
-multiplies inside the loss (for the reference-based losses DPO's ``M = (πw − rw) − (πl − rl)``; for
-CPO ``πw − πl``, SimPO ``πw/|yw| − πl/|yl|``, ORPO the log odds ratio), which β-DPO filters on and
+multiplies inside the loss (for the reference-based losses DPO's ``M = (πw − rw) − (πl − rl)``, on
+per-token averages for IPO, which compares it with 1/(2τ); for CPO ``πw − πl``, SimPO
+``πw/|yw| − πl/|yl|``, ORPO the log odds ratio), which β-DPO filters on and
 DualLoop's fast loop turns into the entropy of ``σ(β M)``. Reference-free losses (CPO, ORPO, SimPO and
 their self-adaptive versions) need no reference forward unless the controller or the logging does.
 
@@ -79,6 +80,11 @@ def _dpo_margin(logps: SequenceLogps) -> torch.Tensor:
     return (logps.policy_chosen - logps.ref_chosen) - (logps.policy_rejected - logps.ref_rejected)
 
 
+def _ipo_margin(logps: SequenceLogps) -> torch.Tensor:
+    """DPO's margin on per-token averages: what the IPO losses compare with 1/(2τ)."""
+    return _dpo_margin(logps.averaged())
+
+
 def _cpo_margin(logps: SequenceLogps) -> torch.Tensor:
     return logps.policy_chosen - logps.policy_rejected
 
@@ -103,7 +109,7 @@ LOSSES: dict[str, Objective] = {
     "sigmoid": Objective(True, lambda logps, beta, args: losses.dpo_loss(
         *_referenced(logps), beta, label_smoothing=args.label_smoothing), _dpo_margin),
     "ipo": Objective(True, lambda logps, beta, args: losses.ipo_loss(*_referenced(logps.averaged()), beta),
-                     _dpo_margin),
+                     _ipo_margin),
     "adadpo": Objective(True, _adadpo, _dpo_margin),
     "rdpo": Objective(True, lambda logps, beta, args: losses.rdpo_loss(
         *_referenced(logps), beta, alpha=args.rdpo_alpha, **_lengths(logps)), _dpo_margin),
@@ -114,7 +120,7 @@ LOSSES: dict[str, Objective] = {
     "simpo": Objective(False, lambda logps, beta, args: losses.simpo_loss(
         logps.policy_chosen, logps.policy_rejected, beta, gamma=args.simpo_gamma, **_lengths(logps)), _simpo_margin),
     "adaptive-ipo": Objective(True, lambda logps, beta, args: losses.adaptive_ipo_loss(
-        *_referenced(logps.averaged()), beta, **_adaptive(args)), _dpo_margin),
+        *_referenced(logps.averaged()), beta, **_adaptive(args)), _ipo_margin),
     "adaptive-rdpo": Objective(True, lambda logps, beta, args: losses.adaptive_rdpo_loss(
         *_referenced(logps), beta, alpha=args.rdpo_alpha, **_lengths(logps), **_adaptive(args)), _dpo_margin),
     "adaptive-cpo": Objective(False, lambda logps, beta, args: losses.adaptive_cpo_loss(
