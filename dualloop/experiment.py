@@ -286,6 +286,17 @@ class Experiment:
                                        prompt_set=prompt_set)
         return {prompt_id: samples[0] for prompt_id, samples in generated.items()}
 
+    def system_responses(self, systems: Sequence[str], prompt_set: str, runs: Mapping[str, Any]) -> dict[str, dict]:
+        """system → prompt id → greedy response, for each of ``systems`` (``runs`` maps trained names to runs)."""
+        return {system: self.responses(system, prompt_set, runs.get(system)) for system in systems}
+
+    def local_judge(self, criterion: str):
+        """The local model judge of ``evaluation.judges`` for ``criterion`` (re-judging flips need it)."""
+        judge = next((j for j in self.judges(criterion) if j.name.startswith("local")), None)
+        if judge is None:
+            raise ValueError("re-judging flips need the local model judge: add 'local' to evaluation.judges")
+        return judge
+
     def judges(self, criterion: str, *, both_orders: bool | None = None) -> list:
         """The judges the evaluation section names, for ``criterion``; the gold checker judges only
         verifiable instructions and is left out for the other criteria. ``both_orders`` overrides
