@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import inspect
 import json
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +39,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from dualloop.jsonl import append_records, read_records
 from dualloop.models import ModelSettings, check_type, dataclass_from_dict, load_policy
 
 # a prompt is one user message, or a conversation (list of {"role", "content"} messages)
@@ -166,28 +166,18 @@ def cache_path(out_dir: str | Path, identity: str, prompt_set: str, settings: Ge
 
 
 def read_cache(path: Path, prompts: Mapping[str, Prompt]) -> dict[str, dict[str, Any]]:
-    """Records already generated in ``path``, keyed by prompt id.
+    """Records already generated in ``path``, keyed by prompt id (:mod:`dualloop.jsonl`: a last line
+    cut off by a kill is ignored and its prompt generated again).
 
-    A last line without its newline was cut short by a kill: it is ignored (and dropped from the
-    file before the next append), so its prompt is generated again. A record whose prompt differs
-    from the prompt now given under that id means the prompt set changed under the same name:
-    that raises, naming the file, the line and the id.
+    A record whose prompt differs from the prompt now given under that id means the prompt set
+    changed under the same name: that raises, naming the file, the record and the id.
     """
     records: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return records
-    *lines, cut_off = path.read_text(encoding="utf-8").split("\n")
-    if cut_off:
-        print(f"dualloop.generation: {path.name}: dropping a cut-off last line {len(lines) + 1}", flush=True)
-    for number, line in enumerate(lines, start=1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValueError(f"{path}: line {number} is not JSON; delete the file to regenerate it") from None
+    for number, record in enumerate(read_records(path), start=1):
         prompt_id = record["id"]
         if prompt_id in prompts and record["prompt"] != _as_json(prompts[prompt_id]):
             raise ValueError(
-                f"{path}: line {number}: prompt id '{prompt_id}' has a different prompt than the one given now; "
+                f"{path}: record {number}: prompt id '{prompt_id}' has a different prompt than the one given now; "
                 "the prompt set changed under the same name: rename the set or delete the file"
             )
         records[prompt_id] = record
@@ -224,7 +214,6 @@ def generate_responses(
     records = read_cache(path, prompts)
     missing = [prompt_id for prompt_id in prompts if prompt_id not in records]
     if missing:
-        _repair_cut_off_line(path)
         batches = [missing[i:i + settings.batch_size] for i in range(0, len(missing), settings.batch_size)]
         print(f"dualloop.generation: {prompt_set}: {len(records)} cached, generating {len(missing)} "
               f"in {len(batches)} batches -> {path}", flush=True)
@@ -232,17 +221,14 @@ def generate_responses(
         was_training = model.training
         model.eval()  # no dropout while generating; the caller's mode is restored below
         try:
-            with path.open("a", encoding="utf-8") as handle:
-                for number, batch_ids in enumerate(batches, start=1):
-                    responses = _generate_batch(model, tokenizer, [prompts[i] for i in batch_ids], settings, batch_ids)
-                    for prompt_id, samples in zip(batch_ids, responses):
-                        record = {"id": prompt_id, "prompt": _as_json(prompts[prompt_id]), "responses": samples}
-                        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-                        records[prompt_id] = record
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                    print(f"dualloop.generation: {prompt_set}: batch {number}/{len(batches)} done, "
-                          f"{len(records)}/{len(prompts)} prompts, {time.perf_counter() - started:.1f} s", flush=True)
+            for number, batch_ids in enumerate(batches, start=1):
+                responses = _generate_batch(model, tokenizer, [prompts[i] for i in batch_ids], settings, batch_ids)
+                batch = [{"id": prompt_id, "prompt": _as_json(prompts[prompt_id]), "responses": samples}
+                         for prompt_id, samples in zip(batch_ids, responses, strict=True)]
+                append_records(path, batch)
+                records.update((record["id"], record) for record in batch)
+                print(f"dualloop.generation: {prompt_set}: batch {number}/{len(batches)} done, "
+                      f"{len(records)}/{len(prompts)} prompts, {time.perf_counter() - started:.1f} s", flush=True)
         finally:
             model.train(was_training)
     else:
@@ -253,15 +239,6 @@ def generate_responses(
 def _as_json(prompt: Prompt) -> Any:
     """The prompt as it reads back from JSON (tuples become lists), for comparing with the cache."""
     return json.loads(json.dumps(prompt))
-
-
-def _repair_cut_off_line(path: Path) -> None:
-    """Drop a last line cut off by a kill (its prompt is generated again), so appends start clean."""
-    if path.is_file() and path.stat().st_size:
-        data = path.read_bytes()
-        if not data.endswith(b"\n"):
-            with path.open("r+b") as handle:
-                handle.truncate(data.rfind(b"\n") + 1)
 
 
 def chat_text(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:

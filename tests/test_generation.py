@@ -110,14 +110,14 @@ def test_a_line_cut_off_by_a_kill_is_regenerated(smoke, tmp_path, capsys):
     path.write_text(text[: len(text) - 10])  # the kill happened while writing the second line
     assert generate_responses(model, tokenizer, prompts, GREEDY, out_dir=tmp_path, identity="m",
                               prompt_set="s") == full
-    assert "cut-off last line 2" in capsys.readouterr().out
+    assert "line 2 was cut off" in capsys.readouterr().out
     assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["p0", "p2"]
 
 
 def test_changed_prompt_under_the_same_id_is_an_error(smoke, tmp_path):
     model, tokenizer = smoke
     generate_responses(model, tokenizer, {"a": "first"}, GREEDY, out_dir=tmp_path, identity="m", prompt_set="s")
-    with pytest.raises(ValueError, match=r"line 1: prompt id 'a' has a different prompt"):
+    with pytest.raises(ValueError, match=r"record 1: prompt id 'a' has a different prompt"):
         generate_responses(model, tokenizer, {"a": "second"}, GREEDY, out_dir=tmp_path, identity="m",
                            prompt_set="s")
 
