@@ -12,12 +12,13 @@
   list, and the loader prints how many rows it skipped.
 - :func:`subsample` takes the paper's seeded 0.5 % (or any fraction or count).
 - The offline verifiable-instruction preference set is built by :mod:`dualloop.preference_set`
-  and shipped in ``dualloop/data/``; load it with :func:`load_verifiable_preferences` and
+  and shipped in ``dualloop/offline_set/``; load it with :func:`load_verifiable_preferences` and
   :func:`load_verifiable_heldout`.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import dataclasses
 import gzip
 import hashlib
@@ -441,7 +442,8 @@ def load_sycophancy_eval(path: str | Path | None = None, *, subset: str = "answe
 # the offline verifiable-instruction preference set (built by dualloop.preference_set)
 # ---------------------------------------------------------------------------------------------
 
-SHIPPED_DIR = Path(__file__).parent / "data"
+# The shipped set, read as package data (importlib.resources); a folder named unlike this module.
+SHIPPED_DIR = Path(str(importlib.resources.files("dualloop") / "offline_set"))
 PAIRS_FILE = "verifiable_pairs.jsonl"
 HELDOUT_FILE = "verifiable_heldout.jsonl"
 PROVENANCE_FILE = "verifiable_provenance.json"
@@ -449,7 +451,7 @@ PROVENANCE_FILE = "verifiable_provenance.json"
 
 def load_verifiable_preferences(path: str | Path | None = None, *, label_noise: float = 0.0, seed: int = 0,
                                 on_error: OnError = "raise") -> Loaded:
-    """The offline preference pairs (default: the file shipped in ``dualloop/data/``).
+    """The offline preference pairs (default: the file shipped in ``dualloop/offline_set/``).
 
     Rows ``prompt, chosen, rejected, prompt_id, instruction_ids, kwargs, score_chosen,
     score_rejected, score_gap, ...``. ``label_noise`` flips a seeded fraction at load time.

@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dualloop.preference_set")
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="sample, check and pair the verifiable-instruction set")
-    build.add_argument("--out", required=True, help="output folder (the shipped set lives in dualloop/data)")
+    build.add_argument("--out", required=True, help="output folder (the shipped set lives in dualloop/offline_set)")
     build.add_argument("--model", default="smollm2-135m-instruct", help="'smollm2-135m-instruct', 'smoke' or a path")
     build.add_argument("--train", type=int, default=400, help="training prompts")
     build.add_argument("--heldout", type=int, default=250, help="held-out prompts")
