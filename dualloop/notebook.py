@@ -22,14 +22,13 @@ import ast
 import os
 import sys
 import warnings
-from collections.abc import MutableMapping
-from pathlib import Path
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from dualloop.config import REPO_ROOT, declared_parameters, resolve_parameters
 from dualloop.pipeline import discover_phases
 
-__all__ = ["KNOWN_WARNINGS", "INJECTED_HEADER", "prepare", "resolve", "injected_names", "quiet", "show_figures_inline"]
+__all__ = ["INJECTED_HEADER", "KNOWN_WARNINGS", "injected_names", "prepare", "quiet", "resolve", "show_figures_inline"]
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PARAMS_DIR = REPO_ROOT / "params"
@@ -81,12 +80,12 @@ def injected_names(inputs: list[str]) -> set[str] | None:
     return None
 
 
-def resolve(notebook: str, values: MutableMapping[str, Any], injected: set[str] | None = None) -> dict[str, Any]:
+def resolve(notebook: str, values: Mapping[str, Any], injected: set[str] | None = None) -> dict[str, Any]:
     """The parameters of ``notebooks/<notebook>.ipynb`` as ``dualloop reproduce`` resolves them.
 
-    The notebook declares ``profile`` and ``output_dir``. ``values`` holds the parameters as they are now (the notebook's globals); those named in
-    ``injected`` and those that differ from the parameters cell's defaults are the given ones: they
-    take the place of ``--set`` and of the profile passed to the runner.
+    The notebook declares ``profile`` and ``output_dir``. ``values`` holds the parameters as they are now
+    (the notebook's globals); those named in ``injected`` and those that differ from the parameters cell's
+    defaults are the given ones: they take the place of ``--set`` and of the runner's profile and folder.
     """
     path = NOTEBOOKS_DIR / f"{notebook}.ipynb"
     declared = declared_parameters(path)

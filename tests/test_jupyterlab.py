@@ -102,7 +102,7 @@ async def _run_cells(url: str, token: str, cells: list[str], timeout: float = 12
         for code in cells:
             msg_id = uuid.uuid4().hex
             header = {"msg_id": msg_id, "msg_type": "execute_request", "session": session, "username": "test",
-                      "version": "5.3", "date": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+                      "version": "5.3", "date": datetime.datetime.now(datetime.UTC).isoformat()}
             content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
                        "allow_stdin": False, "stop_on_error": True}
             await connection.write_message(json.dumps({"header": header, "parent_header": {}, "metadata": {},
@@ -219,3 +219,26 @@ def test_injected_names_are_read_from_the_cell_papermill_writes():
     parameters_cell = nbformat.read(REPO_ROOT / "notebooks" / "02_main_comparison.ipynb", as_version=4).cells[1].source
     assert injected_names([parameters_cell, cell, "x = 1"]) == {"profile", "training"}
     assert injected_names([parameters_cell, "x = 1"]) is None
+
+
+QUIET_CHECK = """
+import sys, warnings
+if sys.argv[1] == "before":
+    import transformers
+from dualloop.notebook import quiet
+quiet()
+import datasets, huggingface_hub, transformers
+for module in ("transformers.training_args", "dualloop.experiment"):
+    warnings.warn_explicit("`gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning,
+                           "x.py", 1, module=module)
+print(transformers.utils.logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled(),
+      huggingface_hub.utils.are_progress_bars_disabled())
+"""
+
+
+@pytest.mark.parametrize("imported", ["before", "after"])
+def test_quiet_turns_progress_bars_and_only_the_known_warnings_off(imported):
+    result = subprocess.run([sys.executable, "-c", QUIET_CHECK, imported], capture_output=True, text=True, check=True,
+                            cwd=REPO_ROOT)
+    assert result.stdout.split() == ["False", "False", "True"]
+    assert result.stderr.count("`gradient_checkpointing` is deprecated") == 1  # the one from dualloop's own module
