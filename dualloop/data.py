@@ -154,29 +154,47 @@ def flip_labels(pairs: Sequence[PreferencePair], fraction: float, seed: int = 0)
 # ---------------------------------------------------------------------------------------------
 
 
+def _decoded(path: Path, number: int, line: bytes) -> str:
+    try:
+        return line.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(str(path), number, "<line>", f"has byte 0x{line[error.start]:02x} at column {error.start + 1}, "
+                        "which is not UTF-8: save the file as UTF-8") from None
+
+
 def _read_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of a .jsonl / .jsonl.gz / .json / .parquet file (JSON lines that do not parse raise)."""
+    """Rows of a .jsonl / .jsonl.gz / .json / .parquet file. A UTF-8 byte-order mark, CRLF line ends and
+    blank lines are accepted; a line that is not UTF-8 or not JSON, and a file without rows, raise
+    :class:`DataError` naming the file and the line."""
     name = path.name
     if name.endswith(".parquet"):
         import pyarrow.parquet as pq
 
         yield from pq.read_table(path).to_pylist()
         return
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        lines = [_decoded(path, number, line) for number, line in enumerate(handle, start=1)]
+    if not any(line.strip() for line in lines):
+        raise DataError(str(path), 1, "<file>", "is empty: it holds no rows")
     if name.endswith(".json"):
-        data = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads("".join(lines))
+        except json.JSONDecodeError as error:
+            raise DataError(str(path), error.lineno, "<file>", f"is not valid JSON ({error.msg})") from None
         if not isinstance(data, list):
             raise DataError(str(path), 1, "<file>", "is not a JSON list of rows")
+        if not data:
+            raise DataError(str(path), 1, "<file>", "is an empty list: it holds no rows")
         yield from data
         return
-    opener = gzip.open if name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(str(path), number, "<line>", f"is not valid JSON ({error.msg})") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(str(path), number, "<line>", f"is not valid JSON ({error.msg})") from None
 
 
 _SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")

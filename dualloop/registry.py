@@ -7,17 +7,23 @@ A run's directory is ``<root>/<run_id>``, where ``run_id`` is a hash of the reso
 - ``run.json``      the run's seed, git revision, package versions and start time;
 - ``history.jsonl`` the training log (written by ``AdaptiveDPOTrainer``), ``checkpoint-*/``;
 - ``adapter/``      the trained adapter (or model), saved when training finishes;
-- ``COMPLETE``      the completion marker, written last.
+- ``COMPLETE``      the completion marker, written last;
+- ``.lock``         the claim of the process training it (:mod:`dualloop.locking`).
 
 ``ensure_run`` returns a finished run without training, resumes an unfinished one from its last
-checkpoint, and trains a new one; so notebooks share runs and a rerun skips finished work.
+checkpoint, and trains a new one; so notebooks share runs and a rerun skips finished work. The
+registry is where runs are claimed: a second process asking for a run another is training waits for
+it (naming the holder) and then reuses it, so two trainings of one configuration never both train.
+Every file is written redacted (:mod:`dualloop.redaction`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
 import subprocess
 import time
@@ -27,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from transformers.trainer_utils import get_last_checkpoint
+
+from dualloop.locking import file_lock
+from dualloop.redaction import redact
 
 __all__ = ["Run", "run_id", "open_run", "ensure_run", "package_versions", "git_revision"]
 
@@ -128,7 +137,7 @@ def open_run(root: str | Path, config: Mapping[str, Any]) -> Run:
     """
     if "seed" not in config:
         raise ValueError("a run's configuration must hold its 'seed' (the registry records it with the run)")
-    canonical = json.loads(_canonical(config))
+    canonical = json.loads(redact(_canonical(config)))
     run = Run(Path(root).expanduser() / run_id(config))
     if (run.path / CONFIG_NAME).exists():
         if run.config != canonical:
@@ -136,11 +145,11 @@ def open_run(root: str | Path, config: Mapping[str, Any]) -> Run:
                              "move that directory away")
         return run
     run.path.mkdir(parents=True, exist_ok=True)
-    (run.path / METADATA_NAME).write_text(json.dumps({
+    (run.path / METADATA_NAME).write_text(redact(json.dumps({
         "run_id": run.id, "seed": config["seed"], "git_revision": git_revision(),
         "packages": package_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }, indent=1) + "\n")
-    (run.path / CONFIG_NAME).write_text(json.dumps(canonical, indent=1, sort_keys=True) + "\n")
+    }, indent=1)) + "\n")
+    (run.path / CONFIG_NAME).write_text(redact(json.dumps(canonical, indent=1, sort_keys=True)) + "\n")
     return run
 
 
@@ -153,18 +162,21 @@ def ensure_run(root: str | Path, config: Mapping[str, Any], make_trainer: Callab
     adapter when training with PEFT) is saved to ``run.adapter_dir``.
     """
     run = open_run(root, config)
-    if run.is_complete:
-        print(f"dualloop.registry: run {run.id} is complete; reusing {run.path}", flush=True)
-        return run
-    trainer = make_trainer(run)
-    output_dir = Path(trainer.args.output_dir).resolve()
-    if output_dir != run.path.resolve():
-        raise ValueError(f"make_trainer built a trainer writing to {output_dir}; set output_dir={str(run.path)!r}")
-    checkpoint = run.last_checkpoint()
-    print(f"dualloop.registry: run {run.id}: " + (f"resuming from {checkpoint}" if checkpoint else "training"),
-          flush=True)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(str(run.adapter_dir))
-    if trainer.args.should_save:
-        run.mark_complete()
+    # one claim per run: the main process of a distributed launch holds it for all its ranks
+    claim = file_lock(run.path) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    with claim:
+        if run.is_complete:
+            print(f"dualloop.registry: run {run.id} is complete; reusing {run.path}", flush=True)
+            return run
+        trainer = make_trainer(run)
+        output_dir = Path(trainer.args.output_dir).resolve()
+        if output_dir != run.path.resolve():
+            raise ValueError(f"make_trainer built a trainer writing to {output_dir}; set output_dir={str(run.path)!r}")
+        checkpoint = run.last_checkpoint()
+        print(f"dualloop.registry: run {run.id}: " + (f"resuming from {checkpoint}" if checkpoint else "training"),
+              flush=True)
+        trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model(str(run.adapter_dir))
+        if trainer.args.should_save:
+            run.mark_complete()
     return run
