@@ -4,8 +4,10 @@
 - ``train``: train one method under a profile, or reuse its finished run (:mod:`dualloop.experiment`);
 - ``judge``: judge two systems on a prompt set and print the win rate with its interval.
 
-Every command exits 0 on success and, on a problem it can name, prints one line to stderr and
-exits 2 (bad input) or 1 (a phase or run that failed).
+Every command exits 0 on success and, on a problem it can name, prints one line to stderr (redacted,
+:mod:`dualloop.redaction`) and exits 2 (bad input, a missing API key) or 1 (a phase or run that failed,
+an output folder another process is writing). Values are validated before any work
+(:func:`dualloop.config.check_values`), ``--set a.b.c=value`` at any depth.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from dualloop.config import REPO_ROOT, ParamsError, load_yaml, parse_overrides
+from dualloop.config import REPO_ROOT, ParamsError, check_profile_name, check_values, load_yaml, merge, parse_overrides
+from dualloop.redaction import redact
 
 SECTIONS = ("model", "training", "data", "generation", "evaluation")
 
@@ -45,16 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--profile", required=True, help="smoke, cpu or paper (params/profiles/<name>.yaml)")
         command.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<profile>)")
         command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                             help="override a parameter, value read as YAML (train/judge: SECTION.KEY=VALUE, "
-                                  "e.g. training.learning_rate=1e-4); repeatable")
+                             help="override a parameter, value read as YAML, at any depth (train/judge: "
+                                  "SECTION.KEY[.SUBKEY]=VALUE, e.g. training.controller_kwargs.lam=2.5); repeatable")
     return parser
 
 
-def experiment_from_profile(profile: str, out: Path | None, overrides: list[str]):
-    """The :class:`~dualloop.experiment.Experiment` of a profile file with dotted ``--set`` overrides."""
+def experiment_from_profile(profile: str, out: Path | None, overrides: list[str],
+                            training_overrides: dict | None = None):
+    """The :class:`~dualloop.experiment.Experiment` of a profile file with dotted ``--set`` overrides (and
+    ``training_overrides``, e.g. ``--steps``), every value validated first."""
     from dualloop.experiment import Experiment
 
-    path = REPO_ROOT / "params" / "profiles" / f"{profile}.yaml"
+    path = REPO_ROOT / "params" / "profiles" / f"{check_profile_name(profile)}.yaml"
     if not path.is_file():
         raise ParamsError(f"unknown profile {profile!r}: no {path}")
     values = load_yaml(path)
@@ -62,7 +67,9 @@ def experiment_from_profile(profile: str, out: Path | None, overrides: list[str]
     for section, value in parse_overrides(overrides).items():
         if section not in sections or not isinstance(value, dict):
             raise ParamsError(f"--set {section}: use SECTION.KEY=VALUE with SECTION one of {', '.join(SECTIONS)}")
-        sections[section].update(value)
+        sections[section] = merge(sections[section], value)
+    sections["training"] = merge(sections["training"], training_overrides or {})
+    check_values(sections, "--set" if overrides else str(path))
     try:
         return Experiment.from_parameters(profile=profile, output_dir=out or REPO_ROOT / "runs" / profile,
                                           seed=values.get("seed", 0), **sections)
@@ -71,8 +78,10 @@ def experiment_from_profile(profile: str, out: Path | None, overrides: list[str]
 
 
 def _train(args) -> int:
-    experiment = experiment_from_profile(args.profile, args.out, args.overrides)
     overrides = {} if args.steps is None else {"max_steps": args.steps}
+    if args.steps is not None and args.steps < 1:
+        raise ParamsError(f"--steps {args.steps}: must be an integer >= 1")
+    experiment = experiment_from_profile(args.profile, args.out, args.overrides, overrides)
     run = experiment.train(args.method, **overrides)
     print(f"dualloop: run {run.id} ({args.method}) complete: {run.path}")
     return 0
@@ -81,6 +90,7 @@ def _train(args) -> int:
 def _judge(args) -> int:
     from dualloop.experiment import BASE
     from dualloop.judges import read_decisions
+    from dualloop.locking import file_lock
     from dualloop.registry import Run
     from dualloop.stats import win_rate_of
 
@@ -97,19 +107,24 @@ def _judge(args) -> int:
             systems.append(given)
             if given != BASE:
                 runs[given] = experiment.train(given)
-    path = experiment.compare(*systems, args.prompts, runs=runs)
-    decisions = read_decisions(path)
+    name = f"{args.prompts}__{systems[0]}__vs__{systems[1]}"  # one judging of a comparison at a time
+    with file_lock(experiment.results_dir / "decisions" / name):
+        path = experiment.compare(*systems, args.prompts, runs=runs)
+        decisions = read_decisions(path)
     for judge in sorted({d.judge for d in decisions}):
         outcomes = [d.outcome() for d in decisions if d.judge == judge and d.outcome() is not None]
         result = win_rate_of(outcomes, experiment.evaluation["win_rate_method"])
         rate, low, high = result.percent()
+        unparseable = sum(d.judge == judge and d.outcome() is None for d in decisions)
         print(f"{systems[0]} vs {systems[1]} on {args.prompts}, judge {judge}: win rate {rate:.1f}% "
-              f"[{low:.1f}, {high:.1f}] (N = {result.n}, ties {result.ties})")
+              f"[{low:.1f}, {high:.1f}] (N = {result.n}, ties {result.ties}, unparseable {unparseable})")
     print(f"dualloop: decisions written to {path}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dualloop.judges import MissingAPIKeyError
+
     args = build_parser().parse_args(argv)
     try:
         if args.command == "reproduce":
@@ -123,11 +138,11 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             return 0
         return _train(args) if args.command == "train" else _judge(args)
-    except (ParamsError, ValueError, FileNotFoundError) as error:  # bad input, named by the message
-        print(f"dualloop: {error}", file=sys.stderr)
+    except (ParamsError, ValueError, TypeError, FileNotFoundError, MissingAPIKeyError) as error:  # bad input
+        print(redact(f"dualloop: {error}"), file=sys.stderr)
         return 2
-    except RuntimeError as error:  # e.g. a GPU profile without CUDA, a missing API key
-        print(f"dualloop: {error}", file=sys.stderr)
+    except RuntimeError as error:  # e.g. a GPU profile without CUDA, a folder another process writes
+        print(redact(f"dualloop: {error}"), file=sys.stderr)
         return 1
 
 

@@ -14,18 +14,22 @@ file and suggests the closest known key. Values are checked against the declared
 from __future__ import annotations
 
 import difflib
+import math
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["ParamsError", "REPO_ROOT", "load_yaml", "declared_parameters", "parse_override", "parse_overrides",
-           "check_keys",
-           "resolve_parameters"]
+from dualloop.names import did_you_mean
+
+__all__ = ["ParamsError", "REPO_ROOT", "load_yaml", "declared_parameters", "merge", "parse_override",
+           "parse_overrides", "check_keys", "check_profile_name", "check_values", "resolve_parameters"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PER_PROFILE_SECTION = "profiles"
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,), "dict": (dict,)}
 
 
@@ -74,30 +78,46 @@ def declared_parameters(notebook: Path) -> dict[str, dict[str, Any]]:
     return declared
 
 
+def merge(base: Any, update: Any) -> Any:
+    """``update`` over ``base``; where both are mappings, key by key at every depth."""
+    if isinstance(base, dict) and isinstance(update, dict):
+        return {**base, **{key: merge(base.get(key), value) for key, value in update.items()}}
+    return update
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``key=value`` from the command line; the value is read as YAML (``3``, ``0.1``, ``[1, 2]``).
-    ``section.key=value`` sets one key of a mapping parameter: ``("section", {"key": value})``,
+    ``a.b.c=value`` sets one key of a mapping parameter at any depth: ``("a", {"b": {"c": value}})``,
     merged into that mapping when the parameters are resolved."""
     key, separator, value = text.partition("=")
     key = key.strip()
-    if not separator or not key:
-        raise ParamsError(f"--set {text!r}: expected key=value")
-    section, dot, field = key.partition(".")
-    if dot:
-        if not section or not field:
-            raise ParamsError(f"--set {text!r}: expected section.key=value")
-        return section, {field: _read_yaml(value)}
-    return key, _read_yaml(value)
+    parts = key.split(".")
+    if not separator or not all(parts):
+        raise ParamsError(f"--set {text!r}: expected key=value or section.key=value")
+    try:
+        parsed = _read_yaml(value)
+    except yaml.YAMLError as error:
+        raise ParamsError(f"--set {text!r}: the value is not valid YAML ({error})") from None
+    for part in reversed(parts[1:]):
+        parsed = {part: parsed}
+    return parts[0], parsed
 
 
 def parse_overrides(texts: list[str]) -> dict[str, Any]:
-    """Several ``--set`` values; ``section.key`` ones of the same section merge."""
+    """Several ``--set`` values; those of the same mapping merge at every depth."""
     overrides: dict[str, Any] = {}
     for text in texts:
         key, value = parse_override(text)
-        merged = isinstance(value, dict) and isinstance(overrides.get(key), dict)
-        overrides[key] = {**overrides[key], **value} if merged else value
+        overrides[key] = merge(overrides.get(key), value)
     return overrides
+
+
+def check_profile_name(profile: str) -> str:
+    """``profile`` when it is a name (letters, digits, ``-``, ``_``), not a path; ParamsError otherwise."""
+    if not PROFILE_NAME.fullmatch(profile):
+        raise ParamsError(f"--profile {profile!r}: a profile is a name like 'cpu' (params/profiles/<name>.yaml), "
+                          "not a path")
+    return profile
 
 
 def check_keys(values: dict[str, Any], known: set[str], source: str) -> None:
@@ -127,6 +147,7 @@ def resolve_parameters(notebook: Path, profile: str, *, params_dir: Path, overri
     ``profile_keys`` is the set of keys any notebook declares (the runner passes it), so a typo in a
     profile is caught even though each notebook takes only the profile keys it declares.
     """
+    check_profile_name(profile)
     declared = declared_parameters(notebook)
     known = set(declared)
     profile_path = params_dir / "profiles" / f"{profile}.yaml"
@@ -153,8 +174,88 @@ def resolve_parameters(notebook: Path, profile: str, *, params_dir: Path, overri
                            (f"{phase_path} ({PER_PROFILE_SECTION}.{profile})", profile_section),
                            ("--set", overrides or {})):
         for key, value in values.items():
-            merged = isinstance(value, dict) and isinstance(resolved.get(key), dict)
-            resolved[key] = {**resolved[key], **value} if merged else value
+            resolved[key] = merge(resolved.get(key), value)
             sources[key] = source
     _check_types(resolved, declared, sources)
     return resolved
+
+
+# Values that must be finite and positive wherever they appear, and counts that must be integers >= 1.
+POSITIVE = ("learning_rate", "beta", "beta_init", "beta0", "kl_target")
+COUNTS = ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "n_prompts", "total_steps")
+API_JUDGE_KEYS = {"gpt-4o-mini": "OPENAI_API_KEY", "gemini-2.0-flash": "GEMINI_API_KEY"}
+
+
+def _check_value(path: str, value: Any) -> None:
+    name = path.rsplit(".", 1)[-1]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_value(f"{path}.{key}", item)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_value(f"{path}[{index}]", item)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ParamsError(f"{path}={value!r} must be a finite number")
+    elif name in COUNTS and value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ParamsError(f"{path}={value!r} must be an integer >= 1")
+    elif name in POSITIVE and value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+        raise ParamsError(f"{path}={value!r} must be a finite number > 0")
+
+
+def _check_controller_kwargs(kwargs: Any) -> None:
+    """Each ``training.controller_kwargs`` value against the annotation of that argument in the controllers."""
+    import inspect
+
+    from dualloop.trainer import CONTROLLERS
+
+    if not isinstance(kwargs, dict):
+        raise ParamsError(f"training.controller_kwargs={kwargs!r} must be a mapping of controller arguments")
+    annotations = {name: parameter.annotation for controller in CONTROLLERS.values()
+                   for name, parameter in inspect.signature(controller).parameters.items()}
+    for key, value in kwargs.items():
+        if key not in annotations:
+            hint = did_you_mean(key, annotations) or f"; known arguments: {', '.join(sorted(annotations))}"
+            raise ParamsError(f"training.controller_kwargs.{key}: not an argument of any controller{hint}")
+        kind = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,)}.get(str(annotations[key]))
+        if kind and (not isinstance(value, kind) or isinstance(value, bool) and bool not in kind):
+            raise ParamsError(f"training.controller_kwargs.{key}={value!r} must be {annotations[key]}")
+
+
+def _check_training(training: dict[str, Any]) -> None:
+    """Each ``training`` value against the type of its ``AdaptiveDPOConfig`` field's default."""
+    import dataclasses
+
+    from dualloop.trainer import AdaptiveDPOConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(AdaptiveDPOConfig)}
+    for key, value in training.items():
+        if key not in defaults:
+            hint = did_you_mean(key, defaults) or ""
+            raise ParamsError(f"training.{key}: unknown key{hint}")
+        default = defaults[key]
+        if value is None or default is None or isinstance(default, (dict, list, str)) and key != "controller":
+            continue
+        kind = (int, float) if isinstance(default, (int, float)) else (type(default),)
+        if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, kind):
+            raise ParamsError(f"training.{key}={value!r} must be {type(default).__name__} like its default {default!r}")
+    if training.get("controller_kwargs") is not None:
+        _check_controller_kwargs(training["controller_kwargs"])
+
+
+def check_values(parameters: dict[str, Any], source: str) -> None:
+    """Validate resolved values before any work: finite numbers, counts >= 1, rates and β > 0, the
+    training section's types and sub-keys, the controller arguments, and the API keys of the judges
+    named in ``evaluation.judges`` (present in the environment). Each problem is one ParamsError
+    naming ``source``, the key path and the value."""
+    try:
+        for key, value in parameters.items():
+            _check_value(key, value)
+        if isinstance(parameters.get("training"), dict):
+            _check_training(parameters["training"])
+        judges = (parameters.get("evaluation") or {}).get("judges") or []
+        for judge in judges if isinstance(judges, list) else []:
+            if judge in API_JUDGE_KEYS and not os.environ.get(API_JUDGE_KEYS[judge], "").strip():
+                raise ParamsError(f"evaluation.judges: judge {judge!r} needs the environment variable "
+                                  f"{API_JUDGE_KEYS[judge]} (its API key); export it before anything runs")
+    except ParamsError as error:
+        raise ParamsError(f"{source}: {error}") from None

@@ -6,6 +6,11 @@ progress line to ``DIR/reproduce.log``: the runner's own, and each line a phase 
 runs (training steps, generation batches, judges), prefixed with the phase number and streamed
 through papermill's ``stdout_file`` as it arrives. A phase that raises stops the run with a
 :class:`PhaseFailed` naming the phase, the cell and the executed notebook holding the traceback.
+
+Every phase's parameters are resolved and validated (:func:`dualloop.config.check_values`, and the
+sections an :class:`~dualloop.experiment.Experiment` is built from) before the first phase runs. One
+``reproduce`` writes to an output folder at a time (a second one is refused, naming the first), and
+the log, the executed notebooks and the failure messages are redacted (:mod:`dualloop.redaction`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dualloop.config import REPO_ROOT, ParamsError, check_keys, declared_parameters, resolve_parameters
+from dualloop.config import (REPO_ROOT, ParamsError, check_keys, check_profile_name, check_values, declared_parameters,
+                             resolve_parameters)
+from dualloop.locking import file_lock
+from dualloop.redaction import redact
 
 __all__ = ["Phase", "PhaseFailed", "discover_phases", "select_phases", "reproduce"]
 
@@ -64,7 +72,7 @@ class _ProgressLog:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, line: str) -> None:
-        stamped = f"[dualloop {time.strftime('%H:%M:%S')}] {line}"
+        stamped = redact(f"[dualloop {time.strftime('%H:%M:%S')}] {line}")
         print(stamped, flush=True)
         with self.path.open("a") as log:
             log.write(stamped + "\n")
@@ -98,11 +106,9 @@ def reproduce(profile: str, *, phases: list[int] | None = None, out: Path | None
     """Execute the selected phases under ``profile`` into ``out`` (default ``runs/<profile>``).
 
     Returns the executed notebooks' paths. Parameters are resolved for every phase before the first
-    one runs, so a bad key fails fast and loses no work.
+    one runs, so a bad key or value fails fast and loses no work.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
+    check_profile_name(profile)
     out = Path(out or REPO_ROOT / "runs" / profile).resolve()
     every_phase = discover_phases(notebooks_dir)
     all_declared = {phase: declared_parameters(phase.notebook) for phase in every_phase}
@@ -119,8 +125,42 @@ def reproduce(profile: str, *, phases: list[int] | None = None, out: Path | None
             parameters["output_dir"] = str(out)
         if "profile" in declared[phase]:  # what the notebook records its results under
             parameters["profile"] = profile
+        _validate(phase, parameters)
         plans.append((phase, parameters))
+    out.mkdir(parents=True, exist_ok=True)
+    with file_lock(out, timeout=0):
+        return _run(plans, out, profile)
 
+
+EXPERIMENT_SECTIONS = ("model", "training", "data", "generation", "evaluation")
+
+
+def _validate(phase: Phase, parameters: dict[str, Any]) -> None:
+    """ParamsError naming the phase, the key path and the value for the first bad value of ``parameters``."""
+    from dualloop.experiment import Experiment
+
+    check_values(parameters, f"phase {phase.number:02d} ({phase.name})")
+    if all(isinstance(parameters.get(section), dict) for section in EXPERIMENT_SECTIONS):
+        try:
+            Experiment.from_parameters(profile=parameters.get("profile", ""), output_dir=parameters.get("output_dir", "."),
+                                       seed=parameters.get("seed", 0),
+                                       **{section: parameters[section] for section in EXPERIMENT_SECTIONS})
+        except (ValueError, TypeError) as error:
+            raise ParamsError(f"phase {phase.number:02d} ({phase.name}): {error}") from None
+
+
+def _redact_file(path: Path) -> None:
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if redact(text) != text:
+            path.write_text(redact(text), encoding="utf-8")
+
+
+def _run(plans: list[tuple[Phase, dict[str, Any]]], out: Path, profile: str) -> list[Path]:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    selected = [phase for phase, _ in plans]
     log = _ProgressLog(out / "reproduce.log")
     log(f"profile {profile}: phases {', '.join(p.name for p in selected)} → {out}")
     executed = []
@@ -136,10 +176,12 @@ def reproduce(profile: str, *, phases: list[int] | None = None, out: Path | None
                                        stdout_file=printed, cwd=str(REPO_ROOT))
         except PapermillExecutionError as error:
             printed.close()
+            _redact_file(target)
             log(f"phase {phase.number:02d} ({phase.name}): FAILED in cell In [{error.exec_count}]")
-            raise PhaseFailed(f"phase {phase.number:02d} ({phase.name}) failed in cell In [{error.exec_count}]: "
-                              f"{error.ename}: {error.evalue}. The traceback is in {target}") from None
+            raise PhaseFailed(redact(f"phase {phase.number:02d} ({phase.name}) failed in cell In [{error.exec_count}]: "
+                                     f"{error.ename}: {error.evalue}. The traceback is in {target}")) from None
         printed.close()
+        _redact_file(target)
         log(f"phase {phase.number:02d} ({phase.name}): done in {time.monotonic() - started:.1f} s → {target}")
         executed.append(target)
     return executed
