@@ -2,24 +2,32 @@
 
 It answers POST /v1/chat/completions. By default the verdict is the letter of the response that
 contains the marker "GOOD" (so a test knows the right winner whatever order was shown). A script
-of actions, consumed one per request, makes it misbehave: "429" (with Retry-After), "500",
-"slow" (sleeps past the client's timeout), "malformed" (a body that is not JSON), "garbage" (a
-reply that is not a verdict), "ok". It counts requests and the most requests in flight at once,
-and refuses (401) a request whose bearer key is not the expected one.
+of actions, consumed one per request, makes it misbehave: "429" (with Retry-After), "408", "500",
+"503" (with Retry-After), "reset" (the connection is reset before any answer), "slow" (sleeps past
+the client's timeout), "malformed" (a body that is not JSON), "garbage" (a reply that is not a
+verdict), "echo" (a reply whose text is the request's Authorization header), "ok". It counts requests
+and the most requests in flight at once, and refuses (401) a request whose bearer key is not the
+expected one. With ``echo_key=True`` every answer, 200 replies and errors alike, carries the
+request's Authorization header in its body (as an echoing proxy would), to test that nothing the
+client writes holds the key.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeChatServer:
-    def __init__(self, *, key: str, delay: float = 0.0, slow_seconds: float = 1.0, retry_after: str = "0.01"):
+    def __init__(self, *, key: str, delay: float = 0.0, slow_seconds: float = 1.0, retry_after: str = "0.01",
+                 echo_key: bool = False):
         self.key = key
+        self.echo_key = echo_key
         self.delay = delay
         self.slow_seconds = slow_seconds
         self.retry_after = retry_after
@@ -72,6 +80,14 @@ class FakeChatServer:
 
             def _send(self, status: int, body: bytes, headers: dict | None = None) -> None:
                 self._leave()
+                if server.echo_key:
+                    try:
+                        document = json.loads(body)
+                    except ValueError:
+                        body += f" {self.headers.get('Authorization', '')}".encode()
+                    else:
+                        document["echo"] = {"authorization": self.headers.get("Authorization", "")}
+                        body = json.dumps(document).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -110,8 +126,17 @@ class FakeChatServer:
                 action = server._next_action()
                 if action == "429":
                     self._send(429, b'{"error": "rate limited"}', {"Retry-After": server.retry_after})
-                elif action == "500":
-                    self._send(500, b'{"error": "server error"}')
+                elif action in ("408", "500"):
+                    self._send(int(action), b'{"error": "try again"}')
+                elif action == "503":
+                    self._send(503, b'{"error": "overloaded"}', {"Retry-After": server.retry_after})
+                elif action == "reset":  # RST instead of an answer
+                    self._leave()
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    self.close_connection = True
+                elif action == "echo":
+                    self._send(200, self._completion(f"A, says {self.headers.get('Authorization', '')}"))
                 elif action == "slow":
                     time.sleep(server.slow_seconds)
                     self._send(200, self._completion("A"))
