@@ -198,7 +198,8 @@ def _check_value(path: str, value: Any) -> None:
         raise ParamsError(f"{path}={value!r} must be a finite number")
     elif name in COUNTS and value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ParamsError(f"{path}={value!r} must be an integer >= 1")
-    elif name in POSITIVE and value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+    elif name in POSITIVE and value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
         raise ParamsError(f"{path}={value!r} must be a finite number > 0")
 
 

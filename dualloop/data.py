@@ -18,10 +18,10 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import dataclasses
 import gzip
 import hashlib
+import importlib.resources
 import json
 import random
 import re

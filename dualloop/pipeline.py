@@ -21,8 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dualloop.config import (REPO_ROOT, ParamsError, check_keys, check_profile_name, check_values, declared_parameters,
-                             resolve_parameters)
+from dualloop.config import (
+    REPO_ROOT,
+    ParamsError,
+    check_keys,
+    check_profile_name,
+    check_values,
+    declared_parameters,
+    resolve_parameters,
+)
 from dualloop.locking import file_lock
 from dualloop.redaction import redact
 
@@ -142,7 +149,8 @@ def _validate(phase: Phase, parameters: dict[str, Any]) -> None:
     check_values(parameters, f"phase {phase.number:02d} ({phase.name})")
     if all(isinstance(parameters.get(section), dict) for section in EXPERIMENT_SECTIONS):
         try:
-            Experiment.from_parameters(profile=parameters.get("profile", ""), output_dir=parameters.get("output_dir", "."),
+            Experiment.from_parameters(profile=parameters.get("profile", ""),
+                                       output_dir=parameters.get("output_dir", "."),
                                        seed=parameters.get("seed", 0),
                                        **{section: parameters[section] for section in EXPERIMENT_SECTIONS})
         except (ValueError, TypeError) as error:

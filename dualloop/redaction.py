@@ -26,7 +26,8 @@ def register_secret_env(name: str) -> None:
 
 
 def _secrets() -> list[str]:
-    values = {os.environ.get(name, "").strip() for name in os.environ if _SECRET_NAME.search(name) or name in _registered}
+    names = [name for name in os.environ if _SECRET_NAME.search(name) or name in _registered]
+    values = {os.environ.get(name, "").strip() for name in names}
     return sorted((value for value in values if len(value) >= MIN_LENGTH), key=len, reverse=True)
 
 

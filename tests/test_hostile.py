@@ -16,8 +16,16 @@ from fake_chat_server import FakeChatServer
 from dualloop.__main__ import main
 from dualloop.config import ParamsError, check_profile_name, check_values, parse_override, parse_overrides
 from dualloop.data import DataError, load_verifiable_preferences
-from dualloop.judges import (Decision, JudgeAPIError, MissingAPIKeyError, OpenAICompatibleJudge, PairItem, read_decisions,
-                             retry_wait, write_decisions)
+from dualloop.judges import (
+    Decision,
+    JudgeAPIError,
+    MissingAPIKeyError,
+    OpenAICompatibleJudge,
+    PairItem,
+    read_decisions,
+    retry_wait,
+    write_decisions,
+)
 from dualloop.locking import LockHeld, file_lock, lock_path
 from dualloop.redaction import redact
 
@@ -250,18 +258,17 @@ def test_every_writer_redacts(tmp_path):
 
 # ---------------------------------------------------------------- two processes
 
-_JUDGING = textwrap.dedent("""
+_JUDGING = textwrap.dedent(f"""
     import sys
     sys.path.insert(0, sys.argv[3])
-    from test_hostile import api_judge, items
-    from fake_chat_server import FakeChatServer
+    from test_hostile import items
     from pathlib import Path
     from dualloop.judges import OpenAICompatibleJudge, write_decisions
     out = Path(sys.argv[2])
-    judge = OpenAICompatibleJudge("general", base_url=sys.argv[1], api_key_env="%s", model="judge-test",
+    judge = OpenAICompatibleJudge("general", base_url=sys.argv[1], api_key_env="{KEY_ENV}", model="judge-test",
                                   cache_path=out / "cache.jsonl", max_concurrency=2)
     write_decisions(out / "decisions.jsonl", judge.judge(items(12)))
-""" % KEY_ENV)
+""")
 
 
 def test_two_processes_judging_one_folder_give_each_decision_once(tmp_path):

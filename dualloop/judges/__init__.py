@@ -13,14 +13,38 @@ named criterion, and the verdict is mapped back to the two systems. One job per 
 - :mod:`~dualloop.judges.cache`: the API judges' verdict cache.
 """
 
-from dualloop.judges.api import (GEMINI_OPENAI_BASE_URL, OPENAI_BASE_URL, JudgeAPIError, MissingAPIKeyError,
-                                 OpenAICompatibleJudge, check_api_key, retry_wait)
-from dualloop.judges.decisions import (JUDGE_PROMPT_VERSION, Decision, PairItem, ShownPair, Verdict, decide,
-                                       paired_winners, position_consistency, read_decisions, write_decisions)
+from dualloop.judges.api import (
+                                 GEMINI_OPENAI_BASE_URL,
+                                 OPENAI_BASE_URL,
+                                 JudgeAPIError,
+                                 MissingAPIKeyError,
+                                 OpenAICompatibleJudge,
+                                 check_api_key,
+                                 retry_wait,
+)
+from dualloop.judges.decisions import (
+                                 JUDGE_PROMPT_VERSION,
+                                 Decision,
+                                 PairItem,
+                                 ShownPair,
+                                 Verdict,
+                                 decide,
+                                 paired_winners,
+                                 position_consistency,
+                                 read_decisions,
+                                 write_decisions,
+)
 from dualloop.judges.gold import GoldCheckerJudge
 from dualloop.judges.local import LocalModelJudge
-from dualloop.judges.pairwise import (CRITERIA, SYSTEM_PROMPT, PairwiseJudge, criterion_question, judge_messages,
-                                      parse_verdict, shown_order)
+from dualloop.judges.pairwise import (
+                                 CRITERIA,
+                                 SYSTEM_PROMPT,
+                                 PairwiseJudge,
+                                 criterion_question,
+                                 judge_messages,
+                                 parse_verdict,
+                                 shown_order,
+)
 
 __all__ = ["CRITERIA", "GEMINI_OPENAI_BASE_URL", "JUDGE_PROMPT_VERSION", "OPENAI_BASE_URL", "SYSTEM_PROMPT",
            "Decision", "GoldCheckerJudge", "JudgeAPIError", "LocalModelJudge", "MissingAPIKeyError",
