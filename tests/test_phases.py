@@ -43,6 +43,25 @@ def test_reproduce_executes_every_phase_notebook(smoke_run):
         assert not errors, f"{name}: {errors[:1]}"
 
 
+def test_executed_notebooks_show_their_figures_and_tables_and_no_library_noise(smoke_run):
+    out, _ = smoke_run
+    for path in sorted((out / "notebooks").glob("*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+        saved = sum(c.source.count("save_figure(") for c in notebook.cells if c.cell_type == "code")
+        images = [o for o in outputs if "image/png" in o.get("data", {})]
+        assert len(images) == saved, f"{path.name}: {len(images)} inline figures for {saved} saved"
+        if "display(" in "".join(c.source for c in notebook.cells):
+            assert any({"text/markdown", "text/html"} & set(o.get("data", {})) for o in outputs), path.name
+        text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs
+                       if "image/png" not in o.get("data", {}))
+        for noise in ("<Figure size", "PosixPath(", "IProgress", "FutureWarning", "DeprecationWarning", "it/s]"):
+            assert noise not in text, f"{path.name}: {noise!r} in its outputs"
+        own = str(REPO_ROOT / "dualloop") + os.sep  # dualloop's own warnings (e.g. prompts skipped) are the phase's
+        library = [o.text for o in outputs if o.get("name") == "stderr" and not o.text.startswith(own)]
+        assert not library, f"{path.name}: {library[:1]}"
+
+
 @pytest.mark.parametrize("table,rows", [
     ("table1", ["DualLoop-DPO vs. Base", "DualLoop-DPO vs. static-", "DualLoop-DPO vs. Annealed"]),
     ("table2", ["ifbench", "mt-bench", "sycophancy-rho", "refusal-rho"]),
