@@ -228,7 +228,8 @@ def _check_training(training: dict[str, Any]) -> None:
 
     from dualloop.trainer import AdaptiveDPOConfig
 
-    defaults = {f.name: f.default for f in dataclasses.fields(AdaptiveDPOConfig)}
+    defaults = {f.name: None if f.default is dataclasses.MISSING else f.default
+                for f in dataclasses.fields(AdaptiveDPOConfig)}
     for key, value in training.items():
         if key not in defaults:
             hint = did_you_mean(key, defaults) or ""
