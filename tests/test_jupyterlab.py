@@ -167,6 +167,8 @@ def _reproduce_parameters(monkeypatch, tmp_path, profile: str, overrides: dict |
     from dualloop.pipeline import reproduce
 
     passed = {}
+    for variable in ("OPENAI_API_KEY", "GEMINI_API_KEY"):  # the paper profile's judges; nothing is called
+        monkeypatch.setenv(variable, "sk-dualloop-test-" + "k" * 32)
     monkeypatch.setattr(papermill, "execute_notebook",
                         lambda source, target, parameters, **_: passed.__setitem__(Path(source).stem, parameters))
     reproduce(profile, out=tmp_path, overrides=overrides)
