@@ -187,8 +187,13 @@ class Experiment:
         pairs = loaded.records
         if not section["augmented"]:
             pairs = [pair for pair in pairs if pair.metadata.get("augmentation") is None]
+            if not pairs:
+                raise ValueError(f"data: no training pair of {loaded.source} is left after data.augmented=false")
         if section["instruction_ids"] is not None:
             pairs = [pair for pair in pairs if self._within_instruction_ids(pair.metadata["instruction_ids"])]
+            if not pairs:
+                raise ValueError(f"data: no training pair of {loaded.source} is left after "
+                                 f"data.instruction_ids={section['instruction_ids']!r}")
         by_prompt: dict[str, list[int]] = {}
         for index, pair in enumerate(pairs):
             by_prompt.setdefault(pair.prompt_text, []).append(index)
@@ -229,7 +234,8 @@ class Experiment:
         on_cpu = not torch.cuda.is_available()
         evaluates = {"eval_strategy": "steps"} if self.data["eval_pairs"] else {}
         args = AdaptiveDPOConfig(output_dir=str(run.path), seed=self.seed, use_cpu=on_cpu, bf16=not on_cpu,
-                                 report_to=[], **{"gradient_checkpointing": not on_cpu, **evaluates, **config["training"]})
+                                 **{"report_to": [], "gradient_checkpointing": not on_cpu, **evaluates,
+                                    **config["training"]})
         training, held_out = self.split_pairs()
         dataset = Dataset.from_list(to_trl_rows(training))
         evaluation = Dataset.from_list(to_trl_rows(held_out)) if held_out else None

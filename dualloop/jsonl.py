@@ -3,7 +3,8 @@
 One crash-recovery rule for every such file: a last line without its newline was cut short by a
 kill. Reading ignores it (and says so); the next append first cuts it off, so its record is
 produced again. Any other line that is not a JSON object raises, naming the file and the line.
-Appends are flushed and fsynced, so a record that was reported written survives a crash.
+Appends are flushed and fsynced, so a record that was reported written survives a crash, and pass
+through :func:`dualloop.redaction.redact_record`: no API key reaches a cache or decisions file.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from dualloop.redaction import redact_record
 
 __all__ = ["append_records", "read_records"]
 
@@ -58,6 +61,6 @@ def append_records(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
                 data = handle.read()
                 handle.truncate(data.rfind(b"\n") + 1)
                 handle.seek(0, os.SEEK_END)
-        handle.write(b"".join(json.dumps(record, ensure_ascii=False).encode() + b"\n" for record in records))
+        handle.write(b"".join(json.dumps(redact_record(record), ensure_ascii=False).encode() + b"\n" for record in records))
         handle.flush()
         os.fsync(handle.fileno())

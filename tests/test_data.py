@@ -151,7 +151,7 @@ def test_hh_row_whose_transcripts_diverge_early_is_malformed(tmp_path):
         load_hh(path)
 
 
-@pytest.mark.skipif(not SHARED_HH.is_file(), reason="the real HH rows live in ../shared/data beside the checkout")
+@pytest.mark.skipif(not SHARED_HH.is_file(), reason="the real Anthropic HH rows are present only on CI machines")
 def test_hh_loader_on_the_real_harmless_base_test_rows():
     with pytest.raises(DataError, match="row 87 of .*: 'chosen' is empty"):
         load_hh(SHARED_HH)

@@ -200,3 +200,10 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, arguments, message):
     result = cli(*arguments, "--out", str(tmp_path))
     assert result.returncode == 2
     assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_a_filter_that_leaves_no_training_pair_is_named(tmp_path):
+    built = experiment(tmp_path, data={"instruction_ids": ["detectable_format:json_format"]})
+    with pytest.raises(ValueError, match=r"no training pair of .* is left after data.instruction_ids="
+                                         r"\['detectable_format:json_format'\]"):
+        built.preference_pairs()

@@ -52,3 +52,11 @@ def test_a_damaged_complete_line_raises_naming_the_file_and_line(tmp_path, conte
     with pytest.raises(ValueError, match=message) as raised:
         read_records(path)
     assert str(path) in str(raised.value)
+
+
+def test_an_api_key_in_a_record_never_reaches_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789abcdef")
+    path = tmp_path / "cache.jsonl"
+    append_records(path, [{"id": "a", "reply": "echo: Bearer sk-test-0123456789abcdef"}])
+    assert "sk-test-0123456789abcdef" not in path.read_text()
+    assert read_records(path)[0]["id"] == "a"

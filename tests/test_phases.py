@@ -114,7 +114,7 @@ def test_phase6_runs_report_the_eval_loss_on_the_pairs_set_aside(smoke_run):
     out, _ = smoke_run
     phase6 = [p.parent for p in (out / "registry").glob("*/config.json")
               if json.loads(p.read_text())["data"].get("eval_pairs")]
-    assert len(phase6) == 4  # DPO, AdaDPO (C = 2 and 1.5), DualLoop + AdaDPO
+    assert len(phase6) == 6  # DPO, AdaDPO (C = 2 and 1.5), DualLoop + AdaDPO, Table 2: simpo, adaptive-simpo
     for run in phase6:
         rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
         assert [row["step"] for row in rows if "eval_loss" in row] == [1, 2]  # eval_steps 1 on smoke
