@@ -12,7 +12,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dualloop-installed
 
-.PHONY: setup data-packages main reproduce test test-slow figures clean-runs
+.PHONY: setup data-packages main reproduce test test-slow lint figures clean-runs
 
 setup: $(STAMP)
 
@@ -40,6 +40,11 @@ reproduce: setup
 test: setup
 	$(PY) -m pytest -m "not slow"; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest ran no test" >&2; exit 1; fi; exit $$status
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 test-slow: setup
 	$(PY) -m pytest -m slow

@@ -49,7 +49,7 @@ class TokenCounter:
 
     def __call__(self, *args, **kwargs):
         output = self.generate(*args, **kwargs)
-        for row in output[:, kwargs["input_ids"].shape[1]:].tolist():
+        for row in output[:, kwargs["input_ids"].shape[1] :].tolist():
             self.tokens += row.index(self.eos_token_id) + 1 if self.eos_token_id in row else len(row)
         return output
 
@@ -61,8 +61,9 @@ def run_setting(model, tokenizer, prompts: dict[str, str], settings: GenerationS
     try:
         with tempfile.TemporaryDirectory() as folder:
             started = time.perf_counter()
-            texts = generate_responses(model, tokenizer, prompts, settings, out_dir=folder, identity="bench",
-                                       prompt_set="verifiable-heldout")
+            texts = generate_responses(
+                model, tokenizer, prompts, settings, out_dir=folder, identity="bench", prompt_set="verifiable-heldout"
+            )
             seconds = time.perf_counter() - started
     finally:
         del model.generate
@@ -74,17 +75,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=64, help="held-out prompts to generate (default 64)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="new-token budget (default 64, as cpu)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="batch size of the fast loop (default: generation.batch_size of the cpu profile)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="batch size of the fast loop (default: generation.batch_size of the cpu profile)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as one JSON line at the end")
     args = parser.parse_args(argv)
     fast_batch = args.batch_size or yaml.safe_load(CPU_PROFILE.read_text())["generation"]["batch_size"]
 
     torch.set_num_threads(args.threads)
     model, tokenizer, _ = load_generator(ModelSettings(name_or_path="smollm2-135m-instruct", device="cpu", lora_r=0))
-    prompts = {p.prompt_id: p.prompt for p in load_verifiable_heldout()[:args.prompts]}
-    print(f"bench_generation: {len(prompts)} prompts, {args.max_new_tokens} new tokens, {args.threads} threads",
-          flush=True)
+    prompts = {p.prompt_id: p.prompt for p in load_verifiable_heldout()[: args.prompts]}
+    print(
+        f"bench_generation: {len(prompts)} prompts, {args.max_new_tokens} new tokens, {args.threads} threads",
+        flush=True,
+    )
     base = GenerationSettings(max_new_tokens=args.max_new_tokens, repetition_penalty=1.2)
     settings = {
         "a": ("hf generate", dataclasses.replace(base, batch_size=10, fast_greedy=False)),
@@ -98,18 +105,29 @@ def main(argv: list[str] | None = None) -> int:
 
     identical = sum(results["c"]["texts"][i] == results["b"]["texts"][i] for i in prompts)
     print(f"\n{'setting':<18}{'batch':>6}{'tokens':>8}{'seconds':>9}{'tokens/s':>10}{'vs (a)':>8}{'vs (b)':>8}")
-    summary = {"prompts": len(prompts), "threads": args.threads, "max_new_tokens": args.max_new_tokens,
-               "identical_c_b": identical}
+    summary = {
+        "prompts": len(prompts),
+        "threads": args.threads,
+        "max_new_tokens": args.max_new_tokens,
+        "identical_c_b": identical,
+    }
     for key, (name, setting) in settings.items():
         result = results[key]
         vs_a = result["tokens_per_s"] / results["a"]["tokens_per_s"]
         vs_b = result["tokens_per_s"] / results["b"]["tokens_per_s"]
-        print(f"({key}) {name:<14}{setting.batch_size:>6}{result['tokens']:>8}{result['seconds']:>9.1f}"
-              f"{result['tokens_per_s']:>10.1f}{vs_a:>8.2f}{vs_b:>8.2f}")
-        summary[key] = {"batch_size": setting.batch_size, "fast_greedy": setting.fast_greedy,
-                        "tokens": result["tokens"], "seconds": round(result["seconds"], 2),
-                        "tokens_per_s": round(result["tokens_per_s"], 1), "vs_a": round(vs_a, 3),
-                        "vs_b": round(vs_b, 3)}
+        print(
+            f"({key}) {name:<14}{setting.batch_size:>6}{result['tokens']:>8}{result['seconds']:>9.1f}"
+            f"{result['tokens_per_s']:>10.1f}{vs_a:>8.2f}{vs_b:>8.2f}"
+        )
+        summary[key] = {
+            "batch_size": setting.batch_size,
+            "fast_greedy": setting.fast_greedy,
+            "tokens": result["tokens"],
+            "seconds": round(result["seconds"], 2),
+            "tokens_per_s": round(result["tokens_per_s"], 1),
+            "vs_a": round(vs_a, 3),
+            "vs_b": round(vs_b, 3),
+        }
     print(f"identical texts (c) vs (b): {identical}/{len(prompts)}")
     if args.json:
         print(json.dumps(summary))

@@ -53,16 +53,25 @@ RUNS: dict[str, dict | None] = {
 PROFILES = {
     # model, pairs per device step, words per prompt / response, bf16 autocast
     "smoke": {"model": "smoke", "batch": 4, "prompt_words": 40, "response_words": (20, 40), "bf16": False},
-    "cpu": {"model": "smollm2-135m-instruct", "batch": 4, "prompt_words": 40, "response_words": (20, 40),
-            "bf16": "native"},
+    "cpu": {
+        "model": "smollm2-135m-instruct",
+        "batch": 4,
+        "prompt_words": 40,
+        "response_words": (20, 40),
+        "bf16": "native",
+    },
 }
 
 
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (oneDNN's check: avx512_bf16 or AMX)."""
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-WORDS = ("the quick brown fox jumps over a lazy dog while seven bright stars shine above green hills and "
-         "quiet rivers flow toward distant cities where people write careful answers to hard questions").split()
+
+
+WORDS = (
+    "the quick brown fox jumps over a lazy dog while seven bright stars shine above green hills and "
+    "quiet rivers flow toward distant cities where people write careful answers to hard questions"
+).split()
 
 
 def preference_pairs(count: int, prompt_words: int, response_words: tuple[int, int], seed: int = 0) -> Dataset:
@@ -72,11 +81,16 @@ def preference_pairs(count: int, prompt_words: int, response_words: tuple[int, i
     def text(n: int) -> str:
         return " ".join(rng.choice(WORDS) for _ in range(n))
 
-    return Dataset.from_list([
-        {"prompt": text(prompt_words), "chosen": " " + text(rng.randint(*response_words)),
-         "rejected": " " + text(rng.randint(*response_words))}
-        for _ in range(count)
-    ])
+    return Dataset.from_list(
+        [
+            {
+                "prompt": text(prompt_words),
+                "chosen": " " + text(rng.randint(*response_words)),
+                "rejected": " " + text(rng.randint(*response_words)),
+            }
+            for _ in range(count)
+        ]
+    )
 
 
 class Baton:
@@ -131,23 +145,40 @@ class StepTimer(TrainerCallback):
 
 def build_trainer(name: str, profile: dict, steps: int, warmup: int, output_dir: str):
     policy = load_policy(ModelSettings(name_or_path=profile["model"], device="cpu", seed=0))
-    dataset = preference_pairs(profile["batch"] * (steps + warmup), profile["prompt_words"],
-                               profile["response_words"])
+    dataset = preference_pairs(profile["batch"] * (steps + warmup), profile["prompt_words"], profile["response_words"])
     bf16 = native_bf16() if profile["bf16"] == "native" else profile["bf16"]
-    common = dict(output_dir=os.path.join(output_dir, name), use_cpu=True, bf16=bf16,
-                  gradient_checkpointing=False, per_device_train_batch_size=profile["batch"],
-                  max_steps=steps + warmup, learning_rate=5e-4, report_to=[], save_strategy="no",
-                  logging_steps=1, disable_tqdm=True, seed=0)
+    common = dict(
+        output_dir=os.path.join(output_dir, name),
+        use_cpu=True,
+        bf16=bf16,
+        gradient_checkpointing=False,
+        per_device_train_batch_size=profile["batch"],
+        max_steps=steps + warmup,
+        learning_rate=5e-4,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        seed=0,
+    )
     settings = RUNS[name]
     if settings is None:
-        trainer = DPOTrainer(policy.model, args=DPOConfig(**common, beta=0.1), train_dataset=dataset,
-                             processing_class=policy.tokenizer, peft_config=policy.peft_config)
+        trainer = DPOTrainer(
+            policy.model,
+            args=DPOConfig(**common, beta=0.1),
+            train_dataset=dataset,
+            processing_class=policy.tokenizer,
+            peft_config=policy.peft_config,
+        )
         trainer.remove_callback(PrinterCallback)  # its per-step dicts would flood the table
     else:
-        trainer = AdaptiveDPOTrainer(policy.model, args=AdaptiveDPOConfig(**common, **settings, beta=0.1,
-                                                                          print_progress=False),
-                                     train_dataset=dataset, processing_class=policy.tokenizer,
-                                     peft_config=policy.peft_config)
+        trainer = AdaptiveDPOTrainer(
+            policy.model,
+            args=AdaptiveDPOConfig(**common, **settings, beta=0.1, print_progress=False),
+            train_dataset=dataset,
+            processing_class=policy.tokenizer,
+            peft_config=policy.peft_config,
+        )
     return trainer
 
 
@@ -196,8 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         trainers = {name: build_trainer(name, profile, options.steps, options.warmup, output_dir) for name in names}
         for name, times in time_trainers(trainers, options.warmup).items():
             results[name] = statistics.median(times)
-            print(f"{name:15s} {results[name]:.4f} s/step (median of {len(times)}; "
-                  f"min {min(times):.4f}, max {max(times):.4f})", flush=True)
+            print(
+                f"{name:15s} {results[name]:.4f} s/step (median of {len(times)}; "
+                f"min {min(times):.4f}, max {max(times):.4f})",
+                flush=True,
+            )
 
     summary = {f"{name}_s_per_step": round(value, 5) for name, value in results.items()}
     if "trl" in results and "static" in results:
@@ -207,9 +241,11 @@ def main(argv: list[str] | None = None) -> int:
             if name not in ("trl", "static"):
                 summary[f"{name}_vs_static"] = round(results[name] / results["static"], 4)
     bf16 = native_bf16() if profile["bf16"] == "native" else profile["bf16"]
-    print(f"\nprofile {options.profile}: {options.steps} timed steps after {options.warmup} warm-up, "
-          f"{profile['batch']} pairs per step, {'bf16 autocast' if bf16 else 'fp32'}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"\nprofile {options.profile}: {options.steps} timed steps after {options.warmup} warm-up, "
+        f"{profile['batch']} pairs per step, {'bf16 autocast' if bf16 else 'fp32'}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"{'trainer':15s} {'s/step':>8s} {'vs static':>10s} {'vs trl':>8s}")
     for name, value in results.items():
         vs_static = f"{value / results['static']:.3f}" if "static" in results else "-"

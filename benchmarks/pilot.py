@@ -85,7 +85,9 @@ def schedules(grid: dict[str, list], also: list[dict[str, list]]) -> list[dict]:
 
 
 def _label(point: dict) -> str:
-    return " ".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}" for key, value in point.items())
+    return " ".join(
+        f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}" for key, value in point.items()
+    )
 
 
 def _tail_mean(history: Path, key: str, last: int = 4) -> float | None:
@@ -127,8 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     points = schedules(grid, also)
     print(f"pilot: {len(points)} schedules on held-out prompts {first}:{last} -> {args.out}", flush=True)
-    overrides = [f"evaluation.n_prompts={last - first}", f"evaluation.first_prompt={first}",
-                 "training.log_token_kl=true"]
+    overrides = [
+        f"evaluation.n_prompts={last - first}",
+        f"evaluation.first_prompt={first}",
+        "training.log_token_kl=true",
+    ]
     base_experiment = experiment_from_profile(args.profile, args.out, overrides)
     base_scores = read_scores(base_experiment.instruction_scores("base", "verifiable-heldout"))
     rows = []
@@ -141,36 +146,62 @@ def main(argv: list[str] | None = None) -> int:
         scores = read_scores(experiment.instruction_scores(name, "verifiable-heldout", run))
         strict = accuracy([scores[p]["strict"] for p in base_scores])
         loose = accuracy([scores[p]["loose"] for p in base_scores])
-        gain = paired_accuracy_difference([scores[p]["strict"] for p in base_scores],
-                                          [base_scores[p]["strict"] for p in base_scores])
-        rows.append({"schedule": point, "run": run.id, "n": strict.n,
-                     "strict_accuracy": strict.rate, "strict_ci": [strict.low, strict.high],
-                     "loose_accuracy": loose.rate, "loose_ci": [loose.low, loose.high],
-                     "strict_gain_vs_base": gain.difference, "strict_gain_ci": [gain.low, gain.high],
-                     "kl_token": _tail_mean(run.history_path, "kl/token"),
-                     "kl_logratio": _tail_mean(run.history_path, "kl/logratio"),
-                     "final_loss": _tail_mean(run.history_path, "loss")})
-        print(f"pilot: {_label(point)}: strict {strict.rate:.3f}, gain {gain.difference:+.3f} "
-              f"[{gain.low:+.3f}, {gain.high:+.3f}], token KL {rows[-1]['kl_token']}", flush=True)
+        gain = paired_accuracy_difference(
+            [scores[p]["strict"] for p in base_scores], [base_scores[p]["strict"] for p in base_scores]
+        )
+        rows.append(
+            {
+                "schedule": point,
+                "run": run.id,
+                "n": strict.n,
+                "strict_accuracy": strict.rate,
+                "strict_ci": [strict.low, strict.high],
+                "loose_accuracy": loose.rate,
+                "loose_ci": [loose.low, loose.high],
+                "strict_gain_vs_base": gain.difference,
+                "strict_gain_ci": [gain.low, gain.high],
+                "kl_token": _tail_mean(run.history_path, "kl/token"),
+                "kl_logratio": _tail_mean(run.history_path, "kl/logratio"),
+                "final_loss": _tail_mean(run.history_path, "loss"),
+            }
+        )
+        print(
+            f"pilot: {_label(point)}: strict {strict.rate:.3f}, gain {gain.difference:+.3f} "
+            f"[{gain.low:+.3f}, {gain.high:+.3f}], token KL {rows[-1]['kl_token']}",
+            flush=True,
+        )
     base_strict = accuracy([row["strict"] for row in base_scores.values()])
     base_loose = accuracy([row["loose"] for row in base_scores.values()])
-    lines = ["| schedule | strict accuracy | loose accuracy | Δ strict vs base | token KL | log-ratio KL | loss |",
-             "| --- | --- | --- | --- | --- | --- | --- |",
-             f"| base model | {_cell(base_strict.rate, base_strict.low, base_strict.high)} | "
-             f"{_cell(base_loose.rate, base_loose.low, base_loose.high)} | – | 0 | 0 | – |"]
+    lines = [
+        "| schedule | strict accuracy | loose accuracy | Δ strict vs base | token KL | log-ratio KL | loss |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| base model | {_cell(base_strict.rate, base_strict.low, base_strict.high)} | "
+        f"{_cell(base_loose.rate, base_loose.low, base_loose.high)} | – | 0 | 0 | – |",
+    ]
     for row in rows:
-        lines.append(f"| {_label(row['schedule'])} | {_cell(row['strict_accuracy'], *row['strict_ci'])} | "
-                     f"{_cell(row['loose_accuracy'], *row['loose_ci'])} | "
-                     f"{_cell(row['strict_gain_vs_base'], *row['strict_gain_ci'], signed=True)} | "
-                     f"{_number(row['kl_token'])} | {_number(row['kl_logratio'])} | {_number(row['final_loss'])} |")
+        lines.append(
+            f"| {_label(row['schedule'])} | {_cell(row['strict_accuracy'], *row['strict_ci'])} | "
+            f"{_cell(row['loose_accuracy'], *row['loose_ci'])} | "
+            f"{_cell(row['strict_gain_vs_base'], *row['strict_gain_ci'], signed=True)} | "
+            f"{_number(row['kl_token'])} | {_number(row['kl_logratio'])} | {_number(row['final_loss'])} |"
+        )
     table = "\n".join(lines) + "\n"
     print(table, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "pilot.md").write_text(table, encoding="utf-8")
-    (args.out / "pilot.json").write_text(json.dumps({
-        "profile": args.profile, "prompts": [first, last], "base": {"strict_accuracy": base_strict.rate,
-                                                                    "loose_accuracy": base_loose.rate},
-        "schedules": rows}, indent=1) + "\n", encoding="utf-8")
+    (args.out / "pilot.json").write_text(
+        json.dumps(
+            {
+                "profile": args.profile,
+                "prompts": [first, last],
+                "base": {"strict_accuracy": base_strict.rate, "loose_accuracy": base_loose.rate},
+                "schedules": rows,
+            },
+            indent=1,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     save_figure(args.out / "pilot.json", args.out / "pilot_accuracy_kl")
     return 0
 
@@ -183,13 +214,26 @@ def save_figure(pilot_json: Path, path_stem: Path) -> None:
 
     pilot = json.loads(pilot_json.read_text(encoding="utf-8"))
     n = pilot["schedules"][0]["n"]
-    base = accuracy([True] * round(pilot["base"]["strict_accuracy"] * n) + [False] * (n - round(
-        pilot["base"]["strict_accuracy"] * n)))
+    base = accuracy(
+        [True] * round(pilot["base"]["strict_accuracy"] * n)
+        + [False] * (n - round(pilot["base"]["strict_accuracy"] * n))
+    )
     systems = {"base model": {"strict_accuracy": base.rate, "strict_ci": [base.low, base.high], "kl": 0.0}}
-    systems.update({_label(row["schedule"]): {"strict_accuracy": row["strict_accuracy"], "strict_ci": row["strict_ci"],
-                                              "kl": row["kl_token"], "run": row["run"]} for row in pilot["schedules"]})
-    figure = report.accuracy_kl_figure([{"systems": systems}], title=f"Pilot: static-β DPO, held-out prompts "
-                                                                      f"{pilot['prompts'][0]}:{pilot['prompts'][1]}")
+    systems.update(
+        {
+            _label(row["schedule"]): {
+                "strict_accuracy": row["strict_accuracy"],
+                "strict_ci": row["strict_ci"],
+                "kl": row["kl_token"],
+                "run": row["run"],
+            }
+            for row in pilot["schedules"]
+        }
+    )
+    figure = report.accuracy_kl_figure(
+        [{"systems": systems}],
+        title=f"Pilot: static-β DPO, held-out prompts {pilot['prompts'][0]}:{pilot['prompts'][1]}",
+    )
     report.save_figure(figure, path_stem)
 
 

@@ -33,28 +33,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dualloop", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     reproduce = commands.add_parser("reproduce", help="execute the phase notebooks with papermill")
-    reproduce.add_argument("--phases", type=_phase_numbers, default=None,
-                           help="comma-separated phase numbers (default: all), e.g. 0,2")
+    reproduce.add_argument(
+        "--phases", type=_phase_numbers, default=None, help="comma-separated phase numbers (default: all), e.g. 0,2"
+    )
     train = commands.add_parser("train", help="train a method (or reuse its finished run)")
-    train.add_argument("--method", required=True,
-                       help="static, annealed, dualloop, beta-dpo, epsilon-dpo or adadpo")
+    train.add_argument("--method", required=True, help="static, annealed, dualloop, beta-dpo, epsilon-dpo or adadpo")
     train.add_argument("--steps", type=int, default=None, help="optimizer steps (training.max_steps)")
     judge = commands.add_parser("judge", help="judge system A against system B on a prompt set")
-    judge.add_argument("--a", required=True,
-                       help="'base', a method name (its run under this profile) or a run directory of the registry")
+    judge.add_argument(
+        "--a",
+        required=True,
+        help="'base', a method name (its run under this profile) or a run directory of the registry",
+    )
     judge.add_argument("--b", required=True, help="like --a")
     judge.add_argument("--prompts", required=True, help="prompt set, e.g. verifiable-heldout")
     for command in (reproduce, train, judge):
         command.add_argument("--profile", required=True, help="smoke, cpu or paper (params/profiles/<name>.yaml)")
         command.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<profile>)")
-        command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                             help="override a parameter, value read as YAML, at any depth (train/judge: "
-                                  "SECTION.KEY[.SUBKEY]=VALUE, e.g. training.controller_kwargs.lam=2.5); repeatable")
+        command.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a parameter, value read as YAML, at any depth (train/judge: "
+            "SECTION.KEY[.SUBKEY]=VALUE, e.g. training.controller_kwargs.lam=2.5); repeatable",
+        )
     return parser
 
 
-def experiment_from_profile(profile: str, out: Path | None, overrides: list[str],
-                            training_overrides: dict | None = None):
+def experiment_from_profile(
+    profile: str, out: Path | None, overrides: list[str], training_overrides: dict | None = None
+):
     """The :class:`~dualloop.experiment.Experiment` of a profile file with dotted ``--set`` overrides (and
     ``training_overrides``, e.g. ``--steps``), every value validated first."""
     from dualloop.experiment import Experiment
@@ -71,8 +81,9 @@ def experiment_from_profile(profile: str, out: Path | None, overrides: list[str]
     sections["training"] = merge(sections["training"], training_overrides or {})
     check_values(sections, "--set" if overrides else str(path))
     try:
-        return Experiment.from_parameters(profile=profile, output_dir=out or REPO_ROOT / "runs" / profile,
-                                          seed=values.get("seed", 0), **sections)
+        return Experiment.from_parameters(
+            profile=profile, output_dir=out or REPO_ROOT / "runs" / profile, seed=values.get("seed", 0), **sections
+        )
     except (ValueError, TypeError) as error:
         raise ParamsError(f"{path}: {error}") from None
 
@@ -116,8 +127,10 @@ def _judge(args) -> int:
         result = win_rate_of(outcomes, experiment.evaluation["win_rate_method"])
         rate, low, high = result.percent()
         unparseable = sum(d.judge == judge and d.outcome() is None for d in decisions)
-        print(f"{systems[0]} vs {systems[1]} on {args.prompts}, judge {judge}: win rate {rate:.1f}% "
-              f"[{low:.1f}, {high:.1f}] (N = {result.n}, ties {result.ties}, unparseable {unparseable})")
+        print(
+            f"{systems[0]} vs {systems[1]} on {args.prompts}, judge {judge}: win rate {rate:.1f}% "
+            f"[{low:.1f}, {high:.1f}] (N = {result.n}, ties {result.ties}, unparseable {unparseable})"
+        )
     print(f"dualloop: decisions written to {path}")
     return 0
 

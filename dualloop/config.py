@@ -24,8 +24,19 @@ import yaml
 
 from dualloop.names import did_you_mean
 
-__all__ = ["ParamsError", "REPO_ROOT", "load_yaml", "declared_parameters", "merge", "parse_override",
-           "parse_overrides", "check_keys", "check_profile_name", "check_values", "resolve_parameters"]
+__all__ = [
+    "ParamsError",
+    "REPO_ROOT",
+    "load_yaml",
+    "declared_parameters",
+    "merge",
+    "parse_override",
+    "parse_overrides",
+    "check_keys",
+    "check_profile_name",
+    "check_values",
+    "resolve_parameters",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PER_PROFILE_SECTION = "profiles"
@@ -40,7 +51,8 @@ class _ParamsLoader(yaml.SafeLoader):
 _ParamsLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."))
+    list("-+0123456789."),
+)
 
 
 def _read_yaml(text: str) -> Any:
@@ -63,8 +75,9 @@ def load_yaml(path: Path) -> dict[str, Any]:
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ParamsError(f"{path}: the top level must be a mapping of parameter names to values, "
-                          f"got {type(values).__name__}")
+        raise ParamsError(
+            f"{path}: the top level must be a mapping of parameter names to values, got {type(values).__name__}"
+        )
     return values
 
 
@@ -115,8 +128,9 @@ def parse_overrides(texts: list[str]) -> dict[str, Any]:
 def check_profile_name(profile: str) -> str:
     """``profile`` when it is a name (letters, digits, ``-``, ``_``), not a path; ParamsError otherwise."""
     if not PROFILE_NAME.fullmatch(profile):
-        raise ParamsError(f"--profile {profile!r}: a profile is a name like 'cpu' (params/profiles/<name>.yaml), "
-                          "not a path")
+        raise ParamsError(
+            f"--profile {profile!r}: a profile is a name like 'cpu' (params/profiles/<name>.yaml), not a path"
+        )
     return profile
 
 
@@ -136,12 +150,17 @@ def _check_types(values: dict[str, Any], declared: dict[str, dict[str, Any]], so
         if allowed is None or value is None:
             continue
         if isinstance(value, bool) and type_name != "bool" or not isinstance(value, allowed):
-            raise ParamsError(f"{sources[key]}: {key!r} must be {type_name}, got {value!r} "
-                              f"({type(value).__name__})")
+            raise ParamsError(f"{sources[key]}: {key!r} must be {type_name}, got {value!r} ({type(value).__name__})")
 
 
-def resolve_parameters(notebook: Path, profile: str, *, params_dir: Path, overrides: dict[str, Any] | None = None,
-                       profile_keys: set[str] | None = None) -> dict[str, Any]:
+def resolve_parameters(
+    notebook: Path,
+    profile: str,
+    *,
+    params_dir: Path,
+    overrides: dict[str, Any] | None = None,
+    profile_keys: set[str] | None = None,
+) -> dict[str, Any]:
     """The parameters papermill passes to ``notebook`` under ``profile``.
 
     ``profile_keys`` is the set of keys any notebook declares (the runner passes it), so a typo in a
@@ -169,10 +188,12 @@ def resolve_parameters(notebook: Path, profile: str, *, params_dir: Path, overri
 
     resolved: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for source, values in ((str(profile_path), {k: v for k, v in profile_values.items() if k in known}),
-                           (str(phase_path), phase_values),
-                           (f"{phase_path} ({PER_PROFILE_SECTION}.{profile})", profile_section),
-                           ("--set", overrides or {})):
+    for source, values in (
+        (str(profile_path), {k: v for k, v in profile_values.items() if k in known}),
+        (str(phase_path), phase_values),
+        (f"{phase_path} ({PER_PROFILE_SECTION}.{profile})", profile_section),
+        ("--set", overrides or {}),
+    ):
         for key, value in values.items():
             resolved[key] = merge(resolved.get(key), value)
             sources[key] = source
@@ -198,8 +219,11 @@ def _check_value(path: str, value: Any) -> None:
         raise ParamsError(f"{path}={value!r} must be a finite number")
     elif name in COUNTS and value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ParamsError(f"{path}={value!r} must be an integer >= 1")
-    elif name in POSITIVE and value is not None and (
-            isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+    elif (
+        name in POSITIVE
+        and value is not None
+        and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0)
+    ):
         raise ParamsError(f"{path}={value!r} must be a finite number > 0")
 
 
@@ -211,8 +235,11 @@ def _check_controller_kwargs(kwargs: Any) -> None:
 
     if not isinstance(kwargs, dict):
         raise ParamsError(f"training.controller_kwargs={kwargs!r} must be a mapping of controller arguments")
-    annotations = {name: parameter.annotation for controller in CONTROLLERS.values()
-                   for name, parameter in inspect.signature(controller).parameters.items()}
+    annotations = {
+        name: parameter.annotation
+        for controller in CONTROLLERS.values()
+        for name, parameter in inspect.signature(controller).parameters.items()
+    }
     for key, value in kwargs.items():
         if key not in annotations:
             hint = did_you_mean(key, annotations) or f"; known arguments: {', '.join(sorted(annotations))}"
@@ -228,8 +255,9 @@ def _check_training(training: dict[str, Any]) -> None:
 
     from dualloop.trainer import AdaptiveDPOConfig
 
-    defaults = {f.name: None if f.default is dataclasses.MISSING else f.default
-                for f in dataclasses.fields(AdaptiveDPOConfig)}
+    defaults = {
+        f.name: None if f.default is dataclasses.MISSING else f.default for f in dataclasses.fields(AdaptiveDPOConfig)
+    }
     for key, value in training.items():
         if key not in defaults:
             hint = did_you_mean(key, defaults) or ""
@@ -257,7 +285,9 @@ def check_values(parameters: dict[str, Any], source: str) -> None:
         judges = (parameters.get("evaluation") or {}).get("judges") or []
         for judge in judges if isinstance(judges, list) else []:
             if judge in API_JUDGE_KEYS and not os.environ.get(API_JUDGE_KEYS[judge], "").strip():
-                raise ParamsError(f"evaluation.judges: judge {judge!r} needs the environment variable "
-                                  f"{API_JUDGE_KEYS[judge]} (its API key); export it before anything runs")
+                raise ParamsError(
+                    f"evaluation.judges: judge {judge!r} needs the environment variable "
+                    f"{API_JUDGE_KEYS[judge]} (its API key); export it before anything runs"
+                )
     except ParamsError as error:
         raise ParamsError(f"{source}: {error}") from None

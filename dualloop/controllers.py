@@ -90,8 +90,10 @@ class BatchStats:
         if not isinstance(margins, torch.Tensor):
             raise TypeError(f"margins must be a torch.Tensor [B], got {type(margins).__name__}")
         if margins.dim() != 1 or margins.numel() == 0 or not margins.is_floating_point():
-            raise ValueError(f"margins must be a non-empty 1-D floating tensor [B], got shape "
-                             f"{tuple(margins.shape)} and dtype {margins.dtype}")
+            raise ValueError(
+                f"margins must be a non-empty 1-D floating tensor [B], got shape "
+                f"{tuple(margins.shape)} and dtype {margins.dtype}"
+            )
         if not torch.isfinite(margins).all():
             raise ValueError(f"margins must be finite, got {margins.tolist()}")
         object.__setattr__(self, "margins", margins.detach())
@@ -105,8 +107,9 @@ class BatchStats:
             if not isinstance(steps, torch.Tensor):
                 raise TypeError(f"epsilon_steps must be a torch.Tensor [B], got {type(steps).__name__}")
             if steps.shape != margins.shape:
-                raise ValueError(f"epsilon_steps has shape {tuple(steps.shape)} but margins have "
-                                 f"{tuple(margins.shape)}")
+                raise ValueError(
+                    f"epsilon_steps has shape {tuple(steps.shape)} but margins have {tuple(margins.shape)}"
+                )
             if not torch.isin(steps, torch.tensor([-1, 0, 1], dtype=steps.dtype, device=steps.device)).all():
                 raise ValueError(f"epsilon_steps must be in {{-1, 0, 1}}, got {steps.tolist()}")
             object.__setattr__(self, "epsilon_steps", steps.detach())
@@ -142,8 +145,9 @@ class Controller:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         expected = set(self.state_dict())
         if set(state) != expected:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: expected keys {sorted(expected)}, "
-                             f"got {sorted(state)}")
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: expected keys {sorted(expected)}, got {sorted(state)}"
+            )
         for key, value in state.items():
             setattr(self, "_" + key, value)
 
@@ -177,8 +181,7 @@ class Annealed(Controller):
     """A scheduled β: ``β_t = β_end + (β_start − β_end) · g(t/T)`` with ``g(x) = 1 − x`` (linear)
     or ``(1 + cos πx)/2`` (cosine), ``t`` the number of ``step()`` calls, held at β_end after T."""
 
-    def __init__(self, start: float = 0.2, end: float = 0.05, total_steps: int = 120,
-                 schedule: str = "linear") -> None:
+    def __init__(self, start: float = 0.2, end: float = 0.05, total_steps: int = 120, schedule: str = "linear") -> None:
         self._start = _positive("start", start)
         self._end = _positive("end", end)
         if not isinstance(total_steps, int) or isinstance(total_steps, bool) or total_steps < 1:
@@ -233,10 +236,21 @@ class DualLoop(Controller):
 
     needs_kl = True
 
-    def __init__(self, beta_init: float = 0.1, kl_target: float = 0.04, lam: float = 4.0, eta: float = 0.01,
-                 ema_alpha: float = 0.1, deadband: float = 0.1, beta_min: float = 0.05, beta_max: float = 2.0,
-                 fast_loop: bool = True, use_ema: bool = True, clip: bool = True,
-                 fast_loop_scope: str = "batch") -> None:
+    def __init__(
+        self,
+        beta_init: float = 0.1,
+        kl_target: float = 0.04,
+        lam: float = 4.0,
+        eta: float = 0.01,
+        ema_alpha: float = 0.1,
+        deadband: float = 0.1,
+        beta_min: float = 0.05,
+        beta_max: float = 2.0,
+        fast_loop: bool = True,
+        use_ema: bool = True,
+        clip: bool = True,
+        fast_loop_scope: str = "batch",
+    ) -> None:
         beta_init = _positive("beta_init", beta_init)
         self.kl_target = _positive("kl_target", kl_target)
         self.lam = _finite_number("lam", lam)
@@ -254,8 +268,9 @@ class DualLoop(Controller):
         if self.beta_min >= self.beta_max:
             raise ValueError(f"beta_min must be < beta_max, got beta_min={self.beta_min}, beta_max={self.beta_max}")
         if clip and not self.beta_min <= beta_init <= self.beta_max:
-            raise ValueError(f"beta_init={beta_init} lies outside [beta_min, beta_max] = "
-                             f"[{self.beta_min}, {self.beta_max}]")
+            raise ValueError(
+                f"beta_init={beta_init} lies outside [beta_min, beta_max] = [{self.beta_min}, {self.beta_max}]"
+            )
         if fast_loop_scope not in FAST_LOOP_SCOPES:
             raise ValueError(f"fast_loop_scope must be one of {FAST_LOOP_SCOPES}, got {fast_loop_scope!r}")
         self.fast_loop, self.use_ema, self.clip = bool(fast_loop), bool(use_ema), bool(clip)
@@ -307,15 +322,23 @@ class DualLoop(Controller):
             if self.clip:  # exact bounds, not exp(log(bound))
                 beta_base = min(max(beta_base, self.beta_min), self.beta_max)
             if not math.isfinite(beta_base) or beta_base <= 0:
-                raise ValueError(f"beta_base left (0, inf) after KL_ema={self._kl_ema} (kl={stats.kl}) "
-                                 f"with clip=False; use clip=True or a smaller eta")
+                raise ValueError(
+                    f"beta_base left (0, inf) after KL_ema={self._kl_ema} (kl={stats.kl}) "
+                    f"with clip=False; use clip=True or a smaller eta"
+                )
             self._beta_base = beta_base
         self._steps += 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {"beta_base": self._beta_base, "kl_ema": self._kl_ema, "kl": self._kl,
-                "entropy": self._entropy, "entropy_sum": self._entropy_sum, "entropy_count": self._entropy_count,
-                "steps": self._steps}
+        return {
+            "beta_base": self._beta_base,
+            "kl_ema": self._kl_ema,
+            "kl": self._kl,
+            "entropy": self._entropy,
+            "entropy_sum": self._entropy_sum,
+            "entropy_count": self._entropy_count,
+            "steps": self._steps,
+        }
 
     def metrics(self) -> dict[str, float]:
         out = {"beta/base": self._beta_base}
@@ -340,8 +363,7 @@ class BetaDPO(Controller):
     Evaluation batches (``train=False``) update nothing and drop nothing.
     """
 
-    def __init__(self, beta0: float = 0.1, a: float = 0.6, rho: float = 0.2, gamma: float = 0.9,
-                 seed: int = 0) -> None:
+    def __init__(self, beta0: float = 0.1, a: float = 0.6, rho: float = 0.2, gamma: float = 0.9, seed: int = 0) -> None:
         self.beta0 = _positive("beta0", beta0)
         self.a = _finite_number("a", a)
         self.rho = _in_unit_interval("rho", rho, low_open=False, high_open=True)
@@ -394,12 +416,16 @@ class BetaDPO(Controller):
         """β-DPO adapts per micro-batch in ``decide``; an optimizer step changes nothing."""
 
     def state_dict(self) -> dict[str, Any]:
-        return {"m0": self._m0, "sigma0": self._sigma0, "calls": self._calls, "beta": self._beta,
-                "kept_fraction": self._kept_fraction}
+        return {
+            "m0": self._m0,
+            "sigma0": self._sigma0,
+            "calls": self._calls,
+            "beta": self._beta,
+            "kept_fraction": self._kept_fraction,
+        }
 
     def metrics(self) -> dict[str, float]:
-        return {"beta/base": self._beta, "m0": self._m0, "sigma0": self._sigma0,
-                "kept_fraction": self._kept_fraction}
+        return {"beta/base": self._beta, "m0": self._m0, "sigma0": self._sigma0, "kept_fraction": self._kept_fraction}
 
 
 # ---------------------------------------------------------------- ε-DPO
@@ -438,20 +464,25 @@ class EpsilonDPO(Controller):
         return {"beta": self._beta, "up_fraction": self._up_fraction, "down_fraction": self._down_fraction}
 
     def metrics(self) -> dict[str, float]:
-        return {"beta/base": self._beta, "epsilon/step_up_fraction": self._up_fraction,
-                "epsilon/step_down_fraction": self._down_fraction}
+        return {
+            "beta/base": self._beta,
+            "epsilon/step_up_fraction": self._up_fraction,
+            "epsilon/step_down_fraction": self._down_fraction,
+        }
 
 
 # ---------------------------------------------------------------- statistics from logits
 
 
-def _check_logits(policy_logits: torch.Tensor, ref_logits: torch.Tensor, loss_mask: torch.Tensor,
-                  labels: torch.Tensor | None = None) -> None:
+def _check_logits(
+    policy_logits: torch.Tensor, ref_logits: torch.Tensor, loss_mask: torch.Tensor, labels: torch.Tensor | None = None
+) -> None:
     if policy_logits.dim() != 3:
         raise ValueError(f"policy_logits must be [N, T, V], got shape {tuple(policy_logits.shape)}")
     if ref_logits.shape != policy_logits.shape:
-        raise ValueError(f"ref_logits has shape {tuple(ref_logits.shape)} but policy_logits has "
-                         f"{tuple(policy_logits.shape)}")
+        raise ValueError(
+            f"ref_logits has shape {tuple(ref_logits.shape)} but policy_logits has {tuple(policy_logits.shape)}"
+        )
     if loss_mask.shape != policy_logits.shape[:2]:
         raise ValueError(f"loss_mask must be [N, T] = {tuple(policy_logits.shape[:2])}, got {tuple(loss_mask.shape)}")
     if labels is not None and labels.shape != policy_logits.shape[:2]:
@@ -466,8 +497,13 @@ def _masked_position_chunks(loss_mask: torch.Tensor, chunk_size: int):
 
 
 @torch.no_grad()
-def token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, loss_mask: torch.Tensor, *,
-             chunk_size: int = DEFAULT_VOCAB_CHUNK) -> torch.Tensor:
+def token_kl(
+    policy_logits: torch.Tensor,
+    ref_logits: torch.Tensor,
+    loss_mask: torch.Tensor,
+    *,
+    chunk_size: int = DEFAULT_VOCAB_CHUNK,
+) -> torch.Tensor:
     """Exact full-vocabulary ``KL(π_θ(·|ctx) ‖ π_ref(·|ctx))`` averaged over the masked positions
     (estimator ``token``), in nats per token. Rows of ``chunk_size`` positions are
     converted to float32 at a time, so memory stays ``O(chunk_size · V)``; no gradient."""
@@ -488,9 +524,15 @@ def token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, loss_mask: t
 
 
 @torch.no_grad()
-def epsilon_steps(policy_logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor,
-                  loss_mask: torch.Tensor, epsilon: float, *,
-                  chunk_size: int = DEFAULT_VOCAB_CHUNK) -> torch.Tensor:
+def epsilon_steps(
+    policy_logits: torch.Tensor,
+    ref_logits: torch.Tensor,
+    labels: torch.Tensor,
+    loss_mask: torch.Tensor,
+    epsilon: float,
+    *,
+    chunk_size: int = DEFAULT_VOCAB_CHUNK,
+) -> torch.Tensor:
     """ε-DPO's step direction per pair (steps 1–2), from logits already computed.
 
     Perturbed policies: ``ℓ⁺ = (1+ε) ℓ_θ − ε ℓ_ref`` (policy at β/(1+ε)) and
@@ -515,8 +557,9 @@ def epsilon_steps(policy_logits: torch.Tensor, ref_logits: torch.Tensor, labels:
         policy = policy_rows.index_select(0, chunk).float()
         ref = ref_rows.index_select(0, chunk).float()
         tokens = flat_labels.index_select(0, chunk).unsqueeze(1)
-        for variant, logits in enumerate((policy, (1 + epsilon) * policy - epsilon * ref,
-                                          (1 - epsilon) * policy + epsilon * ref)):
+        for variant, logits in enumerate(
+            (policy, (1 + epsilon) * policy - epsilon * ref, (1 - epsilon) * policy + epsilon * ref)
+        ):
             token_logp = F.log_softmax(logits, dim=-1).gather(1, tokens).squeeze(1)
             logps[variant].index_add_(0, sequence_of.index_select(0, chunk), token_logp.double())
     return epsilon_steps_from_logps(logps)
@@ -534,20 +577,31 @@ def epsilon_steps_from_logps(logps: torch.Tensor) -> torch.Tensor:
     return up.long() - down.long()
 
 
-def logratio_kl(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-                ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
-                chosen_lengths: torch.Tensor, rejected_lengths: torch.Tensor) -> float:
+def logratio_kl(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    chosen_lengths: torch.Tensor,
+    rejected_lengths: torch.Tensor,
+) -> float:
     """The ``logratio`` KL estimator: ``Σ_i (|πw−rw| + |πl−rl|) / Σ_i (|yw|+|yl|)``,
     nats per token over the batch; works with precomputed reference log-probs."""
-    for name, value in (("policy_rejected_logps", policy_rejected_logps), ("ref_chosen_logps", ref_chosen_logps),
-                        ("ref_rejected_logps", ref_rejected_logps), ("chosen_lengths", chosen_lengths),
-                        ("rejected_lengths", rejected_lengths)):
+    for name, value in (
+        ("policy_rejected_logps", policy_rejected_logps),
+        ("ref_chosen_logps", ref_chosen_logps),
+        ("ref_rejected_logps", ref_rejected_logps),
+        ("chosen_lengths", chosen_lengths),
+        ("rejected_lengths", rejected_lengths),
+    ):
         if value.shape != policy_chosen_logps.shape:
-            raise ValueError(f"{name} has shape {tuple(value.shape)} but policy_chosen_logps has "
-                             f"{tuple(policy_chosen_logps.shape)}")
+            raise ValueError(
+                f"{name} has shape {tuple(value.shape)} but policy_chosen_logps has {tuple(policy_chosen_logps.shape)}"
+            )
     tokens = (chosen_lengths.sum() + rejected_lengths.sum()).item()
     if tokens <= 0:
         raise ValueError("logratio_kl needs at least one response token")
-    deviation = ((policy_chosen_logps - ref_chosen_logps).abs().sum()
-                 + (policy_rejected_logps - ref_rejected_logps).abs().sum())
+    deviation = (policy_chosen_logps - ref_chosen_logps).abs().sum() + (
+        policy_rejected_logps - ref_rejected_logps
+    ).abs().sum()
     return deviation.detach().item() / tokens

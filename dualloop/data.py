@@ -95,8 +95,9 @@ class Loaded:
         return iter(self.records)
 
 
-def to_trl_rows(pairs: Iterable[PreferencePair], form: Literal["conversational", "standard"] = "conversational"
-                ) -> list[dict[str, Any]]:
+def to_trl_rows(
+    pairs: Iterable[PreferencePair], form: Literal["conversational", "standard"] = "conversational"
+) -> list[dict[str, Any]]:
     """Rows for TRL's ``DPOTrainer``: ``prompt``/``chosen``/``rejected`` columns.
 
     conversational: prompt = list of messages, chosen/rejected = one assistant message each
@@ -106,9 +107,13 @@ def to_trl_rows(pairs: Iterable[PreferencePair], form: Literal["conversational",
     rows = []
     for number, pair in enumerate(pairs, start=1):
         if form == "conversational":
-            rows.append({"prompt": [dict(m) for m in pair.prompt],
-                         "chosen": [{"role": "assistant", "content": pair.chosen}],
-                         "rejected": [{"role": "assistant", "content": pair.rejected}]})
+            rows.append(
+                {
+                    "prompt": [dict(m) for m in pair.prompt],
+                    "chosen": [{"role": "assistant", "content": pair.chosen}],
+                    "rejected": [{"role": "assistant", "content": pair.rejected}],
+                }
+            )
         elif form == "standard":
             if len(pair.prompt) != 1:
                 raise ValueError(f"pair {number} has a {len(pair.prompt)}-message prompt; use form='conversational'")
@@ -142,8 +147,10 @@ def flip_labels(pairs: Sequence[PreferencePair], fraction: float, seed: int = 0)
         raise ValueError(f"label_noise={fraction} must be in [0, 1]")
     flipped = set(random.Random(seed).sample(range(len(pairs)), round(fraction * len(pairs))))
     return [
-        dataclasses.replace(pair, chosen=pair.rejected, rejected=pair.chosen,
-                            metadata={**pair.metadata, "flipped": True}) if i in flipped
+        dataclasses.replace(
+            pair, chosen=pair.rejected, rejected=pair.chosen, metadata={**pair.metadata, "flipped": True}
+        )
+        if i in flipped
         else dataclasses.replace(pair, metadata={**pair.metadata, "flipped": False})
         for i, pair in enumerate(pairs)
     ]
@@ -158,8 +165,13 @@ def _decoded(path: Path, number: int, line: bytes) -> str:
     try:
         return line.decode("utf-8-sig" if number == 1 else "utf-8")
     except UnicodeDecodeError as error:
-        raise DataError(str(path), number, "<line>", f"has byte 0x{line[error.start]:02x} at column {error.start + 1}, "
-                        "which is not UTF-8: save the file as UTF-8") from None
+        raise DataError(
+            str(path),
+            number,
+            "<line>",
+            f"has byte 0x{line[error.start]:02x} at column {error.start + 1}, "
+            "which is not UTF-8: save the file as UTF-8",
+        ) from None
 
 
 def _read_rows(path: Path) -> Iterator[dict[str, Any]]:
@@ -214,8 +226,14 @@ def _local_files(path: Path, split: str | None) -> list[Path]:
     return files
 
 
-def _rows(path: str | Path | None, *, split: str | None, hub_id: str, from_hub: bool,
-          hub_kwargs: Mapping[str, Any] | None = None) -> Iterator[tuple[str, int, dict[str, Any]]]:
+def _rows(
+    path: str | Path | None,
+    *,
+    split: str | None,
+    hub_id: str,
+    from_hub: bool,
+    hub_kwargs: Mapping[str, Any] | None = None,
+) -> Iterator[tuple[str, int, dict[str, Any]]]:
     """(source name, 1-based row number, row) from a local path, or from the hub when asked."""
     if path is not None:
         for file in _local_files(Path(path), split):
@@ -249,13 +267,23 @@ def _collect(rows: Iterable[tuple[str, int, dict[str, Any]]], parse, on_error: O
             skipped.append(str(error))
     loaded = Loaded(records, ", ".join(sources), skipped)
     if skipped:
-        print(f"dualloop.data: {name}: skipped {len(skipped)} malformed rows of {loaded.source} "
-              f"(first: {skipped[0]})", flush=True)
+        print(
+            f"dualloop.data: {name}: skipped {len(skipped)} malformed rows of {loaded.source} (first: {skipped[0]})",
+            flush=True,
+        )
     return loaded
 
 
-def _field(row: Mapping[str, Any], field: str, kind: type | tuple[type, ...], source: str, number: int,
-           *, non_empty: bool = False, label: str | None = None):
+def _field(
+    row: Mapping[str, Any],
+    field: str,
+    kind: type | tuple[type, ...],
+    source: str,
+    number: int,
+    *,
+    non_empty: bool = False,
+    label: str | None = None,
+):
     """``row[field]`` checked for presence, type and (optionally) emptiness; ``label`` names it in errors."""
     label = label or field
     if field not in row or row[field] is None:
@@ -269,8 +297,9 @@ def _field(row: Mapping[str, Any], field: str, kind: type | tuple[type, ...], so
     return value
 
 
-def _messages(value: Any, field: str, source: str, number: int, *, role_key: str = "role",
-              roles: Mapping[str, str] | None = None) -> tuple[Message, ...]:
+def _messages(
+    value: Any, field: str, source: str, number: int, *, role_key: str = "role", roles: Mapping[str, str] | None = None
+) -> tuple[Message, ...]:
     """Validate a list of ``{role, content}`` dicts (``roles`` renames e.g. human -> user)."""
     if not isinstance(value, list) or not value:
         raise DataError(source, number, field, "must be a non-empty list of messages")
@@ -288,8 +317,9 @@ def _messages(value: Any, field: str, source: str, number: int, *, role_key: str
     return tuple(messages)
 
 
-def _pair(prompt: tuple[Message, ...], chosen: str, rejected: str, metadata: dict, source: str, number: int
-          ) -> PreferencePair:
+def _pair(
+    prompt: tuple[Message, ...], chosen: str, rejected: str, metadata: dict, source: str, number: int
+) -> PreferencePair:
     if not prompt or prompt[-1]["role"] != "user" or not prompt[-1]["content"].strip():
         raise DataError(source, number, "prompt", "must end with a non-empty user message")
     if not chosen.strip():
@@ -306,8 +336,9 @@ def _pair(prompt: tuple[Message, ...], chosen: str, rejected: str, metadata: dic
 # ---------------------------------------------------------------------------------------------
 
 
-def load_ultrafeedback(path: str | Path | None = None, *, split: str = "train_prefs", from_hub: bool = False,
-                       on_error: OnError = "raise") -> Loaded:
+def load_ultrafeedback(
+    path: str | Path | None = None, *, split: str = "train_prefs", from_hub: bool = False, on_error: OnError = "raise"
+) -> Loaded:
     """UltraFeedback binarized pairs (``HuggingFaceH4/ultrafeedback_binarized``; splits
     ``train_prefs``, ``test_prefs``): rows ``prompt, prompt_id, chosen, rejected, messages,
     score_chosen, score_rejected``, where chosen/rejected are whole conversations whose last
@@ -329,8 +360,7 @@ def load_ultrafeedback(path: str | Path | None = None, *, split: str = "train_pr
                 metadata[score] = float(_field(row, score, (int, float), source, number))
         return _pair(chosen[:-1], chosen[-1]["content"], rejected[-1]["content"], metadata, source, number)
 
-    return _collect(_rows(path, split=split, hub_id=ULTRAFEEDBACK, from_hub=from_hub), parse, on_error,
-                    "UltraFeedback")
+    return _collect(_rows(path, split=split, hub_id=ULTRAFEEDBACK, from_hub=from_hub), parse, on_error, "UltraFeedback")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,8 +383,14 @@ def parse_hh_transcript(transcript: str) -> list[Message]:
     return [{"role": roles[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts), 2)]
 
 
-def load_hh(path: str | Path | None = None, *, split: str = "test", subset: str | None = "harmless-base",
-            from_hub: bool = False, on_error: OnError = "raise") -> Loaded:
+def load_hh(
+    path: str | Path | None = None,
+    *,
+    split: str = "test",
+    subset: str | None = "harmless-base",
+    from_hub: bool = False,
+    on_error: OnError = "raise",
+) -> Loaded:
     """Anthropic HH-RLHF pairs (``Anthropic/hh-rlhf``): rows ``{chosen, rejected}``, each a full
     transcript. prompt = the conversation shared by both up to the final assistant turn;
     chosen / rejected = the two final assistant turns. A row whose transcripts differ before
@@ -379,12 +415,22 @@ def load_hh(path: str | Path | None = None, *, split: str = "test", subset: str 
         prompt = tuple(conversations["chosen"][:-1])
         if prompt != tuple(conversations["rejected"][:-1]):
             raise DataError(source, number, "rejected", "differs from 'chosen' before the final assistant turn")
-        return _pair(prompt, conversations["chosen"][-1]["content"], conversations["rejected"][-1]["content"],
-                     {"row": number}, source, number)
+        return _pair(
+            prompt,
+            conversations["chosen"][-1]["content"],
+            conversations["rejected"][-1]["content"],
+            {"row": number},
+            source,
+            number,
+        )
 
     hub_kwargs = {"data_dir": subset} if subset else {}
-    return _collect(_rows(path, split=split, hub_id=HH_RLHF, from_hub=from_hub, hub_kwargs=hub_kwargs), parse,
-                    on_error, "Anthropic HH")
+    return _collect(
+        _rows(path, split=split, hub_id=HH_RLHF, from_hub=from_hub, hub_kwargs=hub_kwargs),
+        parse,
+        on_error,
+        "Anthropic HH",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,8 +442,9 @@ def _prompt_id(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12]
 
 
-def load_helpsteer2_prompts(path: str | Path | None = None, *, split: str = "validation", from_hub: bool = False,
-                            on_error: OnError = "raise") -> Loaded:
+def load_helpsteer2_prompts(
+    path: str | Path | None = None, *, split: str = "validation", from_hub: bool = False, on_error: OnError = "raise"
+) -> Loaded:
     """HelpSteer2 prompts (``nvidia/HelpSteer2``; splits ``train``, ``validation``): rows
     ``prompt, response, helpfulness, correctness, coherence, complexity, verbosity`` (0-4), two
     responses per prompt. Returns one :class:`PromptRecord` per distinct prompt, in first-seen
@@ -417,16 +464,19 @@ def load_helpsteer2_prompts(path: str | Path | None = None, *, split: str = "val
     by_prompt: dict[str, list[dict]] = {}
     for prompt, rated in loaded.records:
         by_prompt.setdefault(prompt, []).append(rated)
-    loaded.records = [PromptRecord(_prompt_id(prompt), ({"role": "user", "content": prompt},),
-                                   {"responses": rated}) for prompt, rated in by_prompt.items()]
+    loaded.records = [
+        PromptRecord(_prompt_id(prompt), ({"role": "user", "content": prompt},), {"responses": rated})
+        for prompt, rated in by_prompt.items()
+    ]
     return loaded
 
 
 SYCOPHANCY_SUBSETS = ("answer", "are_you_sure", "feedback")
 
 
-def load_sycophancy_eval(path: str | Path | None = None, *, subset: str = "answer", from_hub: bool = False,
-                         on_error: OnError = "raise") -> Loaded:
+def load_sycophancy_eval(
+    path: str | Path | None = None, *, subset: str = "answer", from_hub: bool = False, on_error: OnError = "raise"
+) -> Loaded:
     """Sycophancy-Eval prompts (``meg-tong/sycophancy-eval``; files ``answer.jsonl``,
     ``are_you_sure.jsonl``, ``feedback.jsonl``): rows ``prompt`` (messages
     ``{"type": "human"|"ai", "content"}``), ``base`` (the source item: question, correct and
@@ -437,22 +487,32 @@ def load_sycophancy_eval(path: str | Path | None = None, *, subset: str = "answe
         raise ValueError(f"subset={subset!r} must be one of {SYCOPHANCY_SUBSETS}")
 
     def parse(row, source, number):
-        messages = _messages(_field(row, "prompt", list, source, number), "prompt", source, number,
-                             role_key="type", roles={"human": "user", "ai": "assistant"})
+        messages = _messages(
+            _field(row, "prompt", list, source, number),
+            "prompt",
+            source,
+            number,
+            role_key="type",
+            roles={"human": "user", "ai": "assistant"},
+        )
         if not any(m["role"] == "user" and m["content"].strip() for m in messages):
             raise DataError(source, number, "prompt", "has no non-empty human message")
         base = _field(row, "base", dict, source, number)
         metadata = row.get("metadata") or {}
         if not isinstance(metadata, Mapping):
             raise DataError(source, number, "metadata", f"must be an object, got {type(metadata).__name__}")
-        return PromptRecord(_prompt_id(subset, json.dumps([m["content"] for m in messages])), messages,
-                            {"base": dict(base), **dict(metadata), "subset": subset})
+        return PromptRecord(
+            _prompt_id(subset, json.dumps([m["content"] for m in messages])),
+            messages,
+            {"base": dict(base), **dict(metadata), "subset": subset},
+        )
 
     if path is not None:
         rows = _rows(path, split=subset, hub_id=SYCOPHANCY_EVAL, from_hub=False)
     else:  # on the hub each subset is one JSONL file of the repository
-        rows = _rows(None, split="train", hub_id=SYCOPHANCY_EVAL, from_hub=from_hub,
-                     hub_kwargs={"data_files": f"{subset}.jsonl"})
+        rows = _rows(
+            None, split="train", hub_id=SYCOPHANCY_EVAL, from_hub=from_hub, hub_kwargs={"data_files": f"{subset}.jsonl"}
+        )
     return _collect(rows, parse, on_error, "Sycophancy-Eval")
 
 
@@ -467,8 +527,9 @@ HELDOUT_FILE = "verifiable_heldout.jsonl"
 PROVENANCE_FILE = "verifiable_provenance.json"
 
 
-def load_verifiable_preferences(path: str | Path | None = None, *, label_noise: float = 0.0, seed: int = 0,
-                                on_error: OnError = "raise") -> Loaded:
+def load_verifiable_preferences(
+    path: str | Path | None = None, *, label_noise: float = 0.0, seed: int = 0, on_error: OnError = "raise"
+) -> Loaded:
     """The offline preference pairs (default: the file shipped in ``dualloop/offline_set/``).
 
     Rows ``prompt, chosen, rejected, prompt_id, instruction_ids, kwargs, score_chosen,
@@ -486,8 +547,12 @@ def load_verifiable_preferences(path: str | Path | None = None, *, label_noise: 
         metadata = {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected")}
         return _pair(({"role": "user", "content": prompt},), chosen, rejected, metadata, source, number)
 
-    loaded = _collect(((str(path), n, row) for n, row in enumerate(_read_rows(path), start=1)), parse, on_error,
-                      "verifiable preferences")
+    loaded = _collect(
+        ((str(path), n, row) for n, row in enumerate(_read_rows(path), start=1)),
+        parse,
+        on_error,
+        "verifiable preferences",
+    )
     if label_noise:
         loaded.records = flip_labels(loaded.records, label_noise, seed=seed)
     return loaded
@@ -501,9 +566,17 @@ def load_verifiable_heldout(path: str | Path | None = None) -> list:
     prompts = []
     for number, row in enumerate(_read_rows(path), start=1):
         try:
-            prompts.append(VerifiablePrompt(
-                row["prompt_id"], row["prompt"], tuple(row["instruction_ids"]), tuple(row["kwargs"]), row["split"],
-                row.get("base_task", ""), row.get("source", "composed")))
+            prompts.append(
+                VerifiablePrompt(
+                    row["prompt_id"],
+                    row["prompt"],
+                    tuple(row["instruction_ids"]),
+                    tuple(row["kwargs"]),
+                    row["split"],
+                    row.get("base_task", ""),
+                    row.get("source", "composed"),
+                )
+            )
         except KeyError as error:
             raise DataError(str(path), number, error.args[0], "is missing") from None
     return prompts

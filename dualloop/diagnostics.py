@@ -19,8 +19,9 @@ __all__ = ["length_controlled", "length_controlled_cell", "judge_entropy", "reju
 PREFERENCE = {"a": 1.0, "tie": 0.5, "b": 0.0}
 
 
-def length_controlled(decisions: Sequence[Decision],
-                      responses: Mapping[str, Mapping[str, str]]) -> LengthControlledWinRate:
+def length_controlled(
+    decisions: Sequence[Decision], responses: Mapping[str, Mapping[str, str]]
+) -> LengthControlledWinRate:
     """The length-controlled win rate of the decisions' system_a over system_b (AlpacaEval-2 style),
     with response lengths in characters; ``responses``: system → prompt id → response."""
     systems = {(d.system_a, d.system_b) for d in decisions}
@@ -28,9 +29,11 @@ def length_controlled(decisions: Sequence[Decision],
         raise ValueError(f"length_controlled needs the decisions of one comparison, got {sorted(systems)}")
     system_a, system_b = systems.pop()
     kept = [d for d in decisions if d.winner is not None]
-    return length_controlled_win_rate([PREFERENCE[d.winner] for d in kept],
-                                      [len(responses[system_a][d.prompt_id]) for d in kept],
-                                      [len(responses[system_b][d.prompt_id]) for d in kept])
+    return length_controlled_win_rate(
+        [PREFERENCE[d.winner] for d in kept],
+        [len(responses[system_a][d.prompt_id]) for d in kept],
+        [len(responses[system_b][d.prompt_id]) for d in kept],
+    )
 
 
 def length_controlled_cell(decisions: Sequence[Decision], responses: Mapping[str, Mapping[str, str]]) -> str:
@@ -47,14 +50,17 @@ def judge_entropy(decision: Decision) -> float:
     """Normalized binary entropy of a local judge's choice, ``p = P(A) / (P(A) + P(B))``: how close
     to a coin flip the judge was on this pair."""
     if not decision.probabilities:
-        raise ValueError(f"decision on {decision.item_id!r} by {decision.judge!r} has no probabilities: "
-                         "judge entropy needs the local model judge")
+        raise ValueError(
+            f"decision on {decision.item_id!r} by {decision.judge!r} has no probabilities: "
+            "judge entropy needs the local model judge"
+        )
     p = decision.probabilities["A"] / (decision.probabilities["A"] + decision.probabilities["B"])
     return 0.0 if p in (0.0, 1.0) else -(p * math.log(p) + (1 - p) * math.log(1 - p)) / math.log(2)
 
 
-def rejudge_flips(judge: Any, items: Sequence[Any], *, seed: int, repeats: int = 3,
-                  n_buckets: int = 3) -> list[FlipBucket]:
+def rejudge_flips(
+    judge: Any, items: Sequence[Any], *, seed: int, repeats: int = 3, n_buckets: int = 3
+) -> list[FlipBucket]:
     """Judge the same pairs ``repeats`` times with a local model ``judge``, each time with another
     seed of the position coin (``seed``, ``seed + 1``, …), and bucket the flips by the judge's entropy
     on the first judging (DualLoop-DPO, Limitations: 90 prompts × 3)."""

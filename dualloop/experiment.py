@@ -23,26 +23,59 @@ __all__ = ["Experiment", "BASE", "TRAIN_SETS", "PROMPT_SETS", "JUDGES", "record_
 
 BASE = "base"  # the untrained model: a system that can be compared but not trained
 TRAIN_SETS = ("verifiable", "ultrafeedback", "hh")
-PROMPT_SETS = ("verifiable-heldout", "ifbench", "mt-bench", "sycophancy-rho", "refusal-rho", "ultrafeedback", "hh",
-               "helpsteer2", "sycophancy-eval")
+PROMPT_SETS = (
+    "verifiable-heldout",
+    "ifbench",
+    "mt-bench",
+    "sycophancy-rho",
+    "refusal-rho",
+    "ultrafeedback",
+    "hh",
+    "helpsteer2",
+    "sycophancy-eval",
+)
 JUDGES = ("gold", "gold-loose", "local", "gpt-4o-mini", "gemini-2.0-flash")
 # Criterion of each prompt set (DualLoop-DPO, Phase 4); the gold judges decide verifiable sets.
-PROMPT_SET_CRITERIA = {"verifiable-heldout": "instructions", "ifbench": "instructions", "mt-bench": "helpful",
-            "sycophancy-rho": "truthful", "refusal-rho": "safer", "ultrafeedback": "helpful", "hh": "safer",
-            "helpsteer2": "helpful", "sycophancy-eval": "truthful"}
+PROMPT_SET_CRITERIA = {
+    "verifiable-heldout": "instructions",
+    "ifbench": "instructions",
+    "mt-bench": "helpful",
+    "sycophancy-rho": "truthful",
+    "refusal-rho": "safer",
+    "ultrafeedback": "helpful",
+    "hh": "safer",
+    "helpsteer2": "helpful",
+    "sycophancy-eval": "truthful",
+}
 # data.instruction_ids (verifiable only): keep the training pairs and the held-out prompts whose
 # constraints are all in this list (the cpu profile's five teachable types); None keeps every one.
 # data.eval_pairs: pairs of whole prompts set aside (seeded, before subsampling and label noise)
 # on which the trainer reports eval_loss and eval rewards every training.eval_steps steps.
 # data.augmented (verifiable only): false drops the pairs made by a deterministic rewrite
 # (dualloop.preference_set.AUGMENTATIONS) and trains on the sampled pairs alone.
-DATA_KEYS = {"train": "verifiable", "path": None, "from_hub": False, "n_pairs": None, "fraction": None,
-             "label_noise": 0.0, "instruction_ids": None, "eval_pairs": 0, "augmented": True}
+DATA_KEYS = {
+    "train": "verifiable",
+    "path": None,
+    "from_hub": False,
+    "n_pairs": None,
+    "fraction": None,
+    "label_noise": 0.0,
+    "instruction_ids": None,
+    "eval_pairs": 0,
+    "augmented": True,
+}
 # Prompt sets whose prompts carry verifiable instructions: strict and loose accuracy per system.
 CHECKED_PROMPT_SETS = ("verifiable-heldout", "ifbench")
 # evaluation.first_prompt: the prompts evaluated are n_prompts from this position of the set on.
-EVALUATION_KEYS = {"n_prompts": 30, "first_prompt": 0, "judges": ["gold"], "win_rate_method": "wald",
-                   "both_orders": False, "local_judge_model": None, "prompt_paths": {}}
+EVALUATION_KEYS = {
+    "n_prompts": 30,
+    "first_prompt": 0,
+    "judges": ["gold"],
+    "win_rate_method": "wald",
+    "both_orders": False,
+    "local_judge_model": None,
+    "prompt_paths": {},
+}
 
 
 def _checked(section: str, values: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,9 +117,18 @@ class Experiment:
     evaluation: dict[str, Any]
 
     @classmethod
-    def from_parameters(cls, *, profile: str, output_dir: str | Path, seed: int, model: Mapping[str, Any],
-                        training: Mapping[str, Any], data: Mapping[str, Any], generation: Mapping[str, Any],
-                        evaluation: Mapping[str, Any]) -> Experiment:
+    def from_parameters(
+        cls,
+        *,
+        profile: str,
+        output_dir: str | Path,
+        seed: int,
+        model: Mapping[str, Any],
+        training: Mapping[str, Any],
+        data: Mapping[str, Any],
+        generation: Mapping[str, Any],
+        evaluation: Mapping[str, Any],
+    ) -> Experiment:
         """Validate a notebook's sections; an unknown key or choice is a ``ValueError`` naming it."""
         from dualloop.trainer import AdaptiveDPOConfig
 
@@ -114,8 +156,16 @@ class Experiment:
                 raise ValueError(f"evaluation.{key}={value!r} must be an integer >= {1 if key == 'n_prompts' else 0}")
         for judge in evaluation["judges"]:
             _check_choice("evaluation", "judges", judge, JUDGES)
-        return cls(profile, Path(output_dir), seed, ModelSettings.from_dict({"seed": seed, **model}, "model"),
-                   dict(training), data, GenerationSettings.from_dict(generation, "generation"), evaluation)
+        return cls(
+            profile,
+            Path(output_dir),
+            seed,
+            ModelSettings.from_dict({"seed": seed, **model}, "model"),
+            dict(training),
+            data,
+            GenerationSettings.from_dict(generation, "generation"),
+            evaluation,
+        )
 
     # ---------------------------------------------------------------- folders
 
@@ -145,8 +195,13 @@ class Experiment:
         # None where None is the default anyway (``controller_kwargs=None``) names the same run as leaving it out
         unset = {f.name for f in dataclasses.fields(AdaptiveDPOConfig) if f.default is None}
         training = {key: value for key, value in training.items() if value is not None or key not in unset}
-        return {"seed": self.seed, "method": method, "model": dataclasses.asdict(self.model),
-                "data": self.data, "training": training}
+        return {
+            "seed": self.seed,
+            "method": method,
+            "model": dataclasses.asdict(self.model),
+            "data": self.data,
+            "training": training,
+        }
 
     def preference_pairs(self) -> list:
         """The training pairs the data section describes (seeded subsample and label noise), without
@@ -192,8 +247,10 @@ class Experiment:
         if section["instruction_ids"] is not None:
             pairs = [pair for pair in pairs if self._within_instruction_ids(pair.metadata["instruction_ids"])]
             if not pairs:
-                raise ValueError(f"data: no training pair of {loaded.source} is left after "
-                                 f"data.instruction_ids={section['instruction_ids']!r}")
+                raise ValueError(
+                    f"data: no training pair of {loaded.source} is left after "
+                    f"data.instruction_ids={section['instruction_ids']!r}"
+                )
         by_prompt: dict[str, list[int]] = {}
         for index, pair in enumerate(pairs):
             by_prompt.setdefault(pair.prompt_text, []).append(index)
@@ -233,14 +290,24 @@ class Experiment:
         policy = load_policy(self.model)
         on_cpu = not torch.cuda.is_available()
         evaluates = {"eval_strategy": "steps"} if self.data["eval_pairs"] else {}
-        args = AdaptiveDPOConfig(output_dir=str(run.path), seed=self.seed, use_cpu=on_cpu, bf16=not on_cpu,
-                                 **{"report_to": [], "gradient_checkpointing": not on_cpu, **evaluates,
-                                    **config["training"]})
+        args = AdaptiveDPOConfig(
+            output_dir=str(run.path),
+            seed=self.seed,
+            use_cpu=on_cpu,
+            bf16=not on_cpu,
+            **{"report_to": [], "gradient_checkpointing": not on_cpu, **evaluates, **config["training"]},
+        )
         training, held_out = self.split_pairs()
         dataset = Dataset.from_list(to_trl_rows(training))
         evaluation = Dataset.from_list(to_trl_rows(held_out)) if held_out else None
-        return AdaptiveDPOTrainer(policy.model, args=args, train_dataset=dataset, eval_dataset=evaluation,
-                                  processing_class=policy.tokenizer, peft_config=policy.peft_config)
+        return AdaptiveDPOTrainer(
+            policy.model,
+            args=args,
+            train_dataset=dataset,
+            eval_dataset=evaluation,
+            processing_class=policy.tokenizer,
+            peft_config=policy.peft_config,
+        )
 
     # ---------------------------------------------------------------- evaluation
 
@@ -253,30 +320,45 @@ class Experiment:
         if prompt_set in ("verifiable-heldout", "ifbench"):
             from dualloop.instructions import load_ifbench
 
-            source = load_ifbench() if prompt_set == "ifbench" else [
-                p for p in datasets.load_verifiable_heldout() if self._within_instruction_ids(p.instruction_ids)]
-            records = {p.prompt_id: {"messages": [{"role": "user", "content": p.prompt}],
-                                     "metadata": p.checker_metadata()} for p in source}
+            source = (
+                load_ifbench()
+                if prompt_set == "ifbench"
+                else [p for p in datasets.load_verifiable_heldout() if self._within_instruction_ids(p.instruction_ids)]
+            )
+            records = {
+                p.prompt_id: {"messages": [{"role": "user", "content": p.prompt}], "metadata": p.checker_metadata()}
+                for p in source
+            }
         elif prompt_set in OFFLINE_PROMPT_SETS:
-            records = dict(_evaluation_prompt(prompt_set, number, record)
-                           for number, record in enumerate(OFFLINE_PROMPT_SETS[prompt_set]()))
+            records = dict(
+                _evaluation_prompt(prompt_set, number, record)
+                for number, record in enumerate(OFFLINE_PROMPT_SETS[prompt_set]())
+            )
         else:
             path = self.evaluation["prompt_paths"].get(prompt_set)
             from_hub = self.data["from_hub"]
-            loaded = {"ultrafeedback": lambda: datasets.load_ultrafeedback(path, split="test_prefs", from_hub=from_hub),
-                      "hh": lambda: datasets.load_hh(path, split="test", from_hub=from_hub, on_error="skip"),
-                      "helpsteer2": lambda: datasets.load_helpsteer2_prompts(path, from_hub=from_hub),
-                      "sycophancy-eval": lambda: datasets.load_sycophancy_eval(path, from_hub=from_hub)}[prompt_set]()
+            loaded = {
+                "ultrafeedback": lambda: datasets.load_ultrafeedback(path, split="test_prefs", from_hub=from_hub),
+                "hh": lambda: datasets.load_hh(path, split="test", from_hub=from_hub, on_error="skip"),
+                "helpsteer2": lambda: datasets.load_helpsteer2_prompts(path, from_hub=from_hub),
+                "sycophancy-eval": lambda: datasets.load_sycophancy_eval(path, from_hub=from_hub),
+            }[prompt_set]()
             if loaded.skipped:
-                print(f"dualloop.experiment: {prompt_set}: skipped {len(loaded.skipped)} malformed rows of "
-                      f"{loaded.source}, e.g. {loaded.skipped[0]}", flush=True)
-            records = dict(_evaluation_prompt(prompt_set, number, record)
-                           for number, record in enumerate(loaded.records))
+                print(
+                    f"dualloop.experiment: {prompt_set}: skipped {len(loaded.skipped)} malformed rows of "
+                    f"{loaded.source}, e.g. {loaded.skipped[0]}",
+                    flush=True,
+                )
+            records = dict(
+                _evaluation_prompt(prompt_set, number, record) for number, record in enumerate(loaded.records)
+            )
         first, count = self.evaluation["first_prompt"], self.evaluation["n_prompts"]
         if first + count > len(records):
-            raise ValueError(f"evaluation.n_prompts={count} (from evaluation.first_prompt={first}) asks for more "
-                             f"prompts than prompt set {prompt_set!r} holds ({len(records)})")
-        chosen = list(records)[first: first + count]
+            raise ValueError(
+                f"evaluation.n_prompts={count} (from evaluation.first_prompt={first}) asks for more "
+                f"prompts than prompt set {prompt_set!r} holds ({len(records)})"
+            )
+        chosen = list(records)[first : first + count]
         return {prompt_id: records[prompt_id] for prompt_id in chosen}
 
     def responses(self, system: str, prompt_set: str, run=None) -> dict[str, str]:
@@ -287,9 +369,15 @@ class Experiment:
             raise ValueError(f"system {system!r}: pass run= for a trained system and no run for {BASE!r}")
         model, tokenizer, identity = load_generator(self.model, run.adapter_dir if run is not None else None)
         prompts = {pid: record["messages"] for pid, record in self.prompts(prompt_set).items()}
-        generated = generate_responses(model, tokenizer, prompts, self.generation,
-                                       out_dir=self.registry_dir / "generations", identity=identity,
-                                       prompt_set=prompt_set)
+        generated = generate_responses(
+            model,
+            tokenizer,
+            prompts,
+            self.generation,
+            out_dir=self.registry_dir / "generations",
+            identity=identity,
+            prompt_set=prompt_set,
+        )
         return {prompt_id: samples[0] for prompt_id, samples in generated.items()}
 
     def system_responses(self, systems: Sequence[str], prompt_set: str, runs: Mapping[str, Any]) -> dict[str, dict]:
@@ -318,19 +406,35 @@ class Experiment:
             elif name == "local":
                 from dualloop.models import load_policy
 
-                settings = self.model if self.evaluation["local_judge_model"] is None else dataclasses.replace(
-                    self.model, name_or_path=self.evaluation["local_judge_model"])
+                settings = (
+                    self.model
+                    if self.evaluation["local_judge_model"] is None
+                    else dataclasses.replace(self.model, name_or_path=self.evaluation["local_judge_model"])
+                )
                 policy = load_policy(dataclasses.replace(settings, lora_r=0))
-                made.append(judges.LocalModelJudge(policy.model.eval(), policy.tokenizer, criterion, seed=self.seed,
-                                                   both_orders=both, name=f"local:{settings.name_or_path}"))
+                made.append(
+                    judges.LocalModelJudge(
+                        policy.model.eval(),
+                        policy.tokenizer,
+                        criterion,
+                        seed=self.seed,
+                        both_orders=both,
+                        name=f"local:{settings.name_or_path}",
+                    )
+                )
             else:
                 cache = self.registry_dir / "judge-cache" / f"{name}.jsonl"
-                factory = judges.OpenAICompatibleJudge.gemini_flash if name.startswith("gemini") else \
-                    judges.OpenAICompatibleJudge
+                factory = (
+                    judges.OpenAICompatibleJudge.gemini_flash
+                    if name.startswith("gemini")
+                    else judges.OpenAICompatibleJudge
+                )
                 made.append(factory(criterion, seed=self.seed, both_orders=both, cache_path=cache))
         if not made:
-            raise ValueError(f"evaluation.judges {self.evaluation['judges']} has no judge for criterion {criterion!r}: "
-                             "the gold checker judges only verifiable instructions; add 'local' or an API judge")
+            raise ValueError(
+                f"evaluation.judges {self.evaluation['judges']} has no judge for criterion {criterion!r}: "
+                "the gold checker judges only verifiable instructions; add 'local' or an API judge"
+            )
         return made
 
     def pair_items(self, system_a: str, system_b: str, prompt_set: str, *, runs: Mapping[str, Any]) -> list:
@@ -339,13 +443,23 @@ class Experiment:
 
         prompts = self.prompts(prompt_set)
         answers = {system: self.responses(system, prompt_set, runs.get(system)) for system in (system_a, system_b)}
-        return [PairItem(f"{prompt_set}:{prompt_id}", record["messages"][-1]["content"],
-                         answers[system_a][prompt_id], answers[system_b][prompt_id], system_a, system_b, prompt_id,
-                         {**record["metadata"], "dataset": prompt_set})
-                for prompt_id, record in prompts.items()]
+        return [
+            PairItem(
+                f"{prompt_set}:{prompt_id}",
+                record["messages"][-1]["content"],
+                answers[system_a][prompt_id],
+                answers[system_b][prompt_id],
+                system_a,
+                system_b,
+                prompt_id,
+                {**record["metadata"], "dataset": prompt_set},
+            )
+            for prompt_id, record in prompts.items()
+        ]
 
-    def compare(self, system_a: str, system_b: str, prompt_set: str, *, runs: Mapping[str, Any],
-                both_orders: bool | None = None) -> Path:
+    def compare(
+        self, system_a: str, system_b: str, prompt_set: str, *, runs: Mapping[str, Any], both_orders: bool | None = None
+    ) -> Path:
         """Judge ``system_a`` against ``system_b`` on ``prompt_set`` with every judge; returns the
         decisions file ``results/decisions/<prompt_set>__<a>__vs__<b>[__both-orders].jsonl``
         (rewritten; judged in both orders when ``both_orders``, default the evaluation section's)."""
@@ -353,12 +467,18 @@ class Experiment:
 
         both = self.evaluation["both_orders"] if both_orders is None else both_orders
         items = self.pair_items(system_a, system_b, prompt_set, runs=runs)
-        path = (self.results_dir / "decisions"
-                / f"{prompt_set}__{system_a}__vs__{system_b}{'__both-orders' if both else ''}.jsonl")
+        path = (
+            self.results_dir
+            / "decisions"
+            / f"{prompt_set}__{system_a}__vs__{system_b}{'__both-orders' if both else ''}.jsonl"
+        )
         path.unlink(missing_ok=True)
         for judge in self.judges(PROMPT_SET_CRITERIA[prompt_set], both_orders=both):
-            print(f"dualloop.experiment: {system_a} vs {system_b} on {prompt_set}: judge {judge.name}, "
-                  f"{len(items)} pairs", flush=True)
+            print(
+                f"dualloop.experiment: {system_a} vs {system_b} on {prompt_set}: judge {judge.name}, "
+                f"{len(items)} pairs",
+                flush=True,
+            )
             write_decisions(path, judge.judge(items))
         return path
 
@@ -372,8 +492,10 @@ class Experiment:
         from dualloop.instructions import check, check_loose
 
         if prompt_set not in CHECKED_PROMPT_SETS:
-            raise ValueError(f"prompt set {prompt_set!r} has no instruction checker; accuracies exist for "
-                             f"{', '.join(CHECKED_PROMPT_SETS)}")
+            raise ValueError(
+                f"prompt set {prompt_set!r} has no instruction checker; accuracies exist for "
+                f"{', '.join(CHECKED_PROMPT_SETS)}"
+            )
         prompts = self.prompts(prompt_set)
         answers = self.responses(system, prompt_set, run)
         path = self.results_dir / "accuracy" / f"{prompt_set}__{system}.jsonl"
@@ -382,14 +504,22 @@ class Experiment:
             for prompt_id, record in prompts.items():
                 ids, kwargs = record["metadata"]["instruction_ids"], record["metadata"]["kwargs"]
                 text, answer = record["messages"][-1]["content"], answers[prompt_id]
-                handle.write(json.dumps({"prompt_id": prompt_id, "instruction_ids": ids,
-                                         "strict": check(answer, ids, kwargs, text),
-                                         "loose": check_loose(answer, ids, kwargs, text)}) + "\n")
+                handle.write(
+                    json.dumps(
+                        {
+                            "prompt_id": prompt_id,
+                            "instruction_ids": ids,
+                            "strict": check(answer, ids, kwargs, text),
+                            "loose": check_loose(answer, ids, kwargs, text),
+                        }
+                    )
+                    + "\n"
+                )
         return path
 
-
-    def summarize(self, phase: str, prompt_set: str, decisions_files: Sequence[Path], *,
-                  runs: Mapping[str, Any]) -> Path:
+    def summarize(
+        self, phase: str, prompt_set: str, decisions_files: Sequence[Path], *, runs: Mapping[str, Any]
+    ) -> Path:
         """Write the phase summary ``results/<phase>.json`` (:mod:`dualloop.summary`) of the
         comparisons in ``decisions_files``: every system's strict and loose accuracy (on a prompt
         set with a checker; :meth:`instruction_scores`) and per comparison and judge the win rate
@@ -401,10 +531,14 @@ class Experiment:
 
         decisions = [d for path in decisions_files for d in read_decisions(path)]
         systems = list(dict.fromkeys(s for d in decisions for s in (d.system_a, d.system_b)))
-        score_files = {system: self.instruction_scores(system, prompt_set, runs.get(system))
-                       for system in systems} if prompt_set in CHECKED_PROMPT_SETS else {}
-        result = summary.phase_summary(phase, self.profile, prompt_set, decisions, score_files,
-                                       method=self.evaluation["win_rate_method"])
+        score_files = (
+            {system: self.instruction_scores(system, prompt_set, runs.get(system)) for system in systems}
+            if prompt_set in CHECKED_PROMPT_SETS
+            else {}
+        )
+        result = summary.phase_summary(
+            phase, self.profile, prompt_set, decisions, score_files, method=self.evaluation["win_rate_method"]
+        )
         for system, entry in result["systems"].items():
             run = runs.get(system)
             entry["run"] = run.id if run is not None else None
@@ -422,8 +556,10 @@ def record_best_static_beta(experiment: Experiment, win_rates: Mapping[float, fl
 
     best = max(win_rates, key=lambda beta: (win_rates[beta], -beta))
     experiment.results_dir.mkdir(parents=True, exist_ok=True)
-    (experiment.results_dir / BEST_STATIC_BETA_FILE).write_text(json.dumps(
-        {"best_static_beta": best, "win_rate_vs_base": {str(b): r for b, r in win_rates.items()}}, indent=1) + "\n")
+    (experiment.results_dir / BEST_STATIC_BETA_FILE).write_text(
+        json.dumps({"best_static_beta": best, "win_rate_vs_base": {str(b): r for b, r in win_rates.items()}}, indent=1)
+        + "\n"
+    )
     return best
 
 

@@ -86,11 +86,14 @@ class GenerationSettings:
             if getattr(self, name) < 1:
                 raise ValueError(f"'{name}' must be >= 1, got {getattr(self, name)}")
         if self.repetition_penalty <= 0 or self.temperature <= 0 or not 0 < self.top_p <= 1:
-            raise ValueError("need repetition_penalty > 0, temperature > 0 and 0 < top_p <= 1, got "
-                             f"{self.repetition_penalty}, {self.temperature}, {self.top_p}")
+            raise ValueError(
+                "need repetition_penalty > 0, temperature > 0 and 0 < top_p <= 1, got "
+                f"{self.repetition_penalty}, {self.temperature}, {self.top_p}"
+            )
         if self.num_samples > 1 and not self.do_sample:
-            raise ValueError(f"'num_samples' = {self.num_samples} needs do_sample: true "
-                             "(greedy responses would be identical)")
+            raise ValueError(
+                f"'num_samples' = {self.num_samples} needs do_sample: true (greedy responses would be identical)"
+            )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "generation settings") -> GenerationSettings:
@@ -137,8 +140,9 @@ def _adapter_digest(adapter_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_generator(settings: ModelSettings, adapter_dir: str | Path | None = None
-                   ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+def load_generator(
+    settings: ModelSettings, adapter_dir: str | Path | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
     """Load the base model of ``settings`` (with the LoRA adapter in ``adapter_dir`` merged in).
 
     Returns (model in eval mode, tokenizer, :func:`model_identity`).
@@ -158,8 +162,9 @@ def load_generator(settings: ModelSettings, adapter_dir: str | Path | None = Non
 
 def cache_path(out_dir: str | Path, identity: str, prompt_set: str, settings: GenerationSettings) -> Path:
     """The JSONL file for (model identity, prompt set, generation settings) under ``out_dir``."""
-    key = json.dumps({"model": identity, "prompt_set": prompt_set, "generation": settings.cache_fields()},
-                     sort_keys=True)
+    key = json.dumps(
+        {"model": identity, "prompt_set": prompt_set, "generation": settings.cache_fields()}, sort_keys=True
+    )
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     safe_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in prompt_set)
     return Path(out_dir) / f"{safe_name}-{digest}.jsonl"
@@ -214,21 +219,29 @@ def generate_responses(
     records = read_cache(path, prompts)
     missing = [prompt_id for prompt_id in prompts if prompt_id not in records]
     if missing:
-        batches = [missing[i:i + settings.batch_size] for i in range(0, len(missing), settings.batch_size)]
-        print(f"dualloop.generation: {prompt_set}: {len(records)} cached, generating {len(missing)} "
-              f"in {len(batches)} batches -> {path}", flush=True)
+        batches = [missing[i : i + settings.batch_size] for i in range(0, len(missing), settings.batch_size)]
+        print(
+            f"dualloop.generation: {prompt_set}: {len(records)} cached, generating {len(missing)} "
+            f"in {len(batches)} batches -> {path}",
+            flush=True,
+        )
         started = time.perf_counter()
         was_training = model.training
         model.eval()  # no dropout while generating; the caller's mode is restored below
         try:
             for number, batch_ids in enumerate(batches, start=1):
                 responses = _generate_batch(model, tokenizer, [prompts[i] for i in batch_ids], settings, batch_ids)
-                batch = [{"id": prompt_id, "prompt": _as_json(prompts[prompt_id]), "responses": samples}
-                         for prompt_id, samples in zip(batch_ids, responses, strict=True)]
+                batch = [
+                    {"id": prompt_id, "prompt": _as_json(prompts[prompt_id]), "responses": samples}
+                    for prompt_id, samples in zip(batch_ids, responses, strict=True)
+                ]
                 append_records(path, batch)
                 records.update((record["id"], record) for record in batch)
-                print(f"dualloop.generation: {prompt_set}: batch {number}/{len(batches)} done, "
-                      f"{len(records)}/{len(prompts)} prompts, {time.perf_counter() - started:.1f} s", flush=True)
+                print(
+                    f"dualloop.generation: {prompt_set}: batch {number}/{len(batches)} done, "
+                    f"{len(records)}/{len(prompts)} prompts, {time.perf_counter() - started:.1f} s",
+                    flush=True,
+                )
         finally:
             model.train(was_training)
     else:
@@ -253,8 +266,9 @@ def chat_text(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def _generate_batch(model, tokenizer, batch: list[Prompt], settings: GenerationSettings,
-                    batch_ids: list[str]) -> list[list[str]]:
+def _generate_batch(
+    model, tokenizer, batch: list[Prompt], settings: GenerationSettings, batch_ids: list[str]
+) -> list[list[str]]:
     texts = [chat_text(tokenizer, prompt) for prompt in batch]
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -270,18 +284,21 @@ def _generate_batch(model, tokenizer, batch: list[Prompt], settings: GenerationS
         num_return_sequences=settings.num_samples,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        **({"temperature": float(settings.temperature), "top_p": float(settings.top_p), "top_k": 0}
-           if settings.do_sample else {}),
+        **(
+            {"temperature": float(settings.temperature), "top_p": float(settings.top_p), "top_k": 0}
+            if settings.do_sample
+            else {}
+        ),
     )
     fast = settings.fast_greedy and not settings.do_sample and decodes_fast(model)
     loop = {"custom_generate": greedy_decode} if fast else {}
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(_batch_seed(settings.seed, batch_ids))
         output = model.generate(**inputs, generation_config=config, **loop)
-    new_tokens = output[:, inputs["input_ids"].shape[1]:]
+    new_tokens = output[:, inputs["input_ids"].shape[1] :]
     decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
     k = settings.num_samples
-    return [[text.strip() for text in decoded[i * k:(i + 1) * k]] for i in range(len(batch))]
+    return [[text.strip() for text in decoded[i * k : (i + 1) * k]] for i in range(len(batch))]
 
 
 def _batch_seed(seed: int, batch_ids: list[str]) -> int:
@@ -296,9 +313,14 @@ FINISHED_SHARE_TO_COMPACT = 0.25
 PREFILL_GROUP = 8
 
 
-def greedy_decode(model: PreTrainedModel, input_ids: torch.LongTensor, logits_processor: LogitsProcessorList,
-                  stopping_criteria: StoppingCriteriaList, generation_config: GenerationConfig,
-                  **model_kwargs: Any) -> torch.LongTensor:
+def greedy_decode(
+    model: PreTrainedModel,
+    input_ids: torch.LongTensor,
+    logits_processor: LogitsProcessorList,
+    stopping_criteria: StoppingCriteriaList,
+    generation_config: GenerationConfig,
+    **model_kwargs: Any,
+) -> torch.LongTensor:
     """Greedy decoding of a left-padded batch: ``model.generate(..., custom_generate=greedy_decode)``.
 
     Each step takes the argmax of the logits after HF's repetition penalty over the row's own prompt
@@ -330,27 +352,36 @@ def greedy_decode(model: PreTrainedModel, input_ids: torch.LongTensor, logits_pr
             batch.step(step, penalty, eos.view(-1))
             if bool(batch.done.all()):
                 break
-    return torch.cat([input_ids, batch.output[:, :step + 1]], dim=1)
+    return torch.cat([input_ids, batch.output[:, : step + 1]], dim=1)
 
 
 def decodes_fast(model: PreTrainedModel) -> bool:
     """Whether :func:`greedy_decode` can run ``model``: every layer attends to the full context
     (no sliding window, no linear attention)."""
     layers = StaticCache(config=model.config, max_cache_len=1)
-    return not any(layers.is_sliding) and not any(getattr(layers, "is_linear", ()))  # is_linear: not in every transformers 5
+    return not any(layers.is_sliding) and not any(
+        getattr(layers, "is_linear", ())
+    )  # is_linear: not in every transformers 5
 
 
-def _repetition_penalty(model: PreTrainedModel, logits_processor: LogitsProcessorList,
-                        stopping_criteria: StoppingCriteriaList, generation_config: GenerationConfig) -> float | None:
+def _repetition_penalty(
+    model: PreTrainedModel,
+    logits_processor: LogitsProcessorList,
+    stopping_criteria: StoppingCriteriaList,
+    generation_config: GenerationConfig,
+) -> float | None:
     """The penalty of HF's repetition-penalty processor (None without one); raises on what greedy_decode lacks."""
     unsupported = [type(p).__name__ for p in logits_processor if not isinstance(p, RepetitionPenaltyLogitsProcessor)]
-    unsupported += [type(c).__name__ for c in stopping_criteria
-                    if not isinstance(c, (MaxLengthCriteria, EosTokenCriteria))]
+    unsupported += [
+        type(c).__name__ for c in stopping_criteria if not isinstance(c, (MaxLengthCriteria, EosTokenCriteria))
+    ]
     if generation_config.do_sample or generation_config.num_beams > 1 or unsupported or not decodes_fast(model):
-        raise ValueError("greedy_decode supports greedy search with a repetition penalty, EOS and a length budget "
-                         f"on full-attention models only; got do_sample={generation_config.do_sample}, "
-                         f"num_beams={generation_config.num_beams}, {unsupported}, "
-                         f"full attention: {decodes_fast(model)}")
+        raise ValueError(
+            "greedy_decode supports greedy search with a repetition penalty, EOS and a length budget "
+            f"on full-attention models only; got do_sample={generation_config.do_sample}, "
+            f"num_beams={generation_config.num_beams}, {unsupported}, "
+            f"full attention: {decodes_fast(model)}"
+        )
     penalties = [p.penalty for p in logits_processor]
     return penalties[0] if penalties else None
 
@@ -397,9 +428,18 @@ class _DecodeBatch:
             self._drop_finished_rows(self.budget - step)
         columns = torch.arange(self.capacity, device=self.tokens.device)
         attention_mask = (columns >= self.first_column[:, None]) & (columns <= self.filled)
-        logits = self.model(input_ids=self.tokens[:, None], attention_mask=attention_mask.long(),
-                            position_ids=self.positions[:, None], use_cache=True, logits_to_keep=1,
-                            **{_cache_keyword(self.model): self.cache}).logits[:, -1].float()
+        logits = (
+            self.model(
+                input_ids=self.tokens[:, None],
+                attention_mask=attention_mask.long(),
+                position_ids=self.positions[:, None],
+                use_cache=True,
+                logits_to_keep=1,
+                **{_cache_keyword(self.model): self.cache},
+            )
+            .logits[:, -1]
+            .float()
+        )
         self.filled += 1
         self.positions += 1
         if penalty is not None:
@@ -415,10 +455,17 @@ class _DecodeBatch:
         """A new cache without the finished rows and the leading columns no row left uses."""
         keep = (~self.done).nonzero().squeeze(1)
         lead = int(self.first_column[keep].min())
-        states = [(layer.keys[keep, :, lead:self.filled], layer.values[keep, :, lead:self.filled])
-                  for layer in self.cache.layers]
+        states = [
+            (layer.keys[keep, :, lead : self.filled], layer.values[keep, :, lead : self.filled])
+            for layer in self.cache.layers
+        ]
         self.rows, self.tokens, self.positions, self.done, self.history = (
-            self.rows[keep], self.tokens[keep], self.positions[keep], self.done[keep], self.history[keep])
+            self.rows[keep],
+            self.tokens[keep],
+            self.positions[keep],
+            self.done[keep],
+            self.history[keep],
+        )
         self.first_column = self.first_column[keep] - lead
         self._set_cache(states, self.filled - lead, steps_left)
 
@@ -430,8 +477,9 @@ class _DecodeBatch:
             self.cache.update(keys, values, layer_index)
 
 
-def _prefill(model: PreTrainedModel, contexts: list[torch.Tensor], width: int
-             ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+def _prefill(
+    model: PreTrainedModel, contexts: list[torch.Tensor], width: int
+) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     """Per layer, the keys and values of the contexts, right-aligned in ``width`` columns (zeros before).
 
     Only the decoder runs (no LM head). The prefix all contexts share runs once; the rest of the
@@ -447,20 +495,24 @@ def _prefill(model: PreTrainedModel, contexts: list[torch.Tensor], width: int
     by_length = sorted(range(len(contexts)), key=lambda row: len(contexts[row]))
     states = None
     for start in range(0, len(by_length), PREFILL_GROUP):
-        group = by_length[start:start + PREFILL_GROUP]
+        group = by_length[start : start + PREFILL_GROUP]
         suffixes = torch.nn.utils.rnn.pad_sequence([contexts[row][shared:] for row in group], batch_first=True)
         cache = _extend(decoder, suffixes, _copy_cache(prefix, len(group), model.config))
         if cache.get_seq_length() == 0:
             continue  # contexts all empty
         if states is None:
-            states = [(layer.keys.new_zeros(len(contexts), layer.keys.shape[1], width, layer.keys.shape[3]),
-                       layer.values.new_zeros(len(contexts), layer.values.shape[1], width, layer.values.shape[3]))
-                      for layer in cache.layers]
+            states = [
+                (
+                    layer.keys.new_zeros(len(contexts), layer.keys.shape[1], width, layer.keys.shape[3]),
+                    layer.values.new_zeros(len(contexts), layer.values.shape[1], width, layer.values.shape[3]),
+                )
+                for layer in cache.layers
+            ]
         for (keys, values), layer in zip(states, cache.layers):
             for index, row in enumerate(group):
                 length = len(contexts[row])
-                keys[row, :, width - length:] = layer.keys[index, :, :length]
-                values[row, :, width - length:] = layer.values[index, :, :length]
+                keys[row, :, width - length :] = layer.keys[index, :, :length]
+                values[row, :, width - length :] = layer.values[index, :, :length]
     return states
 
 
@@ -492,7 +544,7 @@ def _token_history(prompts: list[torch.Tensor], width: int) -> torch.Tensor:
     """[rows, width] token ids: each prompt, then its first token as filler (a repeat changes no penalty)."""
     history = torch.stack([prompt[:1].expand(width) for prompt in prompts]).clone()
     for row, prompt in enumerate(prompts):
-        history[row, :len(prompt)] = prompt
+        history[row, : len(prompt)] = prompt
     return history
 
 

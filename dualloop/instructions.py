@@ -266,7 +266,8 @@ COMPOSABLE: dict[str, Any] = {
     "detectable_format:number_bullet_lists": lambda rng: {"num_bullets": rng.randint(2, 5)},
     "keywords:existence": lambda rng: {"keywords": rng.sample(_KEYWORDS, rng.randint(1, 2))},
     "startend:end_checker": lambda rng: {
-        "end_phrase": rng.choice(("Is there anything else I can help with?", "Any other questions?"))},
+        "end_phrase": rng.choice(("Is there anything else I can help with?", "Any other questions?"))
+    },
     "detectable_format:title": lambda rng: {},
     "detectable_content:postscript": lambda rng: {"postscript_marker": rng.choice(("P.S.", "P.P.S"))},
     "keywords:forbidden_words": lambda rng: {"forbidden_words": rng.sample(_FORBIDDEN, rng.randint(1, 3))},
@@ -274,7 +275,9 @@ COMPOSABLE: dict[str, Any] = {
     "change_case:english_capital": lambda rng: {},
     "startend:quotation": lambda rng: {},
     "detectable_format:multiple_sections": lambda rng: {
-        "section_spliter": rng.choice(("Section", "SECTION")), "num_sections": rng.randint(2, 3)},
+        "section_spliter": rng.choice(("Section", "SECTION")),
+        "num_sections": rng.randint(2, 3),
+    },
     "length_constraints:number_paragraphs": lambda rng: {"num_paragraphs": rng.randint(2, 3)},
     "detectable_format:json_format": lambda rng: {},
 }
@@ -302,9 +305,15 @@ class VerifiablePrompt:
         return {"instruction_ids": list(self.instruction_ids), "kwargs": [dict(k) for k in self.kwargs]}
 
     def to_json(self) -> dict:
-        return {"prompt_id": self.prompt_id, "prompt": self.prompt, "instruction_ids": list(self.instruction_ids),
-                "kwargs": [dict(k) for k in self.kwargs], "split": self.split, "base_task": self.base_task,
-                "source": self.source}
+        return {
+            "prompt_id": self.prompt_id,
+            "prompt": self.prompt,
+            "instruction_ids": list(self.instruction_ids),
+            "kwargs": [dict(k) for k in self.kwargs],
+            "split": self.split,
+            "base_task": self.base_task,
+            "source": self.source,
+        }
 
 
 def base_task_split(task: str) -> str:
@@ -345,8 +354,10 @@ def supported_checkers() -> list[str]:
 def _checker(instruction_id: str, kwargs: Mapping[str, Any], prompt: str):
     registry = _registry()
     if instruction_id in UNSUPPORTED_CHECKERS:
-        raise ValueError(f"instruction id {instruction_id!r} is not supported offline: it "
-                         f"{UNSUPPORTED_CHECKERS[instruction_id]}, which cannot be downloaded here")
+        raise ValueError(
+            f"instruction id {instruction_id!r} is not supported offline: it "
+            f"{UNSUPPORTED_CHECKERS[instruction_id]}, which cannot be downloaded here"
+        )
     if instruction_id not in registry:
         raise ValueError(f"unknown instruction id {instruction_id!r}: see dualloop.instructions.supported_checkers()")
     checker = registry[instruction_id](instruction_id)
@@ -364,8 +375,9 @@ def _checker(instruction_id: str, kwargs: Mapping[str, Any], prompt: str):
     return checker
 
 
-def check(response: str, instruction_ids: Sequence[str], kwargs_list: Sequence[Mapping[str, Any]] | None,
-          prompt: str) -> list[bool]:
+def check(
+    response: str, instruction_ids: Sequence[str], kwargs_list: Sequence[Mapping[str, Any]] | None, prompt: str
+) -> list[bool]:
     """Whether ``response`` satisfies each instruction (strict IFEval/IFBench evaluation).
 
     kwargs_list holds one dict of checker arguments per instruction id (None values are ignored,
@@ -389,12 +401,19 @@ def loose_variants(response: str) -> list[str]:
     with markdown ``*`` removed (eight texts, in IFEval's order)."""
     lines = response.split("\n")
     trimmed = [response, "\n".join(lines[1:]).strip(), "\n".join(lines[:-1]).strip(), "\n".join(lines[1:-1]).strip()]
-    return [trimmed[0], trimmed[0].replace("*", ""), trimmed[1], trimmed[2], trimmed[3],
-            *(text.replace("*", "") for text in trimmed[1:])]
+    return [
+        trimmed[0],
+        trimmed[0].replace("*", ""),
+        trimmed[1],
+        trimmed[2],
+        trimmed[3],
+        *(text.replace("*", "") for text in trimmed[1:]),
+    ]
 
 
-def check_loose(response: str, instruction_ids: Sequence[str], kwargs_list: Sequence[Mapping[str, Any]] | None,
-                prompt: str) -> list[bool]:
+def check_loose(
+    response: str, instruction_ids: Sequence[str], kwargs_list: Sequence[Mapping[str, Any]] | None, prompt: str
+) -> list[bool]:
     """IFEval's loose evaluation: an instruction is followed when any non-empty variant of
     :func:`loose_variants` satisfies it (arguments as for :func:`check`)."""
     kwargs_list = list(kwargs_list) if kwargs_list is not None else [{}] * len(instruction_ids)
@@ -414,8 +433,9 @@ def _follows(checker, response: str) -> bool:
         return False
 
 
-def score(response: str, instruction_ids: Sequence[str], kwargs_list: Sequence[Mapping[str, Any]] | None,
-          prompt: str) -> float:
+def score(
+    response: str, instruction_ids: Sequence[str], kwargs_list: Sequence[Mapping[str, Any]] | None, prompt: str
+) -> float:
     """Fraction of the instructions that ``response`` satisfies (IFEval's instruction-level accuracy)."""
     if not instruction_ids:
         raise ValueError("instruction_ids is empty: a score needs at least one instruction")
@@ -431,8 +451,14 @@ def describe(instruction_id: str, kwargs: Mapping[str, Any]) -> str:
     return registry[instruction_id](instruction_id).build_description(**kwargs)
 
 
-def compose_prompts(n: int, *, split: str = "train", seed: int = 0, max_instructions: int = 2,
-                    instruction_ids: Sequence[str] | None = None) -> list[VerifiablePrompt]:
+def compose_prompts(
+    n: int,
+    *,
+    split: str = "train",
+    seed: int = 0,
+    max_instructions: int = 2,
+    instruction_ids: Sequence[str] | None = None,
+) -> list[VerifiablePrompt]:
     """n distinct prompts: a base task of ``split`` plus one to ``max_instructions`` non-conflicting
     IFEval instructions (from ``instruction_ids``, default all of ``COMPOSABLE``) with sampled arguments.
 
@@ -461,8 +487,10 @@ def compose_prompts(n: int, *, split: str = "train", seed: int = 0, max_instruct
     draw, max_draws = 0, 50 * n + 100
     while len(prompts) < n:
         if draw == max_draws:
-            raise ValueError(f"compose_prompts: {len(tasks)} base tasks of split {split!r} with {len(pool)} "
-                             f"instruction types give only {len(prompts)} distinct prompts, not n={n}")
+            raise ValueError(
+                f"compose_prompts: {len(tasks)} base tasks of split {split!r} with {len(pool)} "
+                f"instruction types give only {len(prompts)} distinct prompts, not n={n}"
+            )
         rng = random.Random(f"{seed}:{split}:{draw}")
         task = rng.choice(tasks)
         chosen = [pool[draw % len(pool)]]
@@ -510,8 +538,10 @@ def load_ifbench(path: str | Path | None = None, *, supported_only: bool = True)
                 row = json.loads(line)
                 key, text, ids, kwargs = row["key"], row["prompt"], row["instruction_id_list"], row["kwargs"]
             except (json.JSONDecodeError, KeyError) as error:
-                raise ValueError(f"{path}, line {line_number}: not an IFBench row ({error!r}); "
-                                 "expected key, prompt, instruction_id_list, kwargs") from None
+                raise ValueError(
+                    f"{path}, line {line_number}: not an IFBench row ({error!r}); "
+                    "expected key, prompt, instruction_id_list, kwargs"
+                ) from None
             if len(ids) != len(kwargs):
                 raise ValueError(f"{path}, line {line_number}: {len(ids)} instruction ids but {len(kwargs)} kwargs")
             unsupported = [i for i in ids if i not in supported]
@@ -522,6 +552,9 @@ def load_ifbench(path: str | Path | None = None, *, supported_only: bool = True)
             clean = tuple({k: v for k, v in k_.items() if v is not None} for k_ in kwargs)
             prompts.append(VerifiablePrompt(f"ifbench-{key}", text, tuple(ids), clean, "ifbench", source=str(path)))
     if skipped_prompts:
-        warnings.warn(f"load_ifbench: skipped {skipped_prompts} prompts of {path} that need unsupported checkers "
-                      f"{sorted(skipped_ids)} (see dualloop.instructions.UNSUPPORTED_CHECKERS)", stacklevel=2)
+        warnings.warn(
+            f"load_ifbench: skipped {skipped_prompts} prompts of {path} that need unsupported checkers "
+            f"{sorted(skipped_ids)} (see dualloop.instructions.UNSUPPORTED_CHECKERS)",
+            stacklevel=2,
+        )
     return prompts

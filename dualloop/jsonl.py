@@ -31,8 +31,11 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         raise ValueError(f"{path}: byte {error.start} is not UTF-8; delete the file to produce it again") from None
     *lines, cut_off = text.split("\n")
     if cut_off:
-        print(f"dualloop: {path.name}: line {len(lines) + 1} was cut off by an interrupted run; its record is "
-              "produced again", flush=True)
+        print(
+            f"dualloop: {path.name}: line {len(lines) + 1} was cut off by an interrupted run; its record is "
+            "produced again",
+            flush=True,
+        )
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -40,8 +43,9 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: line {number} is not JSON ({error.msg}); delete the file to produce it "
-                             "again") from None
+            raise ValueError(
+                f"{path}: line {number} is not JSON ({error.msg}); delete the file to produce it again"
+            ) from None
         if not isinstance(record, dict):
             raise ValueError(f"{path}: line {number} is not a JSON object")
         records.append(record)
@@ -61,6 +65,8 @@ def append_records(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
                 data = handle.read()
                 handle.truncate(data.rfind(b"\n") + 1)
                 handle.seek(0, os.SEEK_END)
-        handle.write(b"".join(json.dumps(redact_record(record), ensure_ascii=False).encode() + b"\n" for record in records))
+        handle.write(
+            b"".join(json.dumps(redact_record(record), ensure_ascii=False).encode() + b"\n" for record in records)
+        )
         handle.flush()
         os.fsync(handle.fileno())

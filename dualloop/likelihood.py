@@ -68,8 +68,9 @@ def encode(tokenizer, prompt: str, answer: str) -> tuple[list[int], list[int]]:
     return prompt_ids, answer_ids
 
 
-def score_batch(model, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[Sequence[int]]],
-                pad_token_id: int) -> list[list[float]]:
+def score_batch(
+    model, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[Sequence[int]]], pad_token_id: int
+) -> list[list[float]]:
     """Mean log-probability per answer token of every answer of every prompt, no grad.
 
     ``prompts[i]`` holds token ids, ``answers[i]`` the token ids of each of its answers. The
@@ -86,23 +87,32 @@ def score_batch(model, prompts: Sequence[Sequence[int]], answers: Sequence[Seque
     answer_ids, answer_mask = _padded([a for group in answers for a in group], pad_token_id, left=False, device=device)
     prompt_lengths = prompt_mask.sum(dim=1)
     with torch.no_grad():
-        first = model(input_ids=prompt_ids, attention_mask=prompt_mask,
-                      position_ids=(prompt_mask.cumsum(dim=1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1)
+        first = model(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            position_ids=(prompt_mask.cumsum(dim=1) - 1).clamp(min=0),
+            use_cache=True,
+            logits_to_keep=1,
+        )
         keyword = _cache_keyword(model)
         cache = getattr(first, keyword)
         cache.batch_repeat_interleave(k)
         positions = prompt_lengths.repeat_interleave(k)[:, None] + torch.arange(answer_ids.shape[1], device=device)
-        rest = model(input_ids=answer_ids, attention_mask=torch.cat([prompt_mask.repeat_interleave(k, dim=0),
-                                                                     answer_mask], dim=1),
-                     position_ids=positions, use_cache=False, **{keyword: cache})
+        rest = model(
+            input_ids=answer_ids,
+            attention_mask=torch.cat([prompt_mask.repeat_interleave(k, dim=0), answer_mask], dim=1),
+            position_ids=positions,
+            use_cache=False,
+            **{keyword: cache},
+        )
         first_logits = first.logits[:, -1].float().repeat_interleave(k, dim=0)
         means = []
         for row in range(answer_ids.shape[0]):
             length = int(answer_mask[row].sum())
-            logits = torch.cat([first_logits[row:row + 1], rest.logits[row, :length - 1].float()])
+            logits = torch.cat([first_logits[row : row + 1], rest.logits[row, : length - 1].float()])
             logprobs = logits.log_softmax(dim=-1).gather(1, answer_ids[row, :length, None])
             means.append(float(logprobs.mean()))
-    return [means[i * k:(i + 1) * k] for i in range(len(prompts))]
+    return [means[i * k : (i + 1) * k] for i in range(len(prompts))]
 
 
 def _cache_keyword(model) -> str:
@@ -111,8 +121,9 @@ def _cache_keyword(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def _padded(sequences: Sequence[Sequence[int]], pad_token_id: int, *, left: bool,
-            device) -> tuple[torch.Tensor, torch.Tensor]:
+def _padded(
+    sequences: Sequence[Sequence[int]], pad_token_id: int, *, left: bool, device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, attention mask) of token sequences padded to the longest, on the left or the right."""
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
@@ -124,9 +135,14 @@ def _padded(sequences: Sequence[Sequence[int]], pad_token_id: int, *, left: bool
     return ids.to(device), mask.to(device)
 
 
-def score_pairs(items: Sequence[AnswerPair], *, cache_file: str | Path,
-                load_model: Callable[[], tuple[Any, Any]], batch_size: int = 8,
-                label: str = "answer pairs") -> dict[str, dict[str, Any]]:
+def score_pairs(
+    items: Sequence[AnswerPair],
+    *,
+    cache_file: str | Path,
+    load_model: Callable[[], tuple[Any, Any]],
+    batch_size: int = 8,
+    label: str = "answer pairs",
+) -> dict[str, dict[str, Any]]:
     """Scores of every item (item id → ``{"id", "digest", "logprob_preferred", "logprob_other",
     "tokens_preferred", "tokens_other"}``), computing only the items not in ``cache_file``.
 
@@ -145,27 +161,45 @@ def score_pairs(items: Sequence[AnswerPair], *, cache_file: str | Path,
         print(f"dualloop.likelihood: {label}: all {len(items)} items cached in {cache_file}", flush=True)
         return {item.item_id: scores[item.item_id] for item in items}
     model, tokenizer = load_model()
-    encoded = {item.item_id: (encode(tokenizer, item.prompt, item.preferred), encode(tokenizer, item.prompt, item.other))
-               for item in missing}
+    encoded = {
+        item.item_id: (encode(tokenizer, item.prompt, item.preferred), encode(tokenizer, item.prompt, item.other))
+        for item in missing
+    }
     missing.sort(key=lambda item: [-len(ids) for ids in (*encoded[item.item_id][0], encoded[item.item_id][1][1])])
-    batches = [missing[i:i + batch_size] for i in range(0, len(missing), batch_size)]
-    print(f"dualloop.likelihood: {label}: {len(scores)} cached, scoring {len(missing)} in {len(batches)} batches "
-          f"-> {cache_file}", flush=True)
+    batches = [missing[i : i + batch_size] for i in range(0, len(missing), batch_size)]
+    print(
+        f"dualloop.likelihood: {label}: {len(scores)} cached, scoring {len(missing)} in {len(batches)} batches "
+        f"-> {cache_file}",
+        flush=True,
+    )
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with cache_file.open("a", encoding="utf-8") as handle:
         for number, batch in enumerate(batches, start=1):
             pairs = [encoded[item.item_id] for item in batch]
-            means = score_batch(model, [preferred[0] for preferred, _ in pairs],
-                                [[preferred[1], other[1]] for preferred, other in pairs], tokenizer.pad_token_id)
+            means = score_batch(
+                model,
+                [preferred[0] for preferred, _ in pairs],
+                [[preferred[1], other[1]] for preferred, other in pairs],
+                tokenizer.pad_token_id,
+            )
             for item, (preferred, other), (mean_preferred, mean_other) in zip(batch, pairs, means):
-                row = {"id": item.item_id, "digest": _digest(item), "logprob_preferred": mean_preferred,
-                       "logprob_other": mean_other, "tokens_preferred": len(preferred[1]), "tokens_other": len(other[1])}
+                row = {
+                    "id": item.item_id,
+                    "digest": _digest(item),
+                    "logprob_preferred": mean_preferred,
+                    "logprob_other": mean_other,
+                    "tokens_preferred": len(preferred[1]),
+                    "tokens_other": len(other[1]),
+                }
                 handle.write(json.dumps(row) + "\n")
                 scores[item.item_id] = row
             handle.flush()
-            print(f"dualloop.likelihood: {label}: batch {number}/{len(batches)} done, {len(scores)}/{len(items)} items, "
-                  f"{time.perf_counter() - started:.1f} s", flush=True)
+            print(
+                f"dualloop.likelihood: {label}: batch {number}/{len(batches)} done, {len(scores)}/{len(items)} items, "
+                f"{time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
     return {item.item_id: scores[item.item_id] for item in items}
 
 
@@ -191,8 +225,10 @@ def _read_cache(path: Path, digests: Mapping[str, str]) -> dict[str, dict[str, A
         except (json.JSONDecodeError, KeyError, TypeError):
             raise ValueError(f"{path}: line {number} is not a likelihood row; delete the file to score again") from None
         if item_id in digests and digest != digests[item_id]:
-            raise ValueError(f"{path}: line {number}: item {item_id!r} has different texts than the one given now; "
-                             "the item set changed under the same name: delete the file to score again")
+            raise ValueError(
+                f"{path}: line {number}: item {item_id!r} has different texts than the one given now; "
+                "the item set changed under the same name: delete the file to score again"
+            )
         rows[item_id] = row
     return rows
 
@@ -215,16 +251,31 @@ def score_system(experiment, set_name: str, system: str, run=None, *, batch_size
     adapter_dir = run.adapter_dir if run is not None else None
     items = ANSWER_PAIR_SETS[set_name]()
     cache_file = cache_path(experiment.registry_dir, model_identity(experiment.model, adapter_dir), set_name)
-    scores = score_pairs(items, cache_file=cache_file, batch_size=batch_size, label=f"{system} on {set_name}",
-                         load_model=lambda: load_generator(experiment.model, adapter_dir)[:2])
+    scores = score_pairs(
+        items,
+        cache_file=cache_file,
+        batch_size=batch_size,
+        label=f"{system} on {set_name}",
+        load_model=lambda: load_generator(experiment.model, adapter_dir)[:2],
+    )
     path = experiment.results_dir / "likelihood" / f"{set_name}__{system}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
         for item in items:
             row = scores[item.item_id]
-            handle.write(json.dumps({"item_id": item.item_id, **{key: row[key] for key in (
-                "logprob_preferred", "logprob_other", "tokens_preferred", "tokens_other")},
-                "correct": row["logprob_preferred"] > row["logprob_other"]}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "item_id": item.item_id,
+                        **{
+                            key: row[key]
+                            for key in ("logprob_preferred", "logprob_other", "tokens_preferred", "tokens_other")
+                        },
+                        "correct": row["logprob_preferred"] > row["logprob_other"],
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -254,8 +305,9 @@ def likelihood_entry(path: str | Path, alpha: float = 0.05) -> dict[str, Any]:
     return {"n": result.n, "accuracy": result.rate, "ci": [result.low, result.high]}
 
 
-def likelihood_comparison(set_name: str, a: str, b: str, path_a: str | Path, path_b: str | Path,
-                          alpha: float = 0.05) -> dict[str, Any]:
+def likelihood_comparison(
+    set_name: str, a: str, b: str, path_a: str | Path, path_b: str | Path, alpha: float = 0.05
+) -> dict[str, Any]:
     """The phase-summary row of ``a`` against ``b`` on one set: the paired accuracy difference
     a − b with its exact McNemar-based interval, the discordant counts, and the win-rate fields of
     a judged comparison (:data:`dualloop.summary.COMPARISON_FIELDS`) as null."""
@@ -266,15 +318,35 @@ def likelihood_comparison(set_name: str, a: str, b: str, path_a: str | Path, pat
         raise ValueError(f"{path_a} and {path_b} score different items: no paired difference")
     items = sorted(results_a)
     difference = paired_accuracy_difference([results_a[i] for i in items], [results_b[i] for i in items], alpha)
-    return {"a": a, "b": b, "judge": JUDGE, "prompt_set": set_name, "n": difference.n, "wins": None, "losses": None,
-            "ties": None, "unparseable": None, "win_rate": None, "ci": None, "accuracy": JUDGE,
-            "accuracy_diff": difference.difference, "accuracy_diff_ci": [difference.low, difference.high],
-            "a_only": difference.a_only, "b_only": difference.b_only}
+    return {
+        "a": a,
+        "b": b,
+        "judge": JUDGE,
+        "prompt_set": set_name,
+        "n": difference.n,
+        "wins": None,
+        "losses": None,
+        "ties": None,
+        "unparseable": None,
+        "win_rate": None,
+        "ci": None,
+        "accuracy": JUDGE,
+        "accuracy_diff": difference.difference,
+        "accuracy_diff_ci": [difference.low, difference.high],
+        "a_only": difference.a_only,
+        "b_only": difference.b_only,
+    }
 
 
-def write_phase_summary(experiment, phase: str, decisions_files: Mapping[str, Sequence[Path]],
-                        likelihood_files: Mapping[str, Mapping[str, Path]], *, runs: Mapping[str, Any],
-                        system: str = "dualloop") -> Path:
+def write_phase_summary(
+    experiment,
+    phase: str,
+    decisions_files: Mapping[str, Sequence[Path]],
+    likelihood_files: Mapping[str, Mapping[str, Path]],
+    *,
+    runs: Mapping[str, Any],
+    system: str = "dualloop",
+) -> Path:
     """Write ``results/<phase>.json`` with every measure of a phase on several sets, and return it.
 
     The judged set with an instruction checker (at most one of ``decisions_files``: set →
@@ -301,12 +373,17 @@ def write_phase_summary(experiment, phase: str, decisions_files: Mapping[str, Se
     for name, files in decisions_files.items():
         if name not in checked:
             decisions = [d for file in files for d in read_decisions(file)]
-            judged = summary.phase_summary(phase, experiment.profile, name, decisions,
-                                           method=experiment.evaluation["win_rate_method"])
+            judged = summary.phase_summary(
+                phase, experiment.profile, name, decisions, method=experiment.evaluation["win_rate_method"]
+            )
             result["comparisons"] += [{**entry, "prompt_set": name} for entry in judged["comparisons"]]
-    result["likelihood"] = {name: {s: likelihood_entry(file) for s, file in files.items()}
-                            for name, files in likelihood_files.items()}
+    result["likelihood"] = {
+        name: {s: likelihood_entry(file) for s, file in files.items()} for name, files in likelihood_files.items()
+    }
     for name, files in likelihood_files.items():
-        result["comparisons"] += [likelihood_comparison(name, system, other, files[system], file)
-                                  for other, file in files.items() if other != system]
+        result["comparisons"] += [
+            likelihood_comparison(name, system, other, files[system], file)
+            for other, file in files.items()
+            if other != system
+        ]
     return summary.write_summary(experiment.results_dir, result)

@@ -66,17 +66,24 @@ def file_lock(path: str | Path, *, timeout: float | None = None, poll: float = 0
             except OSError:
                 holder = _holder(descriptor)
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise LockHeld(f"{path} is being written by {holder}; wait for it to finish or write "
-                                   "elsewhere") from None
+                    raise LockHeld(
+                        f"{path} is being written by {holder}; wait for it to finish or write elsewhere"
+                    ) from None
                 if not waiting:
                     print(f"dualloop: {path} is being written by {holder}; waiting for it", flush=True)
                     waiting = True
                 time.sleep(poll)
         if os.fstat(descriptor).st_size:
-            print(f"dualloop: {path}: taking over the lock of {_holder(descriptor)}, which ended without "
-                  "releasing it", flush=True)
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  "command": redact(" ".join(sys.argv))[:200]}
+            print(
+                f"dualloop: {path}: taking over the lock of {_holder(descriptor)}, which ended without releasing it",
+                flush=True,
+            )
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": redact(" ".join(sys.argv))[:200],
+        }
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, (json.dumps(record) + "\n").encode(), 0)
         os.fsync(descriptor)

@@ -65,8 +65,9 @@ def _check_logps(**named: torch.Tensor | None) -> int:
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor of shape [B], got {type(value).__name__}")
         if value.dim() != 1 or not value.is_floating_point():
-            raise ValueError(f"{name} must be a 1-D floating tensor [B], got shape {tuple(value.shape)} "
-                             f"and dtype {value.dtype}")
+            raise ValueError(
+                f"{name} must be a 1-D floating tensor [B], got shape {tuple(value.shape)} and dtype {value.dtype}"
+            )
         if size is None:
             size = value.shape[0]
         elif value.shape[0] != size:
@@ -151,8 +152,12 @@ def dpo_loss(
     ``L_i = −(1−ε) log σ(β_i M_i) − ε log σ(−β_i M_i)`` with ``ε = label_smoothing`` (the
     conservative-DPO form; ε = 0 is plain DPO).
     """
-    size = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
-                        ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
+    size = _check_logps(
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
+    )
     if not 0.0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing!r}")
     beta = _as_beta(beta, size, policy_chosen_logps)
@@ -175,8 +180,12 @@ def ipo_loss(
     β plays the role of IPO's τ. TRL feeds IPO per-token averaged log-probs; pass those here
     to match it.
     """
-    size = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
-                        ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
+    size = _check_logps(
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
+    )
     beta = _as_beta(beta, size, policy_chosen_logps)
     chosen_logratio = policy_chosen_logps - ref_chosen_logps
     rejected_logratio = policy_rejected_logps - ref_rejected_logps
@@ -187,8 +196,9 @@ def ipo_loss(
 # ---------------------------------------------------------------- AdaDPO and its Table 2 family
 
 
-def _balance_log_ratio(policy_chosen, policy_rejected, ref_chosen, ref_rejected, chosen_lengths,
-                       rejected_lengths, space: str) -> torch.Tensor:
+def _balance_log_ratio(
+    policy_chosen, policy_rejected, ref_chosen, ref_rejected, chosen_lengths, rejected_lengths, space: str
+) -> torch.Tensor:
     """``ℓ = log(P_w R_l / (P_l R_w))`` (ratio space, eq. 5) or ``log(P_w / P_l)`` (policy space,
     eq. 4), per token when lengths are given (eq. 10 with α = 1/|y|)."""
     if space not in ADADPO_SPACES:
@@ -221,20 +231,33 @@ def adadpo_loss(
     length-normalized ("Stable AdaDPO", eq. 10) exactly when lengths are given. ``clip`` is the
     ceiling C (None: no ceiling); ``k`` the optional bias of Appendix A.3.
     """
-    size = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
-                        ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
+    size = _check_logps(
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
+    )
     _check_clip_and_k(clip, k)
     beta = _as_beta(beta, size, policy_chosen_logps)
-    chosen_lengths, rejected_lengths = _check_lengths(size, chosen_lengths, rejected_lengths, policy_chosen_logps,
-                                                      required=False, method="adadpo_loss")
-    log_ratio = _balance_log_ratio(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
-                                   ref_rejected_logps, chosen_lengths, rejected_lengths, space)
+    chosen_lengths, rejected_lengths = _check_lengths(
+        size, chosen_lengths, rejected_lengths, policy_chosen_logps, required=False, method="adadpo_loss"
+    )
+    log_ratio = _balance_log_ratio(
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        chosen_lengths,
+        rejected_lengths,
+        space,
+    )
     beta_chosen = beta * adaptive_coefficient(log_ratio, clip, k)
     chosen_logratio = policy_chosen_logps - ref_chosen_logps
     rejected_logratio = policy_rejected_logps - ref_rejected_logps
     losses = -F.logsigmoid(beta_chosen * chosen_logratio - beta * rejected_logratio)
-    return LossOutput(losses, (beta_chosen * chosen_logratio).detach(), (beta * rejected_logratio).detach(),
-                      beta_chosen)
+    return LossOutput(
+        losses, (beta_chosen * chosen_logratio).detach(), (beta * rejected_logratio).detach(), beta_chosen
+    )
 
 
 def adaptive_ipo_loss(
@@ -254,14 +277,26 @@ def adaptive_ipo_loss(
     IPO has no β, hence ``β_l = 1`` and ``β_w = min(k · sg(P_w R_l / (P_l R_w)), C)``; the
     controller's β is IPO's τ.
     """
-    size = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
-                        ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
+    size = _check_logps(
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
+    )
     _check_clip_and_k(clip, k)
     tau = _as_beta(beta, size, policy_chosen_logps)
-    chosen_lengths, rejected_lengths = _check_lengths(size, chosen_lengths, rejected_lengths, policy_chosen_logps,
-                                                      required=False, method="adaptive_ipo_loss")
-    log_ratio = _balance_log_ratio(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
-                                   ref_rejected_logps, chosen_lengths, rejected_lengths, "ratio")
+    chosen_lengths, rejected_lengths = _check_lengths(
+        size, chosen_lengths, rejected_lengths, policy_chosen_logps, required=False, method="adaptive_ipo_loss"
+    )
+    log_ratio = _balance_log_ratio(
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        chosen_lengths,
+        rejected_lengths,
+        "ratio",
+    )
     beta_chosen = adaptive_coefficient(log_ratio, clip, k)
     chosen_logratio = policy_chosen_logps - ref_chosen_logps
     rejected_logratio = policy_rejected_logps - ref_rejected_logps
@@ -274,16 +309,25 @@ def _check_alpha(alpha: float) -> None:
         raise ValueError(f"alpha (R-DPO's length penalty) must be a finite number ≥ 0, got {alpha!r}")
 
 
-def _rdpo_core(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor, ref_chosen_logps: torch.Tensor,
-               ref_rejected_logps: torch.Tensor, beta: torch.Tensor, beta_chosen: torch.Tensor,
-               chosen_lengths: torch.Tensor, rejected_lengths: torch.Tensor, alpha: float) -> LossOutput:
+def _rdpo_core(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: torch.Tensor,
+    beta_chosen: torch.Tensor,
+    chosen_lengths: torch.Tensor,
+    rejected_lengths: torch.Tensor,
+    alpha: float,
+) -> LossOutput:
     """``−log σ(β_w log(P_w/R_w) − β log(P_l/R_l) − α(|y_w| − |y_l|))`` on validated inputs."""
     chosen_logratio = policy_chosen_logps - ref_chosen_logps
     rejected_logratio = policy_rejected_logps - ref_rejected_logps
     length_penalty = alpha * (chosen_lengths - rejected_lengths)
     losses = -F.logsigmoid(beta_chosen * chosen_logratio - beta * rejected_logratio - length_penalty)
-    return LossOutput(losses, (beta_chosen * chosen_logratio).detach(), (beta * rejected_logratio).detach(),
-                      beta_chosen)
+    return LossOutput(
+        losses, (beta_chosen * chosen_logratio).detach(), (beta * rejected_logratio).detach(), beta_chosen
+    )
 
 
 def rdpo_loss(
@@ -301,14 +345,28 @@ def rdpo_loss(
     arXiv 2403.19159; AdaDPO (Chen et al.) Table 2 with β_w = β_l = β):
     ``−log σ(β log(P_w/R_w) − β log(P_l/R_l) − α(|y_w| − |y_l|))`` on summed log-probs, lengths in tokens.
     """
-    size = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
-                        ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
+    size = _check_logps(
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
+    )
     _check_alpha(alpha)
     beta = _as_beta(beta, size, policy_chosen_logps)
-    chosen_lengths, rejected_lengths = _check_lengths(size, chosen_lengths, rejected_lengths, policy_chosen_logps,
-                                                      required=True, method="rdpo_loss")
-    return _rdpo_core(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, beta,
-                      chosen_lengths, rejected_lengths, alpha)
+    chosen_lengths, rejected_lengths = _check_lengths(
+        size, chosen_lengths, rejected_lengths, policy_chosen_logps, required=True, method="rdpo_loss"
+    )
+    return _rdpo_core(
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        beta,
+        beta,
+        chosen_lengths,
+        rejected_lengths,
+        alpha,
+    )
 
 
 def adaptive_rdpo_loss(
@@ -327,22 +385,41 @@ def adaptive_rdpo_loss(
     """Self-adaptive R-DPO (AdaDPO, Chen et al., Table 2; Park et al. 2024):
     ``−log σ(β_w log(P_w/R_w) − β_l log(P_l/R_l) − α(|y_w| − |y_l|))`` with ``β_l = β`` and
     ``β_w = β · min(k · sg(P_w R_l / (P_l R_w)), C)`` (summed log-probs in the ratio)."""
-    size = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
-                        ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
+    size = _check_logps(
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
+    )
     _check_clip_and_k(clip, k)
     _check_alpha(alpha)
     beta = _as_beta(beta, size, policy_chosen_logps)
-    chosen_lengths, rejected_lengths = _check_lengths(size, chosen_lengths, rejected_lengths, policy_chosen_logps,
-                                                      required=True, method="adaptive_rdpo_loss")
-    log_ratio = _balance_log_ratio(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
-                                   ref_rejected_logps, None, None, "ratio")
+    chosen_lengths, rejected_lengths = _check_lengths(
+        size, chosen_lengths, rejected_lengths, policy_chosen_logps, required=True, method="adaptive_rdpo_loss"
+    )
+    log_ratio = _balance_log_ratio(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, None, None, "ratio"
+    )
     beta_chosen = beta * adaptive_coefficient(log_ratio, clip, k)
-    return _rdpo_core(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
-                      beta_chosen, chosen_lengths, rejected_lengths, alpha)
+    return _rdpo_core(
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        beta,
+        beta_chosen,
+        chosen_lengths,
+        rejected_lengths,
+        alpha,
+    )
 
 
-def _cpo_core(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor, beta: torch.Tensor,
-              beta_chosen: torch.Tensor) -> LossOutput:
+def _cpo_core(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    beta: torch.Tensor,
+    beta_chosen: torch.Tensor,
+) -> LossOutput:
     """``−log σ(β_w log P_w − β log P_l)`` on validated inputs."""
     chosen_reward = beta_chosen * policy_chosen_logps
     rejected_reward = beta * policy_rejected_logps
@@ -388,13 +465,18 @@ def _log_odds(logps: torch.Tensor) -> torch.Tensor:
     return logps - torch.log1p(-torch.exp(logps))
 
 
-def _orpo_log_probs(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-                    chosen_lengths: torch.Tensor | None, rejected_lengths: torch.Tensor | None,
-                    method: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _orpo_log_probs(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    chosen_lengths: torch.Tensor | None,
+    rejected_lengths: torch.Tensor | None,
+    method: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``log P`` of each side as ORPO uses it: per token when lengths are given; checked < 0."""
     size = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps)
-    chosen_lengths, rejected_lengths = _check_lengths(size, chosen_lengths, rejected_lengths, policy_chosen_logps,
-                                                      required=False, method=method)
+    chosen_lengths, rejected_lengths = _check_lengths(
+        size, chosen_lengths, rejected_lengths, policy_chosen_logps, required=False, method=method
+    )
     chosen, rejected = policy_chosen_logps, policy_rejected_logps
     if chosen_lengths is not None:
         chosen, rejected = chosen / chosen_lengths, rejected / rejected_lengths
@@ -403,13 +485,15 @@ def _orpo_log_probs(policy_chosen_logps: torch.Tensor, policy_rejected_logps: to
     return chosen, rejected
 
 
-def _orpo_core(chosen: torch.Tensor, rejected: torch.Tensor, beta: torch.Tensor,
-               beta_chosen: torch.Tensor) -> LossOutput:
+def _orpo_core(
+    chosen: torch.Tensor, rejected: torch.Tensor, beta: torch.Tensor, beta_chosen: torch.Tensor
+) -> LossOutput:
     """``−[log P_w + log σ(β_w log(P_w/(1−P_w)) − β log(P_l/(1−P_l)))]`` on checked ``log P`` (< 0)."""
     chosen_log_odds, rejected_log_odds = _log_odds(chosen), _log_odds(rejected)
     losses = -(chosen + F.logsigmoid(beta_chosen * chosen_log_odds - beta * rejected_log_odds))
-    return LossOutput(losses, (beta_chosen * chosen_log_odds).detach(), (beta * rejected_log_odds).detach(),
-                      beta_chosen)
+    return LossOutput(
+        losses, (beta_chosen * chosen_log_odds).detach(), (beta * rejected_log_odds).detach(), beta_chosen
+    )
 
 
 def orpo_loss(
@@ -434,8 +518,9 @@ def orpo_loss(
     ``odds_ratio_loss``; here it is the per-example ``−log P_w``. The rewards here are the β-weighted log
     odds, not TRL's β-weighted log-probs.
     """
-    chosen, rejected = _orpo_log_probs(policy_chosen_logps, policy_rejected_logps, chosen_lengths, rejected_lengths,
-                                       "orpo_loss")
+    chosen, rejected = _orpo_log_probs(
+        policy_chosen_logps, policy_rejected_logps, chosen_lengths, rejected_lengths, "orpo_loss"
+    )
     beta = _as_beta(beta, chosen.shape[0], policy_chosen_logps)
     return _orpo_core(chosen, rejected, beta, beta)
 
@@ -458,8 +543,9 @@ def adaptive_orpo_loss(
     (``log P = summed log-prob / |y|``); without lengths the summed log-probs are used as given.
     """
     _check_clip_and_k(clip, k)
-    chosen, rejected = _orpo_log_probs(policy_chosen_logps, policy_rejected_logps, chosen_lengths, rejected_lengths,
-                                       "adaptive_orpo_loss")
+    chosen, rejected = _orpo_log_probs(
+        policy_chosen_logps, policy_rejected_logps, chosen_lengths, rejected_lengths, "adaptive_orpo_loss"
+    )
     beta = _as_beta(beta, chosen.shape[0], policy_chosen_logps)
     log_complement_chosen = torch.log1p(-torch.exp(chosen))
     log_complement_rejected = torch.log1p(-torch.exp(rejected))
@@ -473,9 +559,15 @@ def _check_gamma(gamma: float) -> None:
         raise ValueError(f"gamma (SimPO's target margin) must be a finite number, got {gamma!r}")
 
 
-def _simpo_core(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor, beta: torch.Tensor,
-                beta_chosen: torch.Tensor, chosen_lengths: torch.Tensor, rejected_lengths: torch.Tensor,
-                gamma: float) -> LossOutput:
+def _simpo_core(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    beta: torch.Tensor,
+    beta_chosen: torch.Tensor,
+    chosen_lengths: torch.Tensor,
+    rejected_lengths: torch.Tensor,
+    gamma: float,
+) -> LossOutput:
     """``−log σ(β_w/|y_w| · log P_w − β/|y_l| · log P_l − γ)`` on validated inputs."""
     chosen_reward = beta_chosen / chosen_lengths * policy_chosen_logps
     rejected_reward = beta / rejected_lengths * policy_rejected_logps
@@ -502,10 +594,10 @@ def simpo_loss(
     size = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps)
     _check_gamma(gamma)
     beta = _as_beta(beta, size, policy_chosen_logps)
-    chosen_lengths, rejected_lengths = _check_lengths(size, chosen_lengths, rejected_lengths, policy_chosen_logps,
-                                                      required=True, method="simpo_loss")
-    return _simpo_core(policy_chosen_logps, policy_rejected_logps, beta, beta, chosen_lengths, rejected_lengths,
-                       gamma)
+    chosen_lengths, rejected_lengths = _check_lengths(
+        size, chosen_lengths, rejected_lengths, policy_chosen_logps, required=True, method="simpo_loss"
+    )
+    return _simpo_core(policy_chosen_logps, policy_rejected_logps, beta, beta, chosen_lengths, rejected_lengths, gamma)
 
 
 def adaptive_simpo_loss(
@@ -526,9 +618,13 @@ def adaptive_simpo_loss(
     _check_clip_and_k(clip, k)
     _check_gamma(gamma)
     beta = _as_beta(beta, size, policy_chosen_logps)
-    chosen_lengths, rejected_lengths = _check_lengths(size, chosen_lengths, rejected_lengths, policy_chosen_logps,
-                                                      required=True, method="adaptive_simpo_loss")
-    log_ratio = (torch.log(chosen_lengths) + policy_chosen_logps) - (torch.log(rejected_lengths) + policy_rejected_logps)
+    chosen_lengths, rejected_lengths = _check_lengths(
+        size, chosen_lengths, rejected_lengths, policy_chosen_logps, required=True, method="adaptive_simpo_loss"
+    )
+    log_ratio = (torch.log(chosen_lengths) + policy_chosen_logps) - (
+        torch.log(rejected_lengths) + policy_rejected_logps
+    )
     beta_chosen = beta * adaptive_coefficient(log_ratio, clip, k)
-    return _simpo_core(policy_chosen_logps, policy_rejected_logps, beta, beta_chosen, chosen_lengths,
-                       rejected_lengths, gamma)
+    return _simpo_core(
+        policy_chosen_logps, policy_rejected_logps, beta, beta_chosen, chosen_lengths, rejected_lengths, gamma
+    )

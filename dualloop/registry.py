@@ -53,8 +53,9 @@ def _canonical(config: Mapping[str, Any]) -> str:
     try:
         return json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"a run's configuration must be JSON-serialisable (plain numbers, strings, lists, "
-                         f"dicts): {error}") from None
+        raise ValueError(
+            f"a run's configuration must be JSON-serialisable (plain numbers, strings, lists, dicts): {error}"
+        ) from None
 
 
 def run_id(config: Mapping[str, Any]) -> str:
@@ -77,10 +78,16 @@ def git_revision(directory: Path | None = None) -> str | None:
     working tree has changes; None outside a git checkout."""
     directory = directory or Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("+dirty" if dirty else "")
@@ -141,14 +148,26 @@ def open_run(root: str | Path, config: Mapping[str, Any]) -> Run:
     run = Run(Path(root).expanduser() / run_id(config))
     if (run.path / CONFIG_NAME).exists():
         if run.config != canonical:
-            raise ValueError(f"{run.path / CONFIG_NAME} holds another configuration than the one asked for; "
-                             "move that directory away")
+            raise ValueError(
+                f"{run.path / CONFIG_NAME} holds another configuration than the one asked for; move that directory away"
+            )
         return run
     run.path.mkdir(parents=True, exist_ok=True)
-    (run.path / METADATA_NAME).write_text(redact(json.dumps({
-        "run_id": run.id, "seed": config["seed"], "git_revision": git_revision(),
-        "packages": package_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }, indent=1)) + "\n")
+    (run.path / METADATA_NAME).write_text(
+        redact(
+            json.dumps(
+                {
+                    "run_id": run.id,
+                    "seed": config["seed"],
+                    "git_revision": git_revision(),
+                    "packages": package_versions(),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                },
+                indent=1,
+            )
+        )
+        + "\n"
+    )
     (run.path / CONFIG_NAME).write_text(redact(json.dumps(canonical, indent=1, sort_keys=True)) + "\n")
     return run
 
@@ -173,8 +192,10 @@ def ensure_run(root: str | Path, config: Mapping[str, Any], make_trainer: Callab
         if output_dir != run.path.resolve():
             raise ValueError(f"make_trainer built a trainer writing to {output_dir}; set output_dir={str(run.path)!r}")
         checkpoint = run.last_checkpoint()
-        print(f"dualloop.registry: run {run.id}: " + (f"resuming from {checkpoint}" if checkpoint else "training"),
-              flush=True)
+        print(
+            f"dualloop.registry: run {run.id}: " + (f"resuming from {checkpoint}" if checkpoint else "training"),
+            flush=True,
+        )
         trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model(str(run.adapter_dir))
         if trainer.args.should_save:

@@ -35,8 +35,14 @@ from dualloop.judges import Decision, read_decisions
 from dualloop.stats import WinRate, pool, round_half_up, win_rate, win_rate_of
 
 DISPLAY_NAMES = {
-    "dualloop": "DualLoop-DPO", "base": "Base", "static": "Static", "annealed": "Annealed",
-    "beta_dpo": "Beta-DPO", "epsilon_dpo": "Epsilon-DPO", "adadpo": "AdaDPO", "dpo": "DPO",
+    "dualloop": "DualLoop-DPO",
+    "base": "Base",
+    "static": "Static",
+    "annealed": "Annealed",
+    "beta_dpo": "Beta-DPO",
+    "epsilon_dpo": "Epsilon-DPO",
+    "adadpo": "AdaDPO",
+    "dpo": "DPO",
 }
 
 
@@ -67,12 +73,30 @@ class Table:
         body = [" & ".join(latex_escape(c) for c in self.columns) + r" \\", r"\midrule"]
         body += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in self.rows]
         caption = " ".join([self.caption] + self.notes).strip()
-        return "\n".join([r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{spec}}}", r"\toprule", *body,
-                          r"\bottomrule", r"\end{tabular}", rf"\caption{{{latex_escape(caption)}}}", r"\end{table}"]) + "\n"
+        return (
+            "\n".join(
+                [
+                    r"\begin{table}[t]",
+                    r"\centering",
+                    rf"\begin{{tabular}}{{{spec}}}",
+                    r"\toprule",
+                    *body,
+                    r"\bottomrule",
+                    r"\end{tabular}",
+                    rf"\caption{{{latex_escape(caption)}}}",
+                    r"\end{table}",
+                ]
+            )
+            + "\n"
+        )
 
 
-LATEX_SPECIALS = {"\\": r"\textbackslash{}", "^": r"\textasciicircum{}", "~": r"\textasciitilde{}",
-                  **{char: "\\" + char for char in "&%$#_{}"}}
+LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "^": r"\textasciicircum{}",
+    "~": r"\textasciitilde{}",
+    **{char: "\\" + char for char in "&%$#_{}"},
+}
 _LATEX_SPECIAL = re.compile("[" + re.escape("".join(LATEX_SPECIALS)) + "]")
 
 
@@ -123,10 +147,14 @@ def _group(decisions: Sequence[Decision], key) -> dict:
     return groups
 
 
-def win_rates(decisions: Sequence[Decision], *, method: str = "wald", alpha: float = 0.05) -> dict[tuple[str, str], WinRate]:
+def win_rates(
+    decisions: Sequence[Decision], *, method: str = "wald", alpha: float = 0.05
+) -> dict[tuple[str, str], WinRate]:
     """Win rate of system_a over system_b for each comparison in the decisions (judges pooled)."""
-    return {pair: _win_rate(group, method, alpha)[0]
-            for pair, group in _group(decisions, lambda d: (d.system_a, d.system_b)).items()}
+    return {
+        pair: _win_rate(group, method, alpha)[0]
+        for pair, group in _group(decisions, lambda d: (d.system_a, d.system_b)).items()
+    }
 
 
 def _cell(result: WinRate, show_interval: bool) -> str:
@@ -138,21 +166,41 @@ def _unparseable_note(count: int) -> list[str]:
     return [f"{count} unparseable decision(s) left out."] if count else []
 
 
-def comparison_table(decisions: Sequence[Decision], *, method: str = "wald", alpha: float = 0.05,
-                     names: Mapping[str, str] | None = None, caption: str = "") -> Table:
+def comparison_table(
+    decisions: Sequence[Decision],
+    *,
+    method: str = "wald",
+    alpha: float = 0.05,
+    names: Mapping[str, str] | None = None,
+    caption: str = "",
+) -> Table:
     """DualLoop-DPO Table 1: win rate and interval per comparison, all judges' decisions pooled."""
     rows, unparseable = [], 0
     for (system_a, system_b), group in _group(decisions, lambda d: (d.system_a, d.system_b)).items():
         result, skipped = _win_rate(group, method, alpha)
         unparseable += skipped
-        rows.append([f"{display_name(system_a, names)} vs. {display_name(system_b, names)}", _percent(result),
-                     _interval(result), str(result.n), str(result.ties)])
+        rows.append(
+            [
+                f"{display_name(system_a, names)} vs. {display_name(system_b, names)}",
+                _percent(result),
+                _interval(result),
+                str(result.n),
+                str(result.ties),
+            ]
+        )
     level = f"{100 * (1 - alpha):g}% CI"
     return Table(["Comparison", "Win Rate", level, "N", "Ties"], rows, caption, _unparseable_note(unparseable))
 
 
-def dataset_table(decisions_by_dataset: Mapping[str, Sequence[Decision]], *, method: str = "wald", alpha: float = 0.05,
-                  show_interval: bool = True, names: Mapping[str, str] | None = None, caption: str = "") -> Table:
+def dataset_table(
+    decisions_by_dataset: Mapping[str, Sequence[Decision]],
+    *,
+    method: str = "wald",
+    alpha: float = 0.05,
+    show_interval: bool = True,
+    names: Mapping[str, str] | None = None,
+    caption: str = "",
+) -> Table:
     """DualLoop-DPO Table 2: one row per dataset, one column per opponent (system_b), win rates of
     system_a with judges pooled; "-" where a dataset lacks that comparison."""
     opponents: list[str] = []
@@ -176,9 +224,17 @@ def dataset_table(decisions_by_dataset: Mapping[str, Sequence[Decision]], *, met
     return Table(columns, rows, caption, _unparseable_note(unparseable))
 
 
-def judge_table(decisions: Sequence[Decision], *, method: str = "wald", alpha: float = 0.05,
-                judge_labels: Mapping[str, str] | None = None, show_interval: bool = True,
-                names: Mapping[str, str] | None = None, caption: str = "", summary: Mapping | None = None) -> Table:
+def judge_table(
+    decisions: Sequence[Decision],
+    *,
+    method: str = "wald",
+    alpha: float = 0.05,
+    judge_labels: Mapping[str, str] | None = None,
+    show_interval: bool = True,
+    names: Mapping[str, str] | None = None,
+    caption: str = "",
+    summary: Mapping | None = None,
+) -> Table:
     """DualLoop-DPO's Table 3: one row per opponent, one column per judge (in order of appearance,
     relabelled by judge_labels, e.g. {"gpt-4o-mini": "Primary"}), and "Aggregated": the pooled
     decisions of all judges (dualloop.stats.pool). With a phase ``summary`` (dualloop.summary) that
@@ -211,8 +267,9 @@ def judge_table(decisions: Sequence[Decision], *, method: str = "wald", alpha: f
     return Table(columns, rows, caption, _unparseable_note(unparseable))
 
 
-def reliability_table(decisions: Sequence[Decision], judge_pairs: Sequence[tuple[str, str]], *,
-                      caption: str = "") -> Table:
+def reliability_table(
+    decisions: Sequence[Decision], judge_pairs: Sequence[tuple[str, str]], *, caption: str = ""
+) -> Table:
     """Cross-judge agreement and Cohen's kappa per pair of judges on the pairs both judged
     (DualLoop-DPO: 83.3 % agreement in Phase 2, kappa ~ 0.38 overall)."""
     from dualloop.judges import paired_winners
@@ -228,8 +285,16 @@ def reliability_table(decisions: Sequence[Decision], judge_pairs: Sequence[tuple
 def flip_table(buckets: Sequence, *, caption: str = "") -> Table:
     """Flip rate on re-judging per entropy bucket (dualloop.stats.flip_rate_by_entropy's buckets;
     DualLoop-DPO's limitation study: ~7 % in every bucket)."""
-    rows = [[f"[{b.low:.2f}, {b.high:.2f}]", str(b.items), str(b.rejudgments), str(b.flips),
-             f"{100 * b.flip_rate:.1f}%" if b.rejudgments else "-"] for b in buckets]
+    rows = [
+        [
+            f"[{b.low:.2f}, {b.high:.2f}]",
+            str(b.items),
+            str(b.rejudgments),
+            str(b.flips),
+            f"{100 * b.flip_rate:.1f}%" if b.rejudgments else "-",
+        ]
+        for b in buckets
+    ]
     return Table(["Entropy bucket", "Items", "Re-judgments", "Flips", "Flip rate"], rows, caption)
 
 
@@ -245,15 +310,26 @@ def _fraction_cell(value: float | None, interval: Sequence[float] | None, *, sig
 def accuracy_table(summary: Mapping, *, names: Mapping[str, str] | None = None, caption: str = "") -> Table:
     """IFEval prompt-level strict and loose accuracy of every system of a phase summary
     (dualloop.summary), with 95 % Wilson intervals."""
-    rows = [[display_name(system, names), str(entry["n"]),
-             _fraction_cell(entry["strict_accuracy"], entry["strict_ci"]),
-             _fraction_cell(entry["loose_accuracy"], entry["loose_ci"])]
-            for system, entry in summary["systems"].items()]
+    rows = [
+        [
+            display_name(system, names),
+            str(entry["n"]),
+            _fraction_cell(entry["strict_accuracy"], entry["strict_ci"]),
+            _fraction_cell(entry["loose_accuracy"], entry["loose_ci"]),
+        ]
+        for system, entry in summary["systems"].items()
+    ]
     return Table(["System", "N", "Strict accuracy", "Loose accuracy"], rows, caption)
 
 
-def summary_comparison_table(summary: Mapping, *, method: str = "wald", alpha: float = 0.05,
-                             names: Mapping[str, str] | None = None, caption: str = "") -> Table:
+def summary_comparison_table(
+    summary: Mapping,
+    *,
+    method: str = "wald",
+    alpha: float = 0.05,
+    names: Mapping[str, str] | None = None,
+    caption: str = "",
+) -> Table:
     """DualLoop-DPO's Table 1 from a phase summary: per comparison the win rate with ties as half,
     the judges' decisions pooled, with its interval, N and ties, beside the paired strict and
     loose accuracy differences with their exact McNemar-based intervals."""
@@ -267,14 +343,28 @@ def summary_comparison_table(summary: Mapping, *, method: str = "wald", alpha: f
         n = sum(e["n"] for e in entries)
         pooled = win_rate(wins + ties / 2, n, method, alpha, ties=ties)
         differences = {e["accuracy"]: e for e in entries if e.get("accuracy")}
-        rows.append([f"{display_name(system_a, names)} vs. {display_name(system_b, names)}",
-                     _fraction_cell(pooled.rate, (pooled.low, pooled.high)), str(n), str(ties),
-                     *(_fraction_cell(differences[c]["accuracy_diff"], differences[c]["accuracy_diff_ci"], signed=True)
-                       if c in differences else "-" for c in ("strict", "loose"))])
+        rows.append(
+            [
+                f"{display_name(system_a, names)} vs. {display_name(system_b, names)}",
+                _fraction_cell(pooled.rate, (pooled.low, pooled.high)),
+                str(n),
+                str(ties),
+                *(
+                    _fraction_cell(differences[c]["accuracy_diff"], differences[c]["accuracy_diff_ci"], signed=True)
+                    if c in differences
+                    else "-"
+                    for c in ("strict", "loose")
+                ),
+            ]
+        )
     level = f"{100 * (1 - alpha):g}%"
     columns = ["Comparison", f"Win rate [{level} CI]", "N", "Ties", "Δ strict accuracy", "Δ loose accuracy"]
-    notes = [(f"Win rates count ties as half ({method} interval, judges pooled); accuracy differences are paired "
-              f"over the same prompts with exact McNemar-based {level} intervals.")]
+    notes = [
+        (
+            f"Win rates count ties as half ({method} interval, judges pooled); accuracy differences are paired "
+            f"over the same prompts with exact McNemar-based {level} intervals."
+        )
+    ]
     return Table(columns, rows, caption, notes)
 
 
@@ -316,8 +406,14 @@ def _figure(width: float, height: float, ncols: int = 1):
     return figure, axes
 
 
-def win_rate_figure(decisions: Sequence[Decision], *, method: str = "wald", alpha: float = 0.05,
-                    names: Mapping[str, str] | None = None, title: str = ""):
+def win_rate_figure(
+    decisions: Sequence[Decision],
+    *,
+    method: str = "wald",
+    alpha: float = 0.05,
+    names: Mapping[str, str] | None = None,
+    title: str = "",
+):
     """Bars of system_a's win rate per comparison with (1 - alpha) interval whiskers and a 50 % line."""
     rates = win_rates(decisions, method=method, alpha=alpha)
     labels = [f"{display_name(a, names)}\nvs. {display_name(b, names)}" for a, b in rates]
@@ -342,8 +438,11 @@ def trajectory_figure(histories: Mapping[str, str | Path], *, kl_target: float |
     what was logged.
     """
     figure, axes = _figure(11, 3.2, ncols=3)
-    panels = [(("beta",), "beta/base", r"$\beta$"), (("kl", "kl/token", "kl/logratio"), "kl_ema", "KL (nats/token)"),
-              (("entropy",), None, "entropy")]
+    panels = [
+        (("beta",), "beta/base", r"$\beta$"),
+        (("kl", "kl/token", "kl/logratio"), "kl_ema", "KL (nats/token)"),
+        (("entropy",), None, "entropy"),
+    ]
     for index, (method, path) in enumerate(histories.items()):
         rows = read_history(path)
         color = f"C{index}"
@@ -395,16 +494,30 @@ def final_kl(path: str | Path, key: str = "kl", last: int = 10) -> float:
     return sum(tail) / len(tail)
 
 
-def kl_win_rate_figure(runs: Mapping[str, tuple[str | Path, str | Path]], *, kl_key: str = "kl", last: int = 10,
-                       method: str = "wald", alpha: float = 0.05, title: str = ""):
+def kl_win_rate_figure(
+    runs: Mapping[str, tuple[str | Path, str | Path]],
+    *,
+    kl_key: str = "kl",
+    last: int = 10,
+    method: str = "wald",
+    alpha: float = 0.05,
+    title: str = "",
+):
     """Each run's final KL (mean of its last `last` logged values) against its win rate with
     interval whiskers. runs: label -> (history.jsonl, decisions file of that run as system_a)."""
     figure, (axis,) = _figure(4.5, 3.5)
     for index, (label, (history, decisions_path)) in enumerate(runs.items()):
         result, _ = _win_rate(read_decisions(decisions_path), method, alpha)
         kl = final_kl(history, kl_key, last)
-        axis.errorbar([kl], [100 * result.rate], yerr=[[100 * (result.rate - result.low)], [100 * (result.high - result.rate)]],
-                      fmt="o", capsize=4, color=f"C{index}", label=label)
+        axis.errorbar(
+            [kl],
+            [100 * result.rate],
+            yerr=[[100 * (result.rate - result.low)], [100 * (result.high - result.rate)]],
+            fmt="o",
+            capsize=4,
+            color=f"C{index}",
+            label=label,
+        )
     axis.axhline(50, color="grey", linestyle=":", linewidth=1)
     axis.set_xlabel(f"final {kl_key} (mean of last {last} steps)")
     axis.set_ylabel(f"win rate (%) with {100 * (1 - alpha):g}% CI")
@@ -426,8 +539,15 @@ def accuracy_kl_figure(summaries: Sequence[Mapping], *, names: Mapping[str, str]
                 continue
             drawn.add(key)
             rate, (low, high) = 100 * entry["strict_accuracy"], (100 * v for v in entry["strict_ci"])
-            axis.errorbar([entry["kl"]], [rate], yerr=[[rate - low], [high - rate]], fmt="o", capsize=3,
-                          color=f"C{len(drawn) - 1}", label=display_name(system, names))
+            axis.errorbar(
+                [entry["kl"]],
+                [rate],
+                yerr=[[rate - low], [high - rate]],
+                fmt="o",
+                capsize=3,
+                color=f"C{len(drawn) - 1}",
+                label=display_name(system, names),
+            )
     axis.set_xlabel("KL(π_θ ‖ π_ref) reached (nats/token, mean of the last logged steps)")
     axis.set_ylabel("held-out strict accuracy (%)")
     if axis.get_legend_handles_labels()[0]:
@@ -436,9 +556,16 @@ def accuracy_kl_figure(summaries: Sequence[Mapping], *, names: Mapping[str, str]
     return figure
 
 
-def generalization_table(summary: Mapping, *, unscored: Sequence[str] = (), system: str = "dualloop",
-                         method: str = "wald", alpha: float = 0.05, names: Mapping[str, str] | None = None,
-                         caption: str = "") -> Table:
+def generalization_table(
+    summary: Mapping,
+    *,
+    unscored: Sequence[str] = (),
+    system: str = "dualloop",
+    method: str = "wald",
+    alpha: float = 0.05,
+    names: Mapping[str, str] | None = None,
+    caption: str = "",
+) -> Table:
     """DualLoop-DPO's Table 2 from a phase summary over several sets
     (dualloop.likelihood.write_phase_summary): one row per set with the measure that set has.
 
@@ -471,22 +598,32 @@ def generalization_table(summary: Mapping, *, unscored: Sequence[str] = (), syst
         kinds.setdefault(kind, []).append(dataset)
         versus = [_versus_cell([e for e in entries if e["b"] == opponent], method, alpha) for opponent in opponents]
         rows.append([dataset, measure, *(_fraction_cell(*values[s]) if s in values else "-" for s in systems), *versus])
-    has_values = any(cell != "-" for row in rows for cell in row[2:2 + len(systems)])
+    has_values = any(cell != "-" for row in rows for cell in row[2 : 2 + len(systems)])
     if not has_values:
-        rows = [row[:2] + row[2 + len(systems):] for row in rows]
+        rows = [row[:2] + row[2 + len(systems) :] for row in rows]
     level = f"{100 * (1 - alpha):g}%"
-    columns = ["Dataset", "Measure", *([display_name(s, names) for s in systems] if has_values else []),
-               *(f"vs. {display_name(o, names)}" for o in opponents)]
-    explained = {"strict accuracy": "IFEval strict prompt-level accuracy by the gold instruction checker",
-                 "likelihood accuracy": "likelihood accuracy, the share of items whose truthful (honest) answer has "
-                                        "a higher length-normalized log-likelihood under the model than the "
-                                        "sycophantic (deceptive) one",
-                 "win rate": "win rate of the judges' pairwise decisions",
-                 "no offline judge": "no offline judge: no score, sample answers are shown instead"}
-    notes = ["Rows: " + "; ".join(f"{', '.join(sets)}: {explained[kind]}" for kind, sets in kinds.items()) + ".",
-             (f"System columns: {level} Wilson intervals. vs. columns: {display_name(system, names)} minus that "
-              f"system, paired over the same items (Δ, exact McNemar-based {level} interval), and on judged sets "
-              f"{display_name(system, names)}'s win rate with ties as half ({method} interval, judges pooled).")]
+    columns = [
+        "Dataset",
+        "Measure",
+        *([display_name(s, names) for s in systems] if has_values else []),
+        *(f"vs. {display_name(o, names)}" for o in opponents),
+    ]
+    explained = {
+        "strict accuracy": "IFEval strict prompt-level accuracy by the gold instruction checker",
+        "likelihood accuracy": "likelihood accuracy, the share of items whose truthful (honest) answer has "
+        "a higher length-normalized log-likelihood under the model than the "
+        "sycophantic (deceptive) one",
+        "win rate": "win rate of the judges' pairwise decisions",
+        "no offline judge": "no offline judge: no score, sample answers are shown instead",
+    }
+    notes = [
+        "Rows: " + "; ".join(f"{', '.join(sets)}: {explained[kind]}" for kind, sets in kinds.items()) + ".",
+        (
+            f"System columns: {level} Wilson intervals. vs. columns: {display_name(system, names)} minus that "
+            f"system, paired over the same items (Δ, exact McNemar-based {level} interval), and on judged sets "
+            f"{display_name(system, names)}'s win rate with ties as half ({method} interval, judges pooled)."
+        ),
+    ]
     return Table(columns, rows, caption, notes)
 
 
@@ -504,8 +641,14 @@ def _versus_cell(entries: Sequence[Mapping], method: str, alpha: float) -> str:
     return "; ".join(parts) or "-"
 
 
-def sample_answers_table(path: str | Path, systems: Sequence[str], *, width: int = 160,
-                         names: Mapping[str, str] | None = None, caption: str = "") -> Table:
+def sample_answers_table(
+    path: str | Path,
+    systems: Sequence[str],
+    *,
+    width: int = 160,
+    names: Mapping[str, str] | None = None,
+    caption: str = "",
+) -> Table:
     """A few questions with each system's answer, from a sample-answers file
     (dualloop.offline_sets.write_sample_answers), each text on one line and cut at ``width``
     characters; for the sets no offline judge scores."""
@@ -513,7 +656,7 @@ def sample_answers_table(path: str | Path, systems: Sequence[str], *, width: int
 
     def cut(text: str) -> str:
         flat = " ".join(text.split()).replace("|", "/")
-        return flat if len(flat) <= width else flat[:width - 1].rstrip() + "…"
+        return flat if len(flat) <= width else flat[: width - 1].rstrip() + "…"
 
     rows = [[cut(row["question"]), *(cut(row["answers"][s]) for s in systems)] for row in read_sample_answers(path)]
     return Table(["Question", *(display_name(s, names) for s in systems)], rows, caption)

@@ -107,9 +107,17 @@ def simulate(controller: Controller, steps: int, toy: ToyTraining | None = None)
         beta_used = float(decision.beta[kept].mean())
         kl = toy.advance(beta_used)
         controller.step(BatchStats(margins, kl=kl, epsilon_steps=stats.epsilon_steps))
-        rows.append({"step": step + 1, "beta": beta_used, "beta/min": float(decision.beta.min()),
-                     "beta/max": float(decision.beta.max()), "uncertain": uncertain, "batch_kl": kl,
-                     **controller.metrics()})
+        rows.append(
+            {
+                "step": step + 1,
+                "beta": beta_used,
+                "beta/min": float(decision.beta.min()),
+                "beta/max": float(decision.beta.max()),
+                "uncertain": uncertain,
+                "batch_kl": kl,
+                **controller.metrics(),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -122,8 +130,10 @@ def gradient_balance(pairs: list[tuple[float, float]], beta: float = 0.1, clip: 
     rows = []
     for p_w, p_l in pairs:
         row = {"P_w": p_w, "P_l": p_l}
-        for name, loss in (("DPO", lambda *a: dpo_loss(*a, beta)),
-                           ("AdaDPO", lambda *a: adadpo_loss(*a, beta, space="policy", clip=clip))):
+        for name, loss in (
+            ("DPO", lambda *a: dpo_loss(*a, beta)),
+            ("AdaDPO", lambda *a: adadpo_loss(*a, beta, space="policy", clip=clip)),
+        ):
             probs = torch.tensor([p_w, p_l], dtype=torch.float64, requires_grad=True)
             logp, ref = probs.log(), torch.zeros(2, dtype=torch.float64)
             loss(logp[:1], logp[1:], ref[:1], ref[1:]).losses.sum().backward()
@@ -138,6 +148,12 @@ def summarize(trajectories: dict[str, pd.DataFrame], kl_target: float, last: int
     rows = []
     for name, frame in trajectories.items():
         tail = frame.tail(last)
-        rows.append({"controller": name, "mean β": tail["beta"].mean(), "mean KL": tail["batch_kl"].mean(),
-                     "|KL − target| / target": abs(tail["batch_kl"].mean() - kl_target) / kl_target})
+        rows.append(
+            {
+                "controller": name,
+                "mean β": tail["beta"].mean(),
+                "mean KL": tail["batch_kl"].mean(),
+                "|KL − target| / target": abs(tail["batch_kl"].mean() - kl_target) / kl_target,
+            }
+        )
     return pd.DataFrame(rows).set_index("controller")

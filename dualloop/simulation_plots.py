@@ -23,18 +23,23 @@ def plot_gradient_scale(betas: list[float], margin_range: float = 6.0, push_step
         left.plot(margins, gradient_scale(beta, margins), label=f"β = {beta:g}")
         right.plot(margin_after_steps(beta, push_steps), label=f"β = {beta:g}")
     left.axvline(0.0, color="grey", lw=0.8, ls=":")
-    left.set(xlabel="implicit margin M", ylabel="‖∇L‖ / ‖∇M‖ = β σ(−βM)",
-             title="Eq. (1): at M ≈ 0 the gradient is 0.5 β (laziness)")
-    right.set(xlabel="gradient steps", ylabel="margin M of one pair",
-              title="One pair under eq. (1): large β jumps early (drift), small β crawls")
+    left.set(
+        xlabel="implicit margin M",
+        ylabel="‖∇L‖ / ‖∇M‖ = β σ(−βM)",
+        title="Eq. (1): at M ≈ 0 the gradient is 0.5 β (laziness)",
+    )
+    right.set(
+        xlabel="gradient steps",
+        ylabel="margin M of one pair",
+        title="One pair under eq. (1): large β jumps early (drift), small β crawls",
+    )
     left.legend(fontsize=8)
     right.legend(fontsize=8)
     figure.tight_layout()
     return figure
 
 
-def plot_controller_trajectories(trajectories: dict[str, pd.DataFrame], kl_target: float,
-                                 deadband: float) -> Figure:
+def plot_controller_trajectories(trajectories: dict[str, pd.DataFrame], kl_target: float, deadband: float) -> Figure:
     """β and batch KL per step for each controller on the same simulated statistics: the
     controllers that keep a β_base (DualLoop) on top with it, the others in the middle, KL below."""
     figure = Figure(figsize=(11, 10))
@@ -53,12 +58,17 @@ def plot_controller_trajectories(trajectories: dict[str, pd.DataFrame], kl_targe
     for axis in (loop_axis, beta_axis):
         for step in first.loc[first["uncertain"], "step"]:
             axis.axvline(step, color="orange", lw=0.4, alpha=0.4)
-    kl_axis.axhspan(kl_target * (1 - deadband), kl_target * (1 + deadband), color="green", alpha=0.15,
-                    label="KL target ± dead-band")
+    kl_axis.axhspan(
+        kl_target * (1 - deadband), kl_target * (1 + deadband), color="green", alpha=0.15, label="KL target ± dead-band"
+    )
     loop_axis.set(ylabel="β", title="DualLoop: fast loop (β_total) and slow loop (β_base); orange: uncertain batches")
     beta_axis.set(ylabel="β used (mean over kept examples)", yscale="log", title="Baselines on the same statistics")
-    kl_axis.set(xlabel="optimizer step", ylabel="KL (nats per token)", yscale="log",
-                title="Batch KL (thin) and DualLoop's KL_ema (thick)")
+    kl_axis.set(
+        xlabel="optimizer step",
+        ylabel="KL (nats per token)",
+        yscale="log",
+        title="Batch KL (thin) and DualLoop's KL_ema (thick)",
+    )
     for axis in (loop_axis, beta_axis, kl_axis):
         axis.legend(fontsize=8, ncol=3)
     figure.tight_layout()
@@ -73,8 +83,13 @@ def plot_gradient_balance(balance: pd.DataFrame) -> Figure:
     for column in [c for c in balance.columns if c.endswith("|dL/dP_l|")]:
         axis.plot(ratio, balance[column], marker="o", label=column.split(" ")[0])
     axis.axhline(1.0, color="grey", lw=0.8, ls=":")
-    axis.set(xscale="log", yscale="log", xlabel="P_w / P_l", ylabel="|∂L/∂P_w| / |∂L/∂P_l|",
-             title="Gradient balance: DPO vs AdaDPO")
+    axis.set(
+        xscale="log",
+        yscale="log",
+        xlabel="P_w / P_l",
+        ylabel="|∂L/∂P_w| / |∂L/∂P_l|",
+        title="Gradient balance: DPO vs AdaDPO",
+    )
     axis.legend()
     figure.tight_layout()
     return figure

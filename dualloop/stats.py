@@ -124,9 +124,7 @@ def win_rate(
     rate = wins / n
     if method == "bootstrap":
         if ties is None and wins != int(wins):
-            raise ValueError(
-                f"ties=None with wins={wins}: the bootstrap needs the number of ties; pass ties="
-            )
+            raise ValueError(f"ties=None with wins={wins}: the bootstrap needs the number of ties; pass ties=")
         n_ties = ties or 0
         full_wins = wins - n_ties / 2
         probabilities = [full_wins / n, n_ties / n, (n - full_wins - n_ties) / n]
@@ -255,8 +253,9 @@ def flip_rate_by_entropy(
     if len(bounds) < 2 or np.any(np.diff(bounds) < 0):
         raise ValueError(f"edges={bounds.tolist()} must be at least two non-decreasing values")
     if entropy_values.min() < bounds[0] or entropy_values.max() > bounds[-1]:
-        raise ValueError(f"edges={bounds.tolist()} do not cover the entropy range "
-                         f"[{entropy_values.min()}, {entropy_values.max()}]")
+        raise ValueError(
+            f"edges={bounds.tolist()} do not cover the entropy range [{entropy_values.min()}, {entropy_values.max()}]"
+        )
     bucket_of = np.searchsorted(bounds[1:-1], entropy_values, side="right")
     buckets = []
     for b in range(len(bounds) - 1):
@@ -401,8 +400,9 @@ class PairedDifference:
     alpha: float
 
 
-def paired_accuracy_difference(a_passes: Sequence[bool], b_passes: Sequence[bool],
-                               alpha: float = 0.05) -> PairedDifference:
+def paired_accuracy_difference(
+    a_passes: Sequence[bool], b_passes: Sequence[bool], alpha: float = 0.05
+) -> PairedDifference:
     """The paired difference of two systems' accuracies on the same prompts, with an exact
     McNemar-based interval.
 
@@ -430,5 +430,13 @@ def paired_accuracy_difference(a_passes: Sequence[bool], b_passes: Sequence[bool
         return PairedDifference(0.0, 0.0, 0.0, n, 0, 0, "exact-mcnemar", alpha)
     low, high = proportion_confint(a_only, discordant, alpha=alpha, method="beta")
     scale = discordant / n
-    return PairedDifference(difference, min(scale * (2 * float(low) - 1), difference),
-                            max(scale * (2 * float(high) - 1), difference), n, a_only, b_only, "exact-mcnemar", alpha)
+    return PairedDifference(
+        difference,
+        min(scale * (2 * float(low) - 1), difference),
+        max(scale * (2 * float(high) - 1), difference),
+        n,
+        a_only,
+        b_only,
+        "exact-mcnemar",
+        alpha,
+    )

@@ -29,8 +29,19 @@ from dualloop.judges import Decision
 from dualloop.stats import accuracy, paired_accuracy_difference, win_rate
 
 SYSTEM_FIELDS = ("n", "strict_accuracy", "strict_ci", "loose_accuracy", "loose_ci")
-COMPARISON_FIELDS = ("a", "b", "judge", "n", "wins", "losses", "ties", "win_rate", "ci", "accuracy_diff",
-                     "accuracy_diff_ci")
+COMPARISON_FIELDS = (
+    "a",
+    "b",
+    "judge",
+    "n",
+    "wins",
+    "losses",
+    "ties",
+    "win_rate",
+    "ci",
+    "accuracy_diff",
+    "accuracy_diff_ci",
+)
 LOOSE_JUDGES = ("gold-loose",)
 
 
@@ -59,12 +70,22 @@ def system_entry(scores: Mapping[str, Mapping[str, bool]], alpha: float = 0.05) 
     """{"n", "strict_accuracy", "strict_ci", "loose_accuracy", "loose_ci"} of one system's scores."""
     strict = accuracy([row["strict"] for row in scores.values()], alpha)
     loose = accuracy([row["loose"] for row in scores.values()], alpha)
-    return {"n": strict.n, "strict_accuracy": strict.rate, "strict_ci": _interval(strict.low, strict.high),
-            "loose_accuracy": loose.rate, "loose_ci": _interval(loose.low, loose.high)}
+    return {
+        "n": strict.n,
+        "strict_accuracy": strict.rate,
+        "strict_ci": _interval(strict.low, strict.high),
+        "loose_accuracy": loose.rate,
+        "loose_ci": _interval(loose.low, loose.high),
+    }
 
 
-def comparison_entry(decisions: Sequence[Decision], scores: Mapping[str, Mapping[str, Mapping[str, bool]]], *,
-                     method: str = "wald", alpha: float = 0.05) -> dict[str, Any]:
+def comparison_entry(
+    decisions: Sequence[Decision],
+    scores: Mapping[str, Mapping[str, Mapping[str, bool]]],
+    *,
+    method: str = "wald",
+    alpha: float = 0.05,
+) -> dict[str, Any]:
     """The summary row of one (a, b, judge): counts, win rate with ties as half and its interval,
     and — when both systems have scores — the paired accuracy difference on the judged prompts."""
     first = decisions[0]
@@ -74,8 +95,18 @@ def comparison_entry(decisions: Sequence[Decision], scores: Mapping[str, Mapping
     outcomes = [d.outcome() for d in decisions]
     wins, losses, ties = (outcomes.count(o) for o in ("win", "loss", "tie"))
     decided = wins + losses + ties
-    entry: dict[str, Any] = {"a": a, "b": b, "judge": judge, "n": decided, "wins": wins, "losses": losses,
-                             "ties": ties, "unparseable": len(outcomes) - decided, "win_rate": None, "ci": None}
+    entry: dict[str, Any] = {
+        "a": a,
+        "b": b,
+        "judge": judge,
+        "n": decided,
+        "wins": wins,
+        "losses": losses,
+        "ties": ties,
+        "unparseable": len(outcomes) - decided,
+        "win_rate": None,
+        "ci": None,
+    }
     if decided:
         rate = win_rate(wins + ties / 2, decided, method, alpha, ties=ties)
         entry.update(win_rate=rate.rate, ci=_interval(rate.low, rate.high))
@@ -86,24 +117,39 @@ def comparison_entry(decisions: Sequence[Decision], scores: Mapping[str, Mapping
         missing = [p for p in prompt_ids if p not in scores[a] or p not in scores[b]]
         if missing:
             raise ValueError(f"{a} vs {b}: no instruction scores for judged prompt {missing[0]!r}")
-        difference = paired_accuracy_difference([scores[a][p][criterion] for p in prompt_ids],
-                                                [scores[b][p][criterion] for p in prompt_ids], alpha)
-        entry.update(accuracy=criterion, accuracy_diff=difference.difference,
-                     accuracy_diff_ci=_interval(difference.low, difference.high))
+        difference = paired_accuracy_difference(
+            [scores[a][p][criterion] for p in prompt_ids], [scores[b][p][criterion] for p in prompt_ids], alpha
+        )
+        entry.update(
+            accuracy=criterion,
+            accuracy_diff=difference.difference,
+            accuracy_diff_ci=_interval(difference.low, difference.high),
+        )
     return entry
 
 
-def phase_summary(phase: str, profile: str, prompt_set: str, decisions: Sequence[Decision],
-                  score_files: Mapping[str, str | Path] | None = None, *, method: str = "wald",
-                  alpha: float = 0.05) -> dict[str, Any]:
+def phase_summary(
+    phase: str,
+    profile: str,
+    prompt_set: str,
+    decisions: Sequence[Decision],
+    score_files: Mapping[str, str | Path] | None = None,
+    *,
+    method: str = "wald",
+    alpha: float = 0.05,
+) -> dict[str, Any]:
     """The summary of a phase from its decisions and its systems' score files (system -> path)."""
     scores = {system: read_scores(path) for system, path in (score_files or {}).items()}
     groups: dict[tuple[str, str, str], list[Decision]] = {}
     for decision in decisions:
         groups.setdefault((decision.system_a, decision.system_b, decision.judge), []).append(decision)
-    return {"phase": phase, "profile": profile, "prompt_set": prompt_set,
-            "systems": {system: system_entry(rows, alpha) for system, rows in scores.items()},
-            "comparisons": [comparison_entry(group, scores, method=method, alpha=alpha) for group in groups.values()]}
+    return {
+        "phase": phase,
+        "profile": profile,
+        "prompt_set": prompt_set,
+        "systems": {system: system_entry(rows, alpha) for system, rows in scores.items()},
+        "comparisons": [comparison_entry(group, scores, method=method, alpha=alpha) for group in groups.values()],
+    }
 
 
 def write_summary(results_dir: str | Path, summary: Mapping[str, Any]) -> Path:

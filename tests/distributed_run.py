@@ -33,11 +33,16 @@ GLOBAL_PAIRS_PER_STEP = 8
 
 
 def pairs() -> Dataset:
-    return Dataset.from_list([
-        {"prompt": f"Q{i}: add {i} and {i}.", "chosen": f" {2 * i}.",
-         "rejected": " It is " + " or ".join(str(3 * i + k) for k in range(i % 4 + 1)) + "."}
-        for i in range(GLOBAL_PAIRS_PER_STEP * STEPS)
-    ])
+    return Dataset.from_list(
+        [
+            {
+                "prompt": f"Q{i}: add {i} and {i}.",
+                "chosen": f" {2 * i}.",
+                "rejected": " It is " + " or ".join(str(3 * i + k) for k in range(i % 4 + 1)) + ".",
+            }
+            for i in range(GLOBAL_PAIRS_PER_STEP * STEPS)
+        ]
+    )
 
 
 class RecordBeta(TrainerCallback):
@@ -47,26 +52,50 @@ class RecordBeta(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
-            self.rows.append({"step": state.global_step, "beta": logs["beta"], "beta/min": logs["beta/min"],
-                              "beta/max": logs["beta/max"], "state": self.trainer.controller.state_dict()})
+            self.rows.append(
+                {
+                    "step": state.global_step,
+                    "beta": logs["beta"],
+                    "beta/min": logs["beta/min"],
+                    "beta/max": logs["beta/max"],
+                    "state": self.trainer.controller.state_dict(),
+                }
+            )
 
 
 def run(out_dir: Path, per_device_batch: int) -> None:
     for controller, settings in CONTROLLERS.items():
         model, tokenizer = smoke_model(0)
         args = AdaptiveDPOConfig(
-            output_dir=str(out_dir / controller), use_cpu=True, bf16=False, gradient_checkpointing=False,
-            per_device_train_batch_size=per_device_batch, gradient_accumulation_steps=GRADIENT_ACCUMULATION,
-            max_steps=STEPS, learning_rate=5e-2, report_to=[], save_strategy="no", seed=0, print_progress=False,
-            controller=controller, **settings)
-        trainer = AdaptiveDPOTrainer(model, args=args, train_dataset=pairs(), processing_class=tokenizer,
-                                     peft_config=lora_config(ModelSettings(name_or_path="smoke")))
+            output_dir=str(out_dir / controller),
+            use_cpu=True,
+            bf16=False,
+            gradient_checkpointing=False,
+            per_device_train_batch_size=per_device_batch,
+            gradient_accumulation_steps=GRADIENT_ACCUMULATION,
+            max_steps=STEPS,
+            learning_rate=5e-2,
+            report_to=[],
+            save_strategy="no",
+            seed=0,
+            print_progress=False,
+            controller=controller,
+            **settings,
+        )
+        trainer = AdaptiveDPOTrainer(
+            model,
+            args=args,
+            train_dataset=pairs(),
+            processing_class=tokenizer,
+            peft_config=lora_config(ModelSettings(name_or_path="smoke")),
+        )
         recorder = RecordBeta(trainer)
         trainer.add_callback(recorder)
         trainer.train()
         rank = trainer.accelerator.process_index
-        (out_dir / controller / f"rank{rank}.json").write_text(json.dumps(
-            {"num_processes": trainer.accelerator.num_processes, "rows": recorder.rows}))
+        (out_dir / controller / f"rank{rank}.json").write_text(
+            json.dumps({"num_processes": trainer.accelerator.num_processes, "rows": recorder.rows})
+        )
 
 
 if __name__ == "__main__":

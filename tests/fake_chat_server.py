@@ -24,8 +24,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeChatServer:
-    def __init__(self, *, key: str, delay: float = 0.0, slow_seconds: float = 1.0, retry_after: str = "0.01",
-                 echo_key: bool = False):
+    def __init__(
+        self,
+        *,
+        key: str,
+        delay: float = 0.0,
+        slow_seconds: float = 1.0,
+        retry_after: str = "0.01",
+        echo_key: bool = False,
+    ):
         self.key = key
         self.echo_key = echo_key
         self.delay = delay
@@ -157,8 +164,14 @@ class FakeChatServer:
 
             @staticmethod
             def _completion(content: str) -> bytes:
-                return json.dumps({"id": "x", "object": "chat.completion",
-                                   "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                                "finish_reason": "stop"}]}).encode()
+                return json.dumps(
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "choices": [
+                            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                        ],
+                    }
+                ).encode()
 
         return Handler

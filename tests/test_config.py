@@ -25,28 +25,36 @@ def layout(tmp_path):
     params = tmp_path / "params"
     (params / "profiles").mkdir(parents=True)
     (params / "profiles" / "cpu.yaml").write_text("seed: 3\nmodel: small\n")
-    notebook = write_notebook(tmp_path / "01_demo.ipynb",
-                              'seed: int = 0  # seed\nsteps: int = 10  # steps\nrate: float = 0.1  # lr\nname: str = "x"  # a name')
+    notebook = write_notebook(
+        tmp_path / "01_demo.ipynb",
+        'seed: int = 0  # seed\nsteps: int = 10  # steps\nrate: float = 0.1  # lr\nname: str = "x"  # a name',
+    )
     (params / "01_demo.yaml").write_text("steps: 20\nprofiles:\n  cpu:\n    rate: 0.5\n")
     return notebook, params
 
 
 def test_profile_phase_file_per_profile_section_and_overrides_compose_in_order(layout):
     notebook, params = layout
-    resolved = resolve_parameters(notebook, "cpu", params_dir=params, overrides={"steps": 7},
-                                  profile_keys=PROFILE_KEYS)
+    resolved = resolve_parameters(notebook, "cpu", params_dir=params, overrides={"steps": 7}, profile_keys=PROFILE_KEYS)
     assert resolved == {"seed": 3, "steps": 7, "rate": 0.5}
 
 
-@pytest.mark.parametrize("file,text,message", [
-    ("01_demo.yaml", "stpes: 3\n", "01_demo.yaml: unknown key 'stpes' (did you mean 'steps'?)"),
-    ("01_demo.yaml", "profiles:\n  cpu:\n    rat: 1.0\n", "(profiles.cpu): unknown key 'rat' (did you mean 'rate'?)"),
-    ("profiles/cpu.yaml", "sed: 1\n", "cpu.yaml: unknown key 'sed' (did you mean 'seed'?)"),
-    ("01_demo.yaml", "steps: ten\n", "'steps' must be int, got 'ten'"),
-    ("01_demo.yaml", "rate: true\n", "'rate' must be float"),
-    ("01_demo.yaml", "steps: [1\n", "01_demo.yaml: not valid YAML"),
-    ("01_demo.yaml", "- 1\n- 2\n", "top level must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "file,text,message",
+    [
+        ("01_demo.yaml", "stpes: 3\n", "01_demo.yaml: unknown key 'stpes' (did you mean 'steps'?)"),
+        (
+            "01_demo.yaml",
+            "profiles:\n  cpu:\n    rat: 1.0\n",
+            "(profiles.cpu): unknown key 'rat' (did you mean 'rate'?)",
+        ),
+        ("profiles/cpu.yaml", "sed: 1\n", "cpu.yaml: unknown key 'sed' (did you mean 'seed'?)"),
+        ("01_demo.yaml", "steps: ten\n", "'steps' must be int, got 'ten'"),
+        ("01_demo.yaml", "rate: true\n", "'rate' must be float"),
+        ("01_demo.yaml", "steps: [1\n", "01_demo.yaml: not valid YAML"),
+        ("01_demo.yaml", "- 1\n- 2\n", "top level must be a mapping"),
+    ],
+)
 def test_bad_params_files_name_the_file_and_key(layout, file, text, message):
     notebook, params = layout
     (params / file).write_text(text)

@@ -44,6 +44,7 @@ def stats_of(margins, **kwargs):
 
 # ---------------------------------------------------------------- Static and Annealed
 
+
 def test_static_gives_its_beta_to_every_example_forever():
     controller = Static(0.2)
     for margins in margin_stream(0, 5):
@@ -69,9 +70,24 @@ def test_annealed_trajectory_matches_schedule(schedule):
 
 # ---------------------------------------------------------------- DualLoop
 
-def hand_dualloop(margin_batches, kls, *, beta_init=0.1, kl_target=0.04, lam=4.0, eta=0.01, ema_alpha=0.1,
-                  deadband=0.1, beta_min=0.05, beta_max=2.0, fast_loop=True, use_ema=True, clip=True,
-                  scope="batch"):
+
+def hand_dualloop(
+    margin_batches,
+    kls,
+    *,
+    beta_init=0.1,
+    kl_target=0.04,
+    lam=4.0,
+    eta=0.01,
+    ema_alpha=0.1,
+    deadband=0.1,
+    beta_min=0.05,
+    beta_max=2.0,
+    fast_loop=True,
+    use_ema=True,
+    clip=True,
+    scope="batch",
+):
     """DualLoop-DPO eqs. 2–3 with the EMA, dead-band and clipping of the controller, one step at a time."""
     beta_base, kl_ema = beta_init, None
     betas, bases = [], []
@@ -160,6 +176,7 @@ def test_dualloop_evaluation_changes_no_state():
 
 # ---------------------------------------------------------------- β-DPO
 
+
 def test_beta_dpo_without_filtering_matches_hand_computation():
     beta0, a, gamma = 0.1, 0.6, 0.9
     controller = BetaDPO(beta0, a=a, rho=0.0, gamma=gamma)
@@ -231,6 +248,7 @@ def test_beta_dpo_beta_has_a_floor_and_evaluation_changes_no_state():
 
 # ---------------------------------------------------------------- ε-DPO
 
+
 def hand_log_softmax(row):
     top = max(row)
     log_total = top + math.log(sum(math.exp(v - top) for v in row))
@@ -254,8 +272,11 @@ def test_epsilon_steps_match_hand_computation():
     expected = []
     for i in range(pairs):
         z = {}
-        for name, (a, b) in {"theta": (1.0, 0.0), "plus": (1 + epsilon, -epsilon),
-                             "minus": (1 - epsilon, epsilon)}.items():
+        for name, (a, b) in {
+            "theta": (1.0, 0.0),
+            "plus": (1 + epsilon, -epsilon),
+            "minus": (1 - epsilon, epsilon),
+        }.items():
             logps = []
             for row in (i, i + pairs):
                 mixed = (a * policy[row] + b * ref[row]).tolist()
@@ -302,8 +323,14 @@ def test_token_kl_matches_hand_computation():
 
 
 def test_logratio_kl_is_absolute_log_ratio_per_token():
-    value = logratio_kl(torch.tensor([-3.0, -5.0]), torch.tensor([-4.0, -1.0]), torch.tensor([-2.0, -5.5]),
-                        torch.tensor([-4.5, -2.0]), torch.tensor([4, 6]), torch.tensor([5, 5]))
+    value = logratio_kl(
+        torch.tensor([-3.0, -5.0]),
+        torch.tensor([-4.0, -1.0]),
+        torch.tensor([-2.0, -5.5]),
+        torch.tensor([-4.5, -2.0]),
+        torch.tensor([4, 6]),
+        torch.tensor([5, 5]),
+    )
     assert value == pytest.approx((1.0 + 0.5 + 0.5 + 1.0) / 20)
 
 
@@ -314,8 +341,10 @@ kl_values = st.floats(min_value=0.0, max_value=1e6, allow_nan=False, allow_infin
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.tuples(st.lists(finite, min_size=1, max_size=6), kl_values), min_size=1, max_size=25),
-       st.sampled_from(["batch", "example"]))
+@given(
+    st.lists(st.tuples(st.lists(finite, min_size=1, max_size=6), kl_values), min_size=1, max_size=25),
+    st.sampled_from(["batch", "example"]),
+)
 def test_dualloop_beta_is_finite_and_bounded_for_any_finite_statistics(batches, scope):
     controller = DualLoop(eta=0.5, fast_loop_scope=scope)
     for margins, kl in batches:
@@ -385,26 +414,30 @@ def test_state_dict_round_trip_mid_run_continues_the_identical_trajectory(name):
 
 # ---------------------------------------------------------------- bad input
 
-@pytest.mark.parametrize("make,name", [
-    (lambda: Static(0.0), "beta"),
-    (lambda: Static(-1.0), "beta"),
-    (lambda: Static(float("nan")), "beta"),
-    (lambda: Annealed(0.2, 0.0, 10), "end"),
-    (lambda: Annealed(0.2, 0.1, 0), "total_steps"),
-    (lambda: Annealed(0.2, 0.1, 10, schedule="exponential"), "schedule"),
-    (lambda: DualLoop(beta_init=0.0), "beta_init"),
-    (lambda: DualLoop(beta_min=2.0, beta_max=2.0), "beta_min"),
-    (lambda: DualLoop(beta_min=3.0, beta_max=2.0), "beta_min"),
-    (lambda: DualLoop(kl_target=0.0), "kl_target"),
-    (lambda: DualLoop(kl_target=-0.1), "kl_target"),
-    (lambda: DualLoop(beta_init=5.0), "beta_init"),
-    (lambda: DualLoop(ema_alpha=0.0), "ema_alpha"),
-    (lambda: DualLoop(fast_loop_scope="token"), "fast_loop_scope"),
-    (lambda: BetaDPO(0.0), "beta0"),
-    (lambda: BetaDPO(0.1, rho=1.0), "rho"),
-    (lambda: EpsilonDPO(0.1, epsilon=1.0), "epsilon"),
-    (lambda: EpsilonDPO(-0.1), "beta"),
-])
+
+@pytest.mark.parametrize(
+    "make,name",
+    [
+        (lambda: Static(0.0), "beta"),
+        (lambda: Static(-1.0), "beta"),
+        (lambda: Static(float("nan")), "beta"),
+        (lambda: Annealed(0.2, 0.0, 10), "end"),
+        (lambda: Annealed(0.2, 0.1, 0), "total_steps"),
+        (lambda: Annealed(0.2, 0.1, 10, schedule="exponential"), "schedule"),
+        (lambda: DualLoop(beta_init=0.0), "beta_init"),
+        (lambda: DualLoop(beta_min=2.0, beta_max=2.0), "beta_min"),
+        (lambda: DualLoop(beta_min=3.0, beta_max=2.0), "beta_min"),
+        (lambda: DualLoop(kl_target=0.0), "kl_target"),
+        (lambda: DualLoop(kl_target=-0.1), "kl_target"),
+        (lambda: DualLoop(beta_init=5.0), "beta_init"),
+        (lambda: DualLoop(ema_alpha=0.0), "ema_alpha"),
+        (lambda: DualLoop(fast_loop_scope="token"), "fast_loop_scope"),
+        (lambda: BetaDPO(0.0), "beta0"),
+        (lambda: BetaDPO(0.1, rho=1.0), "rho"),
+        (lambda: EpsilonDPO(0.1, epsilon=1.0), "epsilon"),
+        (lambda: EpsilonDPO(-0.1), "beta"),
+    ],
+)
 def test_invalid_arguments_raise_naming_the_argument(make, name):
     with pytest.raises(ValueError, match=name):
         make()
@@ -432,7 +465,8 @@ def test_bad_statistics_raise_naming_the_field():
     with pytest.raises(ValueError, match="ref_logits"):
         token_kl(torch.zeros(2, 3, 4), torch.zeros(2, 3, 5), torch.ones(2, 3))
     with pytest.raises(ValueError, match="2B rows"):
-        epsilon_steps(torch.zeros(3, 2, 4), torch.zeros(3, 2, 4), torch.zeros(3, 2, dtype=torch.long),
-                      torch.ones(3, 2), 0.01)
+        epsilon_steps(
+            torch.zeros(3, 2, 4), torch.zeros(3, 2, 4), torch.zeros(3, 2, dtype=torch.long), torch.ones(3, 2), 0.01
+        )
     with pytest.raises(ValueError, match="load_state_dict"):
         DualLoop().load_state_dict({"beta_base": 0.1})

@@ -39,9 +39,21 @@ def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("distributed")
     per_device = distributed_run.GLOBAL_PAIRS_PER_STEP // distributed_run.GRADIENT_ACCUMULATION
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(HERE.parent)}
-    two = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", str(HERE / "distributed_run.py"),
-                          str(out / "two"), str(per_device // 2)], env=env, capture_output=True, text=True,
-                         timeout=300)
+    two = subprocess.run(
+        [
+            TORCHRUN,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(HERE / "distributed_run.py"),
+            str(out / "two"),
+            str(per_device // 2),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -16,8 +16,13 @@ SECTIONS = ("model", "training", "data", "generation", "evaluation")
 
 
 def experiment(tmp_path, **changes):
-    sections = {"model": {"name_or_path": "smoke"}, "training": {"max_steps": 1}, "data": {"n_pairs": 4},
-                "generation": {"max_new_tokens": 4}, "evaluation": {"n_prompts": 2, "judges": ["gold"]}}
+    sections = {
+        "model": {"name_or_path": "smoke"},
+        "training": {"max_steps": 1},
+        "data": {"n_pairs": 4},
+        "generation": {"max_new_tokens": 4},
+        "evaluation": {"n_prompts": 2, "judges": ["gold"]},
+    }
     for section, values in changes.items():
         sections[section] = {**sections[section], **values}
     return Experiment.from_parameters(profile="smoke", output_dir=tmp_path, seed=0, **sections)
@@ -26,22 +31,29 @@ def experiment(tmp_path, **changes):
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
 def test_every_shipped_profile_builds_an_experiment(tmp_path, profile):
     values = load_yaml(REPO_ROOT / "params" / "profiles" / f"{profile}.yaml")
-    built = Experiment.from_parameters(profile=profile, output_dir=tmp_path, seed=values["seed"],
-                                       **{name: values[name] for name in SECTIONS})
+    built = Experiment.from_parameters(
+        profile=profile, output_dir=tmp_path, seed=values["seed"], **{name: values[name] for name in SECTIONS}
+    )
     assert built.model.seed == values["seed"]
 
 
-@pytest.mark.parametrize("section,values,message", [
-    ("training", {"learnig_rate": 1.0}, "training: unknown key 'learnig_rate' (did you mean 'learning_rate'?)"),
-    ("data", {"n_pair": 3}, "data: unknown key 'n_pair' (did you mean 'n_pairs'?)"),
-    ("data", {"train": "ultrafeedbak"}, "did you mean 'ultrafeedback'?"),
-    ("evaluation", {"judges": ["gpt4o-mini"]}, "did you mean 'gpt-4o-mini'?"),
-    ("model", {"lora_rr": 4}, "did you mean 'lora_r'?"),
-    ("data", {"instruction_ids": ["punctuation:no_coma"]}, "did you mean 'punctuation:no_comma'?"),
-    ("data", {"instruction_ids": []}, "data: instruction_ids is empty"),
-    ("data", {"train": "hh", "instruction_ids": ["punctuation:no_comma"]},
-     "data: instruction_ids selects verifiable pairs, but train is 'hh'"),
-])
+@pytest.mark.parametrize(
+    "section,values,message",
+    [
+        ("training", {"learnig_rate": 1.0}, "training: unknown key 'learnig_rate' (did you mean 'learning_rate'?)"),
+        ("data", {"n_pair": 3}, "data: unknown key 'n_pair' (did you mean 'n_pairs'?)"),
+        ("data", {"train": "ultrafeedbak"}, "did you mean 'ultrafeedback'?"),
+        ("evaluation", {"judges": ["gpt4o-mini"]}, "did you mean 'gpt-4o-mini'?"),
+        ("model", {"lora_rr": 4}, "did you mean 'lora_r'?"),
+        ("data", {"instruction_ids": ["punctuation:no_coma"]}, "did you mean 'punctuation:no_comma'?"),
+        ("data", {"instruction_ids": []}, "data: instruction_ids is empty"),
+        (
+            "data",
+            {"train": "hh", "instruction_ids": ["punctuation:no_comma"]},
+            "data: instruction_ids selects verifiable pairs, but train is 'hh'",
+        ),
+    ],
+)
 def test_bad_sections_are_named(tmp_path, section, values, message):
     with pytest.raises(ValueError) as error:
         experiment(tmp_path, **{section: values})
@@ -56,18 +68,23 @@ def test_instruction_ids_keep_the_pairs_and_held_out_prompts_whose_constraints_a
     kept = {"punctuation:no_comma", "change_case:english_lowercase"}
     heldout = [json.loads(line) for line in (SHIPPED_DIR / HELDOUT_FILE).read_text().splitlines()]
     expected_ids = [row["prompt_id"] for row in heldout if set(row["instruction_ids"]) <= kept]
-    selected = experiment(tmp_path, data={"n_pairs": None, "instruction_ids": sorted(kept)},
-                          evaluation={"n_prompts": len(expected_ids)})
+    selected = experiment(
+        tmp_path, data={"n_pairs": None, "instruction_ids": sorted(kept)}, evaluation={"n_prompts": len(expected_ids)}
+    )
     rows = [json.loads(line) for line in (SHIPPED_DIR / PAIRS_FILE).read_text().splitlines()]
     expected = [row["chosen"] for row in rows if set(row["instruction_ids"]) <= kept]
     assert 0 < len(expected) < len(rows)
     assert [pair.chosen for pair in selected.preference_pairs()] == expected
     assert 0 < len(expected_ids) < len(heldout)
     assert list(selected.prompts("verifiable-heldout")) == expected_ids
-    with pytest.raises(ValueError, match=r"evaluation.n_prompts=\d+ \(from evaluation.first_prompt=0\) asks for more "
-                                         r"prompts than prompt set 'verifiable-heldout' holds"):
-        experiment(tmp_path, data={"instruction_ids": sorted(kept)},
-                   evaluation={"n_prompts": len(expected_ids) + 1}).prompts("verifiable-heldout")
+    with pytest.raises(
+        ValueError,
+        match=r"evaluation.n_prompts=\d+ \(from evaluation.first_prompt=0\) asks for more "
+        r"prompts than prompt set 'verifiable-heldout' holds",
+    ):
+        experiment(
+            tmp_path, data={"instruction_ids": sorted(kept)}, evaluation={"n_prompts": len(expected_ids) + 1}
+        ).prompts("verifiable-heldout")
     assert selected.run_config("static")["data"]["instruction_ids"] == sorted(kept)  # part of the run's identity
 
 
@@ -98,14 +115,17 @@ def test_augmented_false_trains_on_the_sampled_pairs_alone(tmp_path):
 
 def test_first_prompt_and_n_prompts_choose_a_slice_and_are_checked(tmp_path):
     every = list(experiment(tmp_path, evaluation={"n_prompts": 200}).prompts("verifiable-heldout"))
-    assert list(experiment(tmp_path, evaluation={"n_prompts": 5, "first_prompt": 200}).prompts(
-        "verifiable-heldout")) == list(experiment(tmp_path, evaluation={"n_prompts": 205}).prompts(
-            "verifiable-heldout"))[200:]
+    assert (
+        list(experiment(tmp_path, evaluation={"n_prompts": 5, "first_prompt": 200}).prompts("verifiable-heldout"))
+        == list(experiment(tmp_path, evaluation={"n_prompts": 205}).prompts("verifiable-heldout"))[200:]
+    )
     assert len(every) == 200
-    for values, message in (({"n_prompts": 0}, "evaluation.n_prompts=0 must be an integer >= 1"),
-                            ({"n_prompts": -195}, "evaluation.n_prompts=-195 must be an integer >= 1"),
-                            ({"first_prompt": -1}, "evaluation.first_prompt=-1 must be an integer >= 0"),
-                            ({"n_prompts": 2.5}, "evaluation.n_prompts=2.5 must be an integer >= 1")):
+    for values, message in (
+        ({"n_prompts": 0}, "evaluation.n_prompts=0 must be an integer >= 1"),
+        ({"n_prompts": -195}, "evaluation.n_prompts=-195 must be an integer >= 1"),
+        ({"first_prompt": -1}, "evaluation.first_prompt=-1 must be an integer >= 0"),
+        ({"n_prompts": 2.5}, "evaluation.n_prompts=2.5 must be an integer >= 1"),
+    ):
         with pytest.raises(ValueError, match=message.replace(".", r"\.")):
             experiment(tmp_path, evaluation=values)
 
@@ -145,8 +165,19 @@ def test_the_users_loss_type_wins_over_the_methods_default_and_names_the_run(tmp
 
 
 def test_judge_entropy_is_the_normalized_binary_entropy_of_the_choice():
-    decision = Decision(item_id="x", prompt_id="x", system_a="a", system_b="b", criterion="general", judge="local",
-                        order_shown="ab", verdict="A", winner="a", winner_system="a", probabilities={"A": 0.3, "B": 0.1})
+    decision = Decision(
+        item_id="x",
+        prompt_id="x",
+        system_a="a",
+        system_b="b",
+        criterion="general",
+        judge="local",
+        order_shown="ab",
+        verdict="A",
+        winner="a",
+        winner_system="a",
+        probabilities={"A": 0.3, "B": 0.1},
+    )
     p = 0.75
     assert judge_entropy(decision) == pytest.approx(-(p * math.log(p) + (1 - p) * math.log(1 - p)) / math.log(2))
 
@@ -161,12 +192,19 @@ def test_offline_prompt_sets_load_from_their_packages(tmp_path, prompt_set, coun
         pytest.skip(str(error))
     assert len(records) == count and len({r.prompt_id for r in records}) == count
     assert all(r.messages[0]["content"].strip() for r in records)
-    assert list(experiment(tmp_path, evaluation={"n_prompts": 3}).prompts(prompt_set)) == [r.prompt_id for r in records[:3]]
+    assert list(experiment(tmp_path, evaluation={"n_prompts": 3}).prompts(prompt_set)) == [
+        r.prompt_id for r in records[:3]
+    ]
 
 
 def cli(*arguments):
-    return subprocess.run([sys.executable, "-m", "dualloop", *arguments], cwd=REPO_ROOT, capture_output=True,
-                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "dualloop", *arguments],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 def test_cli_train_trains_then_reuses_and_judge_prints_the_win_rate(tmp_path):
@@ -175,27 +213,61 @@ def test_cli_train_trains_then_reuses_and_judge_prints_the_win_rate(tmp_path):
     assert "complete:" in first.stdout
     again = cli("train", "--profile", "smoke", "--method", "static", "--steps", "1", "--out", str(tmp_path))
     assert "is complete; reusing" in again.stdout
-    judged = cli("judge", "--profile", "smoke", "--a", "static", "--b", "base", "--prompts", "verifiable-heldout",
-                 "--out", str(tmp_path), "--set", "training.max_steps=1")
+    judged = cli(
+        "judge",
+        "--profile",
+        "smoke",
+        "--a",
+        "static",
+        "--b",
+        "base",
+        "--prompts",
+        "verifiable-heldout",
+        "--out",
+        str(tmp_path),
+        "--set",
+        "training.max_steps=1",
+    )
     assert judged.returncode == 0, judged.stderr[-2000:]
     assert "static vs base on verifiable-heldout, judge gold-checker: win rate" in judged.stdout
     assert (tmp_path / "results" / "decisions" / "verifiable-heldout__static__vs__base.jsonl").is_file()
     run_dir = next(p.parent for p in (tmp_path / "registry").glob("*/COMPLETE"))
-    by_path = cli("judge", "--profile", "smoke", "--a", str(run_dir), "--b", "base", "--prompts", "verifiable-heldout",
-                  "--out", str(tmp_path))
+    by_path = cli(
+        "judge",
+        "--profile",
+        "smoke",
+        "--a",
+        str(run_dir),
+        "--b",
+        "base",
+        "--prompts",
+        "verifiable-heldout",
+        "--out",
+        str(tmp_path),
+    )
     assert by_path.returncode == 0, by_path.stderr[-2000:]
     assert f"{run_dir.name} vs base on verifiable-heldout" in by_path.stdout
 
 
-@pytest.mark.parametrize("arguments,message", [
-    (["train", "--profile", "smoke", "--method", "dualoop"], "unknown method 'dualoop' (did you mean 'dualloop'?)"),
-    (["train", "--profile", "smoke", "--method", "static", "--set", "training.lerning_rate=1"],
-     "did you mean 'learning_rate'?"),
-    (["train", "--profile", "gpu", "--method", "static"], "unknown profile 'gpu'"),
-    (["train", "--profile", "smoke", "--method", "adadpo", "--set", "training.loss_type=cpo"],
-     "training.loss_type='cpo' contradicts method 'adadpo'"),
-    (["judge", "--profile", "smoke", "--a", "base", "--b", "base", "--prompts", "mtbench"], "did you mean 'mt-bench'?"),
-])
+@pytest.mark.parametrize(
+    "arguments,message",
+    [
+        (["train", "--profile", "smoke", "--method", "dualoop"], "unknown method 'dualoop' (did you mean 'dualloop'?)"),
+        (
+            ["train", "--profile", "smoke", "--method", "static", "--set", "training.lerning_rate=1"],
+            "did you mean 'learning_rate'?",
+        ),
+        (["train", "--profile", "gpu", "--method", "static"], "unknown profile 'gpu'"),
+        (
+            ["train", "--profile", "smoke", "--method", "adadpo", "--set", "training.loss_type=cpo"],
+            "training.loss_type='cpo' contradicts method 'adadpo'",
+        ),
+        (
+            ["judge", "--profile", "smoke", "--a", "base", "--b", "base", "--prompts", "mtbench"],
+            "did you mean 'mt-bench'?",
+        ),
+    ],
+)
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, arguments, message):
     result = cli(*arguments, "--out", str(tmp_path))
     assert result.returncode == 2
@@ -204,6 +276,9 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, arguments, message):
 
 def test_a_filter_that_leaves_no_training_pair_is_named(tmp_path):
     built = experiment(tmp_path, data={"instruction_ids": ["detectable_format:json_format"]})
-    with pytest.raises(ValueError, match=r"no training pair of .* is left after data.instruction_ids="
-                                         r"\['detectable_format:json_format'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"no training pair of .* is left after data.instruction_ids="
+        r"\['detectable_format:json_format'\]",
+    ):
         built.preference_pairs()

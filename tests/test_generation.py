@@ -25,8 +25,11 @@ PROMPTS = {
     "p0": "Name a colour.",
     "p1": "Write one short sentence about the sea and the wind over it at night.",
     "p2": "Hi",
-    "p3": ({"role": "user", "content": "Count to three."}, {"role": "assistant", "content": "1 2 3"},
-           {"role": "user", "content": "Now backwards, please."}),  # a conversation, as PromptRecord holds it
+    "p3": (
+        {"role": "user", "content": "Count to three."},
+        {"role": "assistant", "content": "1 2 3"},
+        {"role": "user", "content": "Now backwards, please."},
+    ),  # a conversation, as PromptRecord holds it
     "p4": "Give me a list of three fruits, in lowercase, without commas.",
 }
 GREEDY = GenerationSettings(max_new_tokens=6, batch_size=2)
@@ -69,12 +72,14 @@ def count_generate_calls(monkeypatch, model, fail_on_call=None):
 def test_second_run_is_a_cache_hit_and_generates_nothing(smoke, tmp_path, monkeypatch):
     model, tokenizer = smoke
     calls = count_generate_calls(monkeypatch, model)
-    first = generate_responses(model, tokenizer, PROMPTS, GREEDY, out_dir=tmp_path, identity="smoke|0",
-                               prompt_set="demo")
+    first = generate_responses(
+        model, tokenizer, PROMPTS, GREEDY, out_dir=tmp_path, identity="smoke|0", prompt_set="demo"
+    )
     assert calls == [2, 2, 1]
     assert list(first) == list(PROMPTS) and all(len(v) == 1 for v in first.values())
-    again = generate_responses(model, tokenizer, PROMPTS, GREEDY, out_dir=tmp_path, identity="smoke|0",
-                               prompt_set="demo")
+    again = generate_responses(
+        model, tokenizer, PROMPTS, GREEDY, out_dir=tmp_path, identity="smoke|0", prompt_set="demo"
+    )
     assert calls == [2, 2, 1]  # no new call
     assert again == first
     lines = cache_path(tmp_path, "smoke|0", "demo", GREEDY).read_text().splitlines()
@@ -96,8 +101,9 @@ def test_interrupted_run_resumes_only_the_missing_prompts(smoke, tmp_path, monke
     assert calls == [2, 1]  # p2, p3 then p4: the first batch is not redone
     assert list(resumed) == list(PROMPTS)
 
-    fresh = generate_responses(model, tokenizer, PROMPTS, GREEDY, out_dir=tmp_path / "fresh", identity="m",
-                               prompt_set="s")
+    fresh = generate_responses(
+        model, tokenizer, PROMPTS, GREEDY, out_dir=tmp_path / "fresh", identity="m", prompt_set="s"
+    )
     assert resumed == fresh
 
 
@@ -108,8 +114,7 @@ def test_a_line_cut_off_by_a_kill_is_regenerated(smoke, tmp_path, capsys):
     path = cache_path(tmp_path, "m", "s", GREEDY)
     text = path.read_text()
     path.write_text(text[: len(text) - 10])  # the kill happened while writing the second line
-    assert generate_responses(model, tokenizer, prompts, GREEDY, out_dir=tmp_path, identity="m",
-                              prompt_set="s") == full
+    assert generate_responses(model, tokenizer, prompts, GREEDY, out_dir=tmp_path, identity="m", prompt_set="s") == full
     assert "line 2 was cut off" in capsys.readouterr().out
     assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["p0", "p2"]
 
@@ -118,8 +123,7 @@ def test_changed_prompt_under_the_same_id_is_an_error(smoke, tmp_path):
     model, tokenizer = smoke
     generate_responses(model, tokenizer, {"a": "first"}, GREEDY, out_dir=tmp_path, identity="m", prompt_set="s")
     with pytest.raises(ValueError, match=r"record 1: prompt id 'a' has a different prompt"):
-        generate_responses(model, tokenizer, {"a": "second"}, GREEDY, out_dir=tmp_path, identity="m",
-                           prompt_set="s")
+        generate_responses(model, tokenizer, {"a": "second"}, GREEDY, out_dir=tmp_path, identity="m", prompt_set="s")
 
 
 def test_cache_key_depends_on_model_prompt_set_and_settings_but_not_batch_size(tmp_path):
@@ -142,11 +146,18 @@ def test_left_padded_batches_give_the_same_greedy_output_as_batch_size_one(smoke
     settings = GenerationSettings(max_new_tokens=8, repetition_penalty=1.0, batch_size=len(PROMPTS))
     lengths = {len(tokenizer(chat_text(tokenizer, p), add_special_tokens=False).input_ids) for p in PROMPTS.values()}
     assert len(lengths) > 1  # the batch really is padded
-    batched = generate_responses(model, tokenizer, PROMPTS, settings, out_dir=tmp_path / "b", identity="m",
-                                 prompt_set="s")
-    single = generate_responses(model, tokenizer, PROMPTS, GenerationSettings(
-        max_new_tokens=8, repetition_penalty=1.0, batch_size=1), out_dir=tmp_path / "one", identity="m",
-        prompt_set="s")
+    batched = generate_responses(
+        model, tokenizer, PROMPTS, settings, out_dir=tmp_path / "b", identity="m", prompt_set="s"
+    )
+    single = generate_responses(
+        model,
+        tokenizer,
+        PROMPTS,
+        GenerationSettings(max_new_tokens=8, repetition_penalty=1.0, batch_size=1),
+        out_dir=tmp_path / "one",
+        identity="m",
+        prompt_set="s",
+    )
     assert batched == single
     assert tokenizer.padding_side == "right"  # restored after generation
 
@@ -158,8 +169,9 @@ def test_fast_greedy_batches_give_the_text_of_hf_generate_at_batch_size_one(live
 
     def generate(folder, **fields):
         settings = GenerationSettings(max_new_tokens=24, **{"repetition_penalty": 1.3, **fields})
-        return generate_responses(model, tokenizer, PROMPTS, settings, out_dir=tmp_path / folder, identity="m",
-                                  prompt_set="s")
+        return generate_responses(
+            model, tokenizer, PROMPTS, settings, out_dir=tmp_path / folder, identity="m", prompt_set="s"
+        )
 
     alone = generate("hf-one", batch_size=1, fast_greedy=False)
     assert generate("fast-all", batch_size=len(PROMPTS)) == alone
@@ -175,12 +187,17 @@ def test_greedy_decode_stops_each_row_at_its_eos_as_hf_generate_does(lively):
     texts = [chat_text(tokenizer, p) for p in PROMPTS.values()]
 
     def config(eos_token_id):
-        return GenerationConfig(max_new_tokens=30, repetition_penalty=1.3, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_token_id)
+        return GenerationConfig(
+            max_new_tokens=30,
+            repetition_penalty=1.3,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=eos_token_id,
+        )
 
     def alone(text, generation_config):
         inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-        return model.generate(**inputs, generation_config=generation_config)[0, inputs.input_ids.shape[1]:].tolist()
+        return model.generate(**inputs, generation_config=generation_config)[0, inputs.input_ids.shape[1] :].tolist()
 
     free = [alone(text, config(tokenizer.eos_token_id)) for text in texts]
     eos = [free[0][3], free[1][12], free[2][20]]  # tokens that end rows early, at different steps
@@ -193,7 +210,7 @@ def test_greedy_decode_stops_each_row_at_its_eos_as_hf_generate_does(lively):
     finally:
         tokenizer.padding_side = "right"
     output = model.generate(**inputs, generation_config=config(eos), custom_generate=greedy_decode)
-    for row, tokens in zip(output[:, inputs.input_ids.shape[1]:].tolist(), expected):
+    for row, tokens in zip(output[:, inputs.input_ids.shape[1] :].tolist(), expected):
         assert row == tokens + [tokenizer.pad_token_id] * (len(row) - len(tokens))
 
 
@@ -201,8 +218,11 @@ def test_greedy_decode_refuses_sampling(smoke):
     model, tokenizer = smoke
     inputs = tokenizer(chat_text(tokenizer, "hi"), return_tensors="pt", add_special_tokens=False)
     with pytest.raises(ValueError, match="greedy_decode supports greedy search"):
-        model.generate(**inputs, generation_config=GenerationConfig(max_new_tokens=2, do_sample=True),
-                       custom_generate=greedy_decode)
+        model.generate(
+            **inputs,
+            generation_config=GenerationConfig(max_new_tokens=2, do_sample=True),
+            custom_generate=greedy_decode,
+        )
 
 
 @pytest.mark.slow
@@ -214,8 +234,9 @@ def test_fast_greedy_batch_gives_the_text_of_hf_generate_at_batch_size_one_on_th
 
     def generate(folder, **fields):
         settings = GenerationSettings(max_new_tokens=64, repetition_penalty=1.2, **fields)
-        return generate_responses(model, tokenizer, prompts, settings, out_dir=tmp_path / folder, identity="m",
-                                  prompt_set="s")
+        return generate_responses(
+            model, tokenizer, prompts, settings, out_dir=tmp_path / folder, identity="m", prompt_set="s"
+        )
 
     assert generate("fast", batch_size=len(prompts)) == generate("hf-one", batch_size=1, fast_greedy=False)
 
@@ -226,8 +247,9 @@ def test_seeded_sampling_is_reproducible_and_gives_k_samples(smoke, tmp_path):
 
     def sample(seed, folder):
         settings = GenerationSettings(max_new_tokens=4, do_sample=True, num_samples=2, seed=seed, batch_size=2)
-        return generate_responses(model, tokenizer, prompts, settings, out_dir=tmp_path / folder, identity="m",
-                                  prompt_set="s")
+        return generate_responses(
+            model, tokenizer, prompts, settings, out_dir=tmp_path / folder, identity="m", prompt_set="s"
+        )
 
     torch.manual_seed(0)
     before = torch.rand(1)
@@ -272,10 +294,12 @@ def test_adapter_from_a_run_directory_changes_identity_and_outputs(tmp_path):
     assert tuned_identity == model_identity(settings, adapter_dir) != base_identity
     assert "adapter=" in tuned_identity
     prompts = {"p1": PROMPTS["p1"]}
-    base_out = generate_responses(base_model, tokenizer, prompts, GREEDY, out_dir=tmp_path, identity=base_identity,
-                                  prompt_set="s")
-    tuned_out = generate_responses(tuned, tokenizer, prompts, GREEDY, out_dir=tmp_path, identity=tuned_identity,
-                                   prompt_set="s")
+    base_out = generate_responses(
+        base_model, tokenizer, prompts, GREEDY, out_dir=tmp_path, identity=base_identity, prompt_set="s"
+    )
+    tuned_out = generate_responses(
+        tuned, tokenizer, prompts, GREEDY, out_dir=tmp_path, identity=tuned_identity, prompt_set="s"
+    )
     assert base_out != tuned_out
     assert len(list(tmp_path.glob("s-*.jsonl"))) == 2
 
@@ -293,8 +317,9 @@ def test_missing_adapter_folder_is_a_clear_error(tmp_path):
 
 def test_a_final_assistant_message_is_continued_not_answered(smoke):
     _, tokenizer = smoke
-    text = chat_text(tokenizer, [{"role": "user", "content": "Pick A or B."},
-                                 {"role": "assistant", "content": "The answer is ("}])
+    text = chat_text(
+        tokenizer, [{"role": "user", "content": "Pick A or B."}, {"role": "assistant", "content": "The answer is ("}]
+    )
     assert text.endswith("<|im_start|>assistant\nThe answer is (")
 
 

@@ -31,8 +31,14 @@ from dualloop.redaction import redact
 
 KEY_ENV = "HOSTILE_API_KEY"
 KEY = "sk-hostile-0123456789abcdef"
-ROW = {"prompt": "Write in lowercase.", "chosen": "ok", "rejected": "OK", "score_gap": 1,
-       "instruction_ids": ["change_case:english_lowercase"], "kwargs": [{}]}
+ROW = {
+    "prompt": "Write in lowercase.",
+    "chosen": "ok",
+    "rejected": "OK",
+    "score_gap": 1,
+    "instruction_ids": ["change_case:english_lowercase"],
+    "kwargs": [{}],
+}
 
 
 @pytest.fixture(autouse=True)
@@ -47,8 +53,9 @@ def no_key_on_disk(tmp_path, monkeypatch):
 
 
 def items(n):
-    return [PairItem(f"i{k}", f"prompt {k}", f"GOOD answer {k}", f"bad answer {k}", "dualloop", "static")
-            for k in range(n)]
+    return [
+        PairItem(f"i{k}", f"prompt {k}", f"GOOD answer {k}", f"bad answer {k}", "dualloop", "static") for k in range(n)
+    ]
 
 
 def api_judge(server, tmp_path, **kwargs):
@@ -59,10 +66,12 @@ def api_judge(server, tmp_path, **kwargs):
 
 # ---------------------------------------------------------------- parameters
 
+
 def test_set_at_any_depth_and_mapping_values_merge():
     assert parse_override("training.controller_kwargs.lam=2.5") == ("training", {"controller_kwargs": {"lam": 2.5}})
-    merged = parse_overrides(["training.controller_kwargs.lam=2.5", "training.controller_kwargs.eta=0.02",
-                              "training.beta=0.2"])
+    merged = parse_overrides(
+        ["training.controller_kwargs.lam=2.5", "training.controller_kwargs.eta=0.02", "training.beta=0.2"]
+    )
     assert merged == {"training": {"controller_kwargs": {"lam": 2.5, "eta": 0.02}, "beta": 0.2}}
 
 
@@ -72,19 +81,22 @@ def test_malformed_set_is_refused_by_name(text):
         parse_override(text)
 
 
-@pytest.mark.parametrize(("parameters", "named"), [
-    ({"training": {"learning_rate": "abc"}}, "training.learning_rate='abc'"),
-    ({"training": {"controller_kwargs": {"lam": "four"}}}, "training.controller_kwargs.lam='four'"),
-    ({"training": {"beta": float("nan")}}, "training.beta=nan must be a finite number"),
-    ({"training": {"learning_rate": -1e-4}}, "training.learning_rate=-0.0001 must be a finite number > 0"),
-    ({"training": {"max_steps": 0}}, "training.max_steps=0 must be an integer >= 1"),
-    ({"training": {"max_steps": 2.5}}, "training.max_steps=2.5 must be an integer >= 1"),
-    ({"evaluation": {"n_prompts": -195}}, "evaluation.n_prompts=-195 must be an integer >= 1"),
-    ({"training": {"controller_kwargs": {"kl_target": float("inf")}}}, "training.controller_kwargs.kl_target=inf"),
-    ({"training": {"controller_kwargs": {"lamb": 2}}}, "training.controller_kwargs.lamb.*did you mean 'lam'"),
-    ({"training": {"max_stepz": 3}}, "training.max_stepz: unknown key.*did you mean 'max_steps'"),
-    ({"training": {"gradient_checkpointing": "yes"}}, "training.gradient_checkpointing='yes' must be bool"),
-])
+@pytest.mark.parametrize(
+    ("parameters", "named"),
+    [
+        ({"training": {"learning_rate": "abc"}}, "training.learning_rate='abc'"),
+        ({"training": {"controller_kwargs": {"lam": "four"}}}, "training.controller_kwargs.lam='four'"),
+        ({"training": {"beta": float("nan")}}, "training.beta=nan must be a finite number"),
+        ({"training": {"learning_rate": -1e-4}}, "training.learning_rate=-0.0001 must be a finite number > 0"),
+        ({"training": {"max_steps": 0}}, "training.max_steps=0 must be an integer >= 1"),
+        ({"training": {"max_steps": 2.5}}, "training.max_steps=2.5 must be an integer >= 1"),
+        ({"evaluation": {"n_prompts": -195}}, "evaluation.n_prompts=-195 must be an integer >= 1"),
+        ({"training": {"controller_kwargs": {"kl_target": float("inf")}}}, "training.controller_kwargs.kl_target=inf"),
+        ({"training": {"controller_kwargs": {"lamb": 2}}}, "training.controller_kwargs.lamb.*did you mean 'lam'"),
+        ({"training": {"max_stepz": 3}}, "training.max_stepz: unknown key.*did you mean 'max_steps'"),
+        ({"training": {"gradient_checkpointing": "yes"}}, "training.gradient_checkpointing='yes' must be bool"),
+    ],
+)
 def test_bad_values_are_refused_naming_key_path_and_value(parameters, named):
     with pytest.raises(ParamsError, match=named):
         check_values(parameters, "test")
@@ -104,14 +116,18 @@ def test_profiles_are_names_not_paths(profile):
 
 # ---------------------------------------------------------------- command line
 
-@pytest.mark.parametrize(("argv", "named"), [
-    (["train", "--steps", "0"], "--steps 0: must be an integer >= 1"),
-    (["train", "--steps", "-3"], "--steps -3"),
-    (["train", "--set", "training.learning_rate=abc"], "training.learning_rate='abc'"),
-    (["train", "--set", "training.controller_kwargs.lam=four"], "training.controller_kwargs.lam='four'"),
-    (["train", "--set", "training.beta=.nan"], "training.beta=nan"),
-    (["train", "--profile", "../params/profiles/smoke"], "not a path"),
-])
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["train", "--steps", "0"], "--steps 0: must be an integer >= 1"),
+        (["train", "--steps", "-3"], "--steps -3"),
+        (["train", "--set", "training.learning_rate=abc"], "training.learning_rate='abc'"),
+        (["train", "--set", "training.controller_kwargs.lam=four"], "training.controller_kwargs.lam='four'"),
+        (["train", "--set", "training.beta=.nan"], "training.beta=nan"),
+        (["train", "--profile", "../params/profiles/smoke"], "not a path"),
+    ],
+)
 def test_cli_refuses_bad_values_in_one_line_with_exit_2(argv, named, tmp_path, capsys):
     if "--profile" not in argv:
         argv = [*argv, "--profile", "smoke"]
@@ -124,28 +140,66 @@ def test_cli_refuses_bad_values_in_one_line_with_exit_2(argv, named, tmp_path, c
 
 def test_cli_judge_without_api_key_refuses_before_training(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)
-    code = main(["judge", "--profile", "smoke", "--a", "dualloop", "--b", "base", "--prompts", "verifiable-heldout",
-                 "--out", str(tmp_path / "out"), "--set", "evaluation.judges=[gold, gemini-2.0-flash]"])
+    code = main(
+        [
+            "judge",
+            "--profile",
+            "smoke",
+            "--a",
+            "dualloop",
+            "--b",
+            "base",
+            "--prompts",
+            "verifiable-heldout",
+            "--out",
+            str(tmp_path / "out"),
+            "--set",
+            "evaluation.judges=[gold, gemini-2.0-flash]",
+        ]
+    )
     assert code == 2 and "GEMINI_API_KEY" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
 def test_reproduce_finds_a_misspelt_sub_key_before_the_first_phase(tmp_path, capsys):
-    code = main(["reproduce", "--profile", "smoke", "--phases", "0,2", "--out", str(tmp_path / "out"),
-                 "--set", "training.max_stepz=3"])
+    code = main(
+        [
+            "reproduce",
+            "--profile",
+            "smoke",
+            "--phases",
+            "0,2",
+            "--out",
+            str(tmp_path / "out"),
+            "--set",
+            "training.max_stepz=3",
+        ]
+    )
     error = capsys.readouterr().err
     assert code == 2 and "phase 02" in error and "max_stepz" in error and "max_steps" in error
     assert not (tmp_path / "out").exists()  # phase 00 never ran
 
 
 def test_cli_errors_are_redacted(tmp_path, capsys):
-    code = main(["train", "--profile", "smoke", "--method", "dualloop", "--out", str(tmp_path / "out"),
-                 "--set", f"training.controller_kwargs.lam={KEY}"])
+    code = main(
+        [
+            "train",
+            "--profile",
+            "smoke",
+            "--method",
+            "dualloop",
+            "--out",
+            str(tmp_path / "out"),
+            "--set",
+            f"training.controller_kwargs.lam={KEY}",
+        ]
+    )
     error = capsys.readouterr().err
     assert code == 2 and KEY not in error and "<secret>" in error
 
 
 # ---------------------------------------------------------------- data files
+
 
 def test_an_empty_data_file_is_named(tmp_path):
     (tmp_path / "pairs.jsonl").write_text("\n\n")
@@ -177,6 +231,7 @@ def test_an_empty_json_list_is_named(tmp_path):
 
 
 # ---------------------------------------------------------------- judges over a real socket
+
 
 def test_a_reply_echoing_the_key_is_stored_redacted(tmp_path):
     with FakeChatServer(key=KEY, echo_key=True) as server:
@@ -274,8 +329,15 @@ _JUDGING = textwrap.dedent(f"""
 def test_two_processes_judging_one_folder_give_each_decision_once(tmp_path):
     tests = str(Path(__file__).parent)
     with FakeChatServer(key=KEY, delay=0.02) as server:
-        processes = [subprocess.Popen([sys.executable, "-c", _JUDGING, server.base_url, str(tmp_path), tests],
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", _JUDGING, server.base_url, str(tmp_path), tests],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(2)
+        ]
         outputs = [process.communicate(timeout=60)[0] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     decisions = read_decisions(tmp_path / "decisions.jsonl")
@@ -305,8 +367,15 @@ _TRAINING = textwrap.dedent("""
 
 def test_two_trainings_of_one_configuration_train_once(tmp_path):
     trained = tmp_path / "trained.txt"
-    processes = [subprocess.Popen([sys.executable, "-c", _TRAINING, str(tmp_path / "registry"), str(trained)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _TRAINING, str(tmp_path / "registry"), str(trained)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [process.communicate(timeout=60)[0] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     assert len(trained.read_text().splitlines()) == 1

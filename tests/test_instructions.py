@@ -47,8 +47,10 @@ def test_every_supported_checker_runs_without_nltk_data():
     ids = supported_checkers()
     assert len(ids) == 25 + 58 - len(UNSUPPORTED_CHECKERS)  # if-verifiable 0.1.2: 25 IFEval + 58 IFBench ids
     for instruction_id in ids:
-        results = [check(text, [instruction_id], [REQUIRED_KWARGS.get(instruction_id, {})], "Write about cats.")
-                   for text in TEXTS]
+        results = [
+            check(text, [instruction_id], [REQUIRED_KWARGS.get(instruction_id, {})], "Write about cats.")
+            for text in TEXTS
+        ]
         assert all(isinstance(r[0], bool) for r in results), instruction_id
 
 
@@ -76,14 +78,28 @@ def test_the_excluded_checkers_do_need_nltk_data():
 
 
 def test_check_by_hand():
-    ids = ["change_case:english_lowercase", "punctuation:no_comma", "length_constraints:number_words",
-           "startend:end_checker", "keywords:existence"]
-    kwargs = [{}, {}, {"num_words": 10, "relation": "less than"},
-              {"end_phrase": "Any other questions?"}, {"keywords": ["tea"]}]
+    ids = [
+        "change_case:english_lowercase",
+        "punctuation:no_comma",
+        "length_constraints:number_words",
+        "startend:end_checker",
+        "keywords:existence",
+    ]
+    kwargs = [
+        {},
+        {},
+        {"num_words": 10, "relation": "less than"},
+        {"end_phrase": "Any other questions?"},
+        {"keywords": ["tea"]},
+    ]
     assert check("boil water and pour it on the tea. any other questions?", ids, kwargs, "") == [
-        True, True, False, True, True]  # 11 words; IFEval's end check ignores case
-    assert check("Boil water, then add tea. Any other questions?", ids, kwargs, "") == [
-        False, False, True, True, True]
+        True,
+        True,
+        False,
+        True,
+        True,
+    ]  # 11 words; IFEval's end check ignores case
+    assert check("Boil water, then add tea. Any other questions?", ids, kwargs, "") == [False, False, True, True, True]
     assert score("boil water for tea. Any other questions?", ids, kwargs, "") == 4 / 5  # capital A
 
 
@@ -166,8 +182,12 @@ def _write_ifbench(path, rows):
 
 def test_load_ifbench_from_a_file_skips_unsupported_with_a_warning(tmp_path):
     rows = [
-        {"key": "0", "prompt": "Write about tea. Use 2 numbers.", "instruction_id_list": ["count:numbers"],
-         "kwargs": [{"N": 2, "relation": None}]},
+        {
+            "key": "0",
+            "prompt": "Write about tea. Use 2 numbers.",
+            "instruction_id_list": ["count:numbers"],
+            "kwargs": [{"N": 2, "relation": None}],
+        },
         {"key": "1", "prompt": "Write.", "instruction_id_list": ["ratio:stop_words"], "kwargs": [{"percentage": 40}]},
     ]
     path = tmp_path / "IFBench_test.jsonl"
@@ -202,9 +222,14 @@ def test_loose_variants_are_ifevals_eight_texts():
 
     response = "Sure!\n**hello** world\nBye"
     assert loose_variants(response) == [
-        response, "Sure!\nhello world\nBye",
-        "**hello** world\nBye", "Sure!\n**hello** world", "**hello** world",
-        "hello world\nBye", "Sure!\nhello world", "hello world",
+        response,
+        "Sure!\nhello world\nBye",
+        "**hello** world\nBye",
+        "Sure!\n**hello** world",
+        "**hello** world",
+        "hello world\nBye",
+        "Sure!\nhello world",
+        "hello world",
     ]
 
 

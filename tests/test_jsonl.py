@@ -41,11 +41,14 @@ def test_other_files_load_as_they_are_byte_order_mark_crlf_and_blank_lines(tmp_p
     assert [record["id"] for record in read_records(path)] == ["a", "b"]
 
 
-@pytest.mark.parametrize("content, message", [
-    (b'{"id": "a"}\nnot json\n{"id": "c"}\n', "line 2 is not JSON"),
-    (b'{"id": "a"}\n[1, 2]\n', "line 2 is not a JSON object"),
-    (b'{"id": "\xe9"}\n', "byte 8 is not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b'{"id": "a"}\nnot json\n{"id": "c"}\n', "line 2 is not JSON"),
+        (b'{"id": "a"}\n[1, 2]\n', "line 2 is not a JSON object"),
+        (b'{"id": "\xe9"}\n', "byte 8 is not UTF-8"),
+    ],
+)
 def test_a_damaged_complete_line_raises_naming_the_file_and_line(tmp_path, content, message):
     path = tmp_path / "cache.jsonl"
     path.write_bytes(content)

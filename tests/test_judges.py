@@ -44,8 +44,17 @@ def key(monkeypatch):
 
 def items(n, *, good_on_a=True):
     """Pairs whose better response (containing GOOD, which the fake server prefers) is system_a's."""
-    return [PairItem(f"item-{i}", f"Question {i}?", f"GOOD answer {i}" if good_on_a else f"weak answer {i}",
-                     f"weak answer {i}" if good_on_a else f"GOOD answer {i}", "dualloop", "static") for i in range(n)]
+    return [
+        PairItem(
+            f"item-{i}",
+            f"Question {i}?",
+            f"GOOD answer {i}" if good_on_a else f"weak answer {i}",
+            f"weak answer {i}" if good_on_a else f"GOOD answer {i}",
+            "dualloop",
+            "static",
+        )
+        for i in range(n)
+    ]
 
 
 def api_judge(server, tmp_path, **kwargs):
@@ -72,9 +81,23 @@ def test_position_coin_is_seeded_and_balanced():
     assert orders != [shown_order(1, i) for i in ids]
 
 
-@pytest.mark.parametrize(("reply", "verdict"), [("A", "A"), (" B\n", "B"), ("**A**", "A"), ("B.", "B"), ('"A"', "A"),
-                                                ("(B)", "B"), ("Response A", None), ("a", None), ("A or B", None),
-                                                ("", None), (None, None), ("AB", None)])
+@pytest.mark.parametrize(
+    ("reply", "verdict"),
+    [
+        ("A", "A"),
+        (" B\n", "B"),
+        ("**A**", "A"),
+        ("B.", "B"),
+        ('"A"', "A"),
+        ("(B)", "B"),
+        ("Response A", None),
+        ("a", None),
+        ("A or B", None),
+        ("", None),
+        (None, None),
+        ("AB", None),
+    ],
+)
 def test_strict_verdict_parser(reply, verdict):
     assert parse_verdict(reply) == verdict
 
@@ -182,8 +205,13 @@ def test_rerun_makes_zero_calls(key, tmp_path):
         api_judge(server, tmp_path, both_orders=True).judge(items(10))
         assert server.requests == 10
         server.reset_counts()
-        OpenAICompatibleJudge("helpful", base_url=server.base_url, api_key_env=KEY_ENV, model="judge-test",
-                              cache_path=tmp_path / "cache.jsonl").judge(items(10))
+        OpenAICompatibleJudge(
+            "helpful",
+            base_url=server.base_url,
+            api_key_env=KEY_ENV,
+            model="judge-test",
+            cache_path=tmp_path / "cache.jsonl",
+        ).judge(items(10))
         assert server.requests == 10  # another criterion too
 
 
@@ -191,10 +219,10 @@ _KILLED_RUN = """
 import json, sys
 from dualloop.judges import OpenAICompatibleJudge, PairItem
 items = [PairItem(**row) for row in json.load(open(sys.argv[3]))]
-judge = OpenAICompatibleJudge("general", base_url=sys.argv[1], api_key_env="%s", model="judge-test",
+judge = OpenAICompatibleJudge("general", base_url=sys.argv[1], api_key_env="KEY_ENV", model="judge-test",
                               cache_path=sys.argv[2], max_concurrency=2, backoff_base=0.001)
 judge.judge(items)
-""" % KEY_ENV
+""".replace("KEY_ENV", KEY_ENV)
 
 
 def test_killed_run_loses_no_decision_and_repeats_no_call(key, tmp_path):
@@ -204,8 +232,12 @@ def test_killed_run_loses_no_decision_and_repeats_no_call(key, tmp_path):
     cache = tmp_path / "cache.jsonl"
     with FakeChatServer(key=key, delay=0.2) as server:  # 40 pairs, 2 at a time: about 4 s unkilled
         env = {**os.environ, KEY_ENV: FAKE_KEY, "PYTHONPATH": str(REPO)}
-        process = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, server.base_url, str(cache), str(items_file)],
-                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        process = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_RUN, server.base_url, str(cache), str(items_file)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
         while time.monotonic() < deadline and (not cache.exists() or len(cache.read_text().splitlines()) < 6):
             assert process.poll() is None, f"the judging run ended before it was killed: {process.stderr.read()}"
@@ -221,8 +253,12 @@ def test_killed_run_loses_no_decision_and_repeats_no_call(key, tmp_path):
         decisions = judge.judge(pairs)
         # every finished decision came from the cache; only the rest were asked, each once
         finished_keys = {row["key"] for row in finished}
-        finished_prompts = {p.prompt for p in pairs if judge.cache_key(ShownPair(p, shown_order(0, p.item_id))) in finished_keys}
-        asked = [re.search(r"\[User prompt\]\n(.*?)\n", body["messages"][1]["content"]).group(1) for body in server.bodies]
+        finished_prompts = {
+            p.prompt for p in pairs if judge.cache_key(ShownPair(p, shown_order(0, p.item_id))) in finished_keys
+        }
+        asked = [
+            re.search(r"\[User prompt\]\n(.*?)\n", body["messages"][1]["content"]).group(1) for body in server.bodies
+        ]
         assert len(finished_prompts) == len(finished)
         assert not finished_prompts & set(asked)
         assert sorted(asked) == sorted({p.prompt for p in pairs} - finished_prompts)
@@ -278,8 +314,19 @@ def test_both_orders_and_position_consistency(key, tmp_path):
 
 
 def test_decisions_file_round_trip(tmp_path):
-    decision = Decision("i1", "p1", "dualloop", "static", "general", "gold-checker", "ba", "B", "a", "dualloop",
-                        details={"satisfied_A": [True], "satisfied_B": [False]})
+    decision = Decision(
+        "i1",
+        "p1",
+        "dualloop",
+        "static",
+        "general",
+        "gold-checker",
+        "ba",
+        "B",
+        "a",
+        "dualloop",
+        details={"satisfied_A": [True], "satisfied_B": [False]},
+    )
     path = write_decisions(tmp_path / "d.jsonl", [decision, decision])
     assert read_decisions(path) == [decision]  # a decision already in the file is not written again
     write_decisions(path, [decision])
@@ -292,7 +339,9 @@ def test_decisions_file_round_trip(tmp_path):
 def test_gold_checker_judge_counts_satisfied_instructions_and_ties():
     metadata = {"instruction_ids": ["change_case:english_lowercase", "punctuation:no_comma"], "kwargs": [{}, {}]}
     pairs = [
-        PairItem("win", "Describe tea.", "tea is warm and calm", "Tea is warm, calm", "dualloop", "base", metadata=metadata),
+        PairItem(
+            "win", "Describe tea.", "tea is warm and calm", "Tea is warm, calm", "dualloop", "base", metadata=metadata
+        ),
         PairItem("loss", "Describe tea.", "Tea, warm", "tea is warm", "dualloop", "base", metadata=metadata),
         PairItem("tie", "Describe tea.", "Tea is warm", "tea is warm, calm", "dualloop", "base", metadata=metadata),
     ]
@@ -306,8 +355,9 @@ def test_gold_checker_judge_counts_satisfied_instructions_and_ties():
     from dualloop.instructions import compose_prompts
 
     prompt = compose_prompts(1, seed=0, instruction_ids=["punctuation:no_comma"])[0]
-    item = PairItem("composed", prompt.prompt, "no commas here", "one, two", "dualloop", "base",
-                    metadata=prompt.checker_metadata())
+    item = PairItem(
+        "composed", prompt.prompt, "no commas here", "one, two", "dualloop", "base", metadata=prompt.checker_metadata()
+    )
     assert GoldCheckerJudge().judge([item])[0].winner_system == "dualloop"
     with pytest.raises(ValueError, match="metadata has no 'instruction_ids'"):
         GoldCheckerJudge().judge([PairItem("x", "p", "a", "b")])

@@ -44,8 +44,9 @@ class Lab:
 
     def request(self, path: str, payload: dict | None = None, method: str | None = None) -> tuple[int, bytes]:
         data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Authorization": f"token {self.token}"})
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Authorization": f"token {self.token}"}
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, response.read()
 
@@ -57,15 +58,30 @@ class Lab:
 def lab(tmp_path_factory):
     home = tmp_path_factory.mktemp("jupyter")
     port, token = _free_port(), secrets.token_hex(16)
-    environment = {**os.environ, "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTER_CONFIG_DIR": str(home / "config"),
-                   "HF_HUB_OFFLINE": "1"}
+    environment = {
+        **os.environ,
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "HF_HUB_OFFLINE": "1",
+    }
     log = (home / "server.log").open("w")
-    server = subprocess.Popen([str(JUPYTER), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-                               "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-                               f"--ServerApp.root_dir={REPO_ROOT}",
-                               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-                               *(["--allow-root"] if os.geteuid() == 0 else [])],  # README: as root, --allow-root
-                              env=environment, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [
+            str(JUPYTER),
+            "lab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={REPO_ROOT}",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+        ],  # README: as root, --allow-root
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     started = Lab(f"http://127.0.0.1:{port}", token)
     deadline = time.monotonic() + 90
     while True:
@@ -101,12 +117,27 @@ async def _run_cells(url: str, token: str, cells: list[str], timeout: float = 12
     try:
         for code in cells:
             msg_id = uuid.uuid4().hex
-            header = {"msg_id": msg_id, "msg_type": "execute_request", "session": session, "username": "test",
-                      "version": "5.3", "date": datetime.datetime.now(datetime.UTC).isoformat()}
-            content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                       "allow_stdin": False, "stop_on_error": True}
-            await connection.write_message(json.dumps({"header": header, "parent_header": {}, "metadata": {},
-                                                       "content": content, "channel": "shell"}))
+            header = {
+                "msg_id": msg_id,
+                "msg_type": "execute_request",
+                "session": session,
+                "username": "test",
+                "version": "5.3",
+                "date": datetime.datetime.now(datetime.UTC).isoformat(),
+            }
+            content = {
+                "code": code,
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            }
+            await connection.write_message(
+                json.dumps(
+                    {"header": header, "parent_header": {}, "metadata": {}, "content": content, "channel": "shell"}
+                )
+            )
             reply, outputs, idle = None, [], False
             while reply is None or not idle:
                 message = json.loads(await asyncio.wait_for(connection.read_message(), timeout))
@@ -133,15 +164,24 @@ def test_the_walkthrough_runs_in_a_kernel_of_the_server_and_resolves_its_profile
     edited = cells[0].replace('profile: str = "cpu"', 'profile: str = "smoke"')
     edited = edited.replace('output_dir: str = "runs/cpu"', f'output_dir: str = "{tmp_path}"')
     assert edited.count("smoke") == 1 and str(tmp_path) in edited
-    session = lab.json("/api/sessions", {"path": "notebooks/00_walkthrough.ipynb", "type": "notebook",
-                                         "name": "00_walkthrough.ipynb", "kernel": {"name": "python3"}})
+    session = lab.json(
+        "/api/sessions",
+        {
+            "path": "notebooks/00_walkthrough.ipynb",
+            "type": "notebook",
+            "name": "00_walkthrough.ipynb",
+            "kernel": {"name": "python3"},
+        },
+    )
     kernel = session["kernel"]["id"]
     try:
         url = lab.url.replace("http", "ws", 1) + f"/api/kernels/{kernel}/channels"
         results = asyncio.run(_run_cells(url, lab.token, [edited, *cells[1:]]))
     finally:
         lab.request(f"/api/sessions/{session['id']}", method="DELETE")
-    assert len(results) == len(cells), [output for _, outputs in results for output in outputs if output["type"] == "error"]
+    assert len(results) == len(cells), [
+        output for _, outputs in results for output in outputs if output["type"] == "error"
+    ]
     assert all(reply["status"] == "ok" for reply, _ in results)
     outputs = [output for _, cell_outputs in results for output in cell_outputs]
     images = [output for output in outputs if "image/png" in output.get("data", {})]
@@ -160,6 +200,7 @@ def test_the_walkthrough_runs_in_a_kernel_of_the_server_and_resolves_its_profile
 
 # --- dualloop.notebook: the parameters a notebook resolves are those `dualloop reproduce` passes -----------------
 
+
 def _reproduce_parameters(monkeypatch, tmp_path, profile: str, overrides: dict | None = None) -> dict[str, dict]:
     """The parameters `dualloop reproduce` hands papermill for each phase (papermill itself not run)."""
     import papermill
@@ -169,8 +210,11 @@ def _reproduce_parameters(monkeypatch, tmp_path, profile: str, overrides: dict |
     passed = {}
     for variable in ("OPENAI_API_KEY", "GEMINI_API_KEY"):  # the paper profile's judges; nothing is called
         monkeypatch.setenv(variable, "sk-dualloop-test-" + "k" * 32)
-    monkeypatch.setattr(papermill, "execute_notebook",
-                        lambda source, target, parameters, **_: passed.__setitem__(Path(source).stem, parameters))
+    monkeypatch.setattr(
+        papermill,
+        "execute_notebook",
+        lambda source, target, parameters, **_: passed.__setitem__(Path(source).stem, parameters),
+    )
     reproduce(profile, out=tmp_path, overrides=overrides)
     return passed
 
@@ -178,8 +222,10 @@ def _reproduce_parameters(monkeypatch, tmp_path, profile: str, overrides: dict |
 def _defaults(stem: str) -> dict:
     from dualloop.config import declared_parameters
 
-    return {name: ast.literal_eval(entry["default"])
-            for name, entry in declared_parameters(REPO_ROOT / "notebooks" / f"{stem}.ipynb").items()}
+    return {
+        name: ast.literal_eval(entry["default"])
+        for name, entry in declared_parameters(REPO_ROOT / "notebooks" / f"{stem}.ipynb").items()
+    }
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
@@ -200,8 +246,10 @@ def test_an_edit_in_the_parameters_cell_acts_as_set_and_an_injected_default_is_k
 
     passed = _reproduce_parameters(monkeypatch, tmp_path, "smoke", {"training": {"max_steps": 5}})
     defaults = _defaults("02_main_comparison")
-    edited = resolve("02_main_comparison", {**defaults, "profile": "smoke", "output_dir": str(tmp_path),
-                                            "training": {"max_steps": 5}})
+    edited = resolve(
+        "02_main_comparison",
+        {**defaults, "profile": "smoke", "output_dir": str(tmp_path), "training": {"max_steps": 5}},
+    )
     assert edited == {**defaults, **passed["02_main_comparison"]}
     assert edited["training"]["max_steps"] == 5 and edited["training"]["max_length"] == 96  # merged into the profile's
     # `--set simulated_steps=400` against the smoke section's 60: injected, the notebook's default value stays
@@ -209,7 +257,9 @@ def test_an_edit_in_the_parameters_cell_acts_as_set_and_an_injected_default_is_k
     injected = {**walkthrough, "profile": "smoke", "simulated_steps": 400}
     assert resolve("00_walkthrough", injected, {"profile", "simulated_steps"})["simulated_steps"] == 400
     assert resolve("00_walkthrough", injected)["simulated_steps"] == 60
-    assert resolve("00_walkthrough", {**walkthrough, "profile": "smoke"})["output_dir"] == str(REPO_ROOT / "runs" / "smoke")
+    assert resolve("00_walkthrough", {**walkthrough, "profile": "smoke"})["output_dir"] == str(
+        REPO_ROOT / "runs" / "smoke"
+    )
 
 
 def test_injected_names_are_read_from_the_cell_papermill_writes():
@@ -240,7 +290,8 @@ print(transformers.utils.logging.is_progress_bar_enabled(), datasets.is_progress
 
 @pytest.mark.parametrize("imported", ["before", "after"])
 def test_quiet_turns_progress_bars_and_only_the_known_warnings_off(imported):
-    result = subprocess.run([sys.executable, "-c", QUIET_CHECK, imported], capture_output=True, text=True, check=True,
-                            cwd=REPO_ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", QUIET_CHECK, imported], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
     assert result.stdout.split() == ["False", "False", "True"]
     assert result.stderr.count("`gradient_checkpointing` is deprecated") == 1  # the one from dualloop's own module

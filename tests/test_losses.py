@@ -42,7 +42,8 @@ def log_sigmoid(x: float) -> float:
 def random_logps(seed: int, size: int = 6):
     generator = torch.Generator().manual_seed(seed)
     policy_chosen, policy_rejected, ref_chosen, ref_rejected = (
-        -(torch.rand(size, generator=generator, dtype=torch.float64) * 40 + 1) for _ in range(4))
+        -(torch.rand(size, generator=generator, dtype=torch.float64) * 40 + 1) for _ in range(4)
+    )
     lengths_chosen = torch.randint(1, 50, (size,), generator=generator)
     lengths_rejected = torch.randint(1, 50, (size,), generator=generator)
     return policy_chosen, policy_rejected, ref_chosen, ref_rejected, lengths_chosen, lengths_rejected
@@ -61,8 +62,9 @@ def test_dpo_loss_matches_hand_computation(label_smoothing, per_example_beta):
     betas = beta.tolist() if per_example_beta else [beta] * 6
     for i, (w, l, refw, refl) in enumerate(rows(pc, pr, rc, rr)):
         margin = (w - refw) - (l - refl)
-        expected = (-(1 - label_smoothing) * log_sigmoid(betas[i] * margin)
-                    - label_smoothing * log_sigmoid(-betas[i] * margin))
+        expected = -(1 - label_smoothing) * log_sigmoid(betas[i] * margin) - label_smoothing * log_sigmoid(
+            -betas[i] * margin
+        )
         assert out.losses[i].item() == pytest.approx(expected, rel=1e-10, abs=1e-12)
         assert out.chosen_rewards[i].item() == pytest.approx(betas[i] * (w - refw), rel=1e-12)
         assert out.rejected_rewards[i].item() == pytest.approx(betas[i] * (l - refl), rel=1e-12)
@@ -132,25 +134,34 @@ def test_adaptive_table2_variants_match_hand_computation():
         coef = min(math.exp((w - refw) - (l - refl)), clip)
         assert ipo.losses[i].item() == pytest.approx((coef * (w - refw) - (l - refl) - 1 / (2 * beta)) ** 2, rel=1e-10)
         assert rdpo.losses[i].item() == pytest.approx(
-            -log_sigmoid(beta * coef * (w - refw) - beta * (l - refl) - 0.01 * (yw - yl)), rel=1e-10)
+            -log_sigmoid(beta * coef * (w - refw) - beta * (l - refl) - 0.01 * (yw - yl)), rel=1e-10
+        )
         cw, cl = w * 0.01, l * 0.01
         coef_cpo = min(math.exp(cw - cl), clip)
         assert cpo.losses[i].item() == pytest.approx(-log_sigmoid(beta * coef_cpo * cw - beta * cl), rel=1e-10)
         coef_simpo = min(yw * math.exp(w) / (yl * math.exp(l)), clip)
         assert simpo.losses[i].item() == pytest.approx(
-            -log_sigmoid(beta * coef_simpo / yw * w - beta / yl * l - 0.5), rel=1e-10)
+            -log_sigmoid(beta * coef_simpo / yw * w - beta / yl * l - 0.5), rel=1e-10
+        )
         pw, pl = math.exp(w / yw), math.exp(l / yl)
         coef_orpo = min(pw * (1 - pw) / (pl * (1 - pl)), clip)
         odds_w, odds_l = math.log(pw / (1 - pw)), math.log(pl / (1 - pl))
         assert orpo.losses[i].item() == pytest.approx(
-            -(math.log(pw) + log_sigmoid(beta * coef_orpo * odds_w - beta * odds_l)), rel=1e-9)
+            -(math.log(pw) + log_sigmoid(beta * coef_orpo * odds_w - beta * odds_l)), rel=1e-9
+        )
 
 
 # ---------------------------------------------------------------- Table 2's base forms (β_w = β_l = β)
 
 # Three examples, summed log-probs of the policy (pc, pr) and reference (rc, rr), lengths in tokens.
-SMALL = dict(pc=[-3.0, -12.5, -7.25], pr=[-4.5, -9.0, -20.0], rc=[-3.5, -11.0, -8.0], rr=[-4.0, -10.5, -18.0],
-             lc=[3, 10, 6], lr=[5, 7, 16])
+SMALL = dict(
+    pc=[-3.0, -12.5, -7.25],
+    pr=[-4.5, -9.0, -20.0],
+    rc=[-3.5, -11.0, -8.0],
+    rr=[-4.0, -10.5, -18.0],
+    lc=[3, 10, 6],
+    lr=[5, 7, 16],
+)
 
 
 def small_batch(dtype=torch.float64):
@@ -179,7 +190,8 @@ def test_rdpo_loss_matches_hand_computation(per_example_beta):
     out = rdpo_loss(pc, pr, rc, rr, beta, chosen_lengths=lc, rejected_lengths=lr, alpha=0.02)
     # Example 0 written out: log(P_w/R_w) = −3 + 3.5, log(P_l/R_l) = −4.5 + 4, |y_w| − |y_l| = 3 − 5.
     assert out.losses[0].item() == pytest.approx(
-        math.log1p(math.exp(-(betas[0] * 0.5 - betas[0] * -0.5 - 0.02 * -2))), rel=1e-12)
+        math.log1p(math.exp(-(betas[0] * 0.5 - betas[0] * -0.5 - 0.02 * -2))), rel=1e-12
+    )
     losses, chosen, rejected = [], [], []
     for b, (w, l, refw, refl, yw, yl) in zip(betas, zip(*SMALL.values())):
         losses.append(-log_sigmoid(b * (w - refw) - b * (l - refl) - 0.02 * (yw - yl)))
@@ -193,11 +205,15 @@ def test_cpo_loss_matches_hand_computation(per_example_beta):
     pc, pr, _, _, _, _ = small_batch()
     beta, betas = beta_arg(per_example_beta)
     out = cpo_loss(pc, pr, beta)
-    assert out.losses[0].item() == pytest.approx(math.log1p(math.exp(-(betas[0] * -3.0 - betas[0] * -4.5))),
-                                                 rel=1e-12)
+    assert out.losses[0].item() == pytest.approx(math.log1p(math.exp(-(betas[0] * -3.0 - betas[0] * -4.5))), rel=1e-12)
     w, l = SMALL["pc"], SMALL["pr"]
-    assert_output(out, [-log_sigmoid(b * w[i] - b * l[i]) for i, b in enumerate(betas)],
-                  [b * w[i] for i, b in enumerate(betas)], [b * l[i] for i, b in enumerate(betas)], betas)
+    assert_output(
+        out,
+        [-log_sigmoid(b * w[i] - b * l[i]) for i, b in enumerate(betas)],
+        [b * w[i] for i, b in enumerate(betas)],
+        [b * l[i] for i, b in enumerate(betas)],
+        betas,
+    )
 
 
 @pytest.mark.parametrize("normalized", [True, False])
@@ -224,8 +240,9 @@ def test_simpo_loss_matches_hand_computation(per_example_beta):
     beta, betas = beta_arg(per_example_beta)
     out = simpo_loss(pc, pr, beta, chosen_lengths=lc, rejected_lengths=lr, gamma=0.5)
     # Example 0 written out: β/|y_w| · log P_w = β · (−3/3), β/|y_l| · log P_l = β · (−4.5/5), γ = 0.5.
-    assert out.losses[0].item() == pytest.approx(math.log1p(math.exp(-(betas[0] * -1.0 - betas[0] * -0.9 - 0.5))),
-                                                 rel=1e-12)
+    assert out.losses[0].item() == pytest.approx(
+        math.log1p(math.exp(-(betas[0] * -1.0 - betas[0] * -0.9 - 0.5))), rel=1e-12
+    )
     losses, chosen, rejected = [], [], []
     for b, w, l, yw, yl in zip(betas, SMALL["pc"], SMALL["pr"], SMALL["lc"], SMALL["lr"]):
         losses.append(-log_sigmoid(b / yw * w - b / yl * l - 0.5))
@@ -242,22 +259,28 @@ def base_and_adaptive(method: str, via: str, beta):
     """
     pc, pr, rc, rr, lc, lr = small_batch()
     if via == "balanced":
-        pr = {"rdpo": rr + (pc - rc),                     # P_w R_l / (P_l R_w) = 1
-              "cpo": pc.clone(),                          # P_w / P_l = 1
-              "simpo": pc + torch.log(lc.double() / lr),  # |y_w| P_w / (|y_l| P_l) = 1
-              # P_l = 1 − P_w per token: P_w(1 − P_w) / (P_l(1 − P_l)) = 1 with P_w ≠ P_l.
-              "orpo": torch.log1p(-torch.exp(pc / lc)) * lr}[method]
+        pr = {
+            "rdpo": rr + (pc - rc),  # P_w R_l / (P_l R_w) = 1
+            "cpo": pc.clone(),  # P_w / P_l = 1
+            "simpo": pc + torch.log(lc.double() / lr),  # |y_w| P_w / (|y_l| P_l) = 1
+            # P_l = 1 − P_w per token: P_w(1 − P_w) / (P_l(1 − P_l)) = 1 with P_w ≠ P_l.
+            "orpo": torch.log1p(-torch.exp(pc / lc)) * lr,
+        }[method]
     adaptive_kwargs = dict(clip=1.0, k=1e30) if via == "ceiling" else dict(clip=2.0, k=1.0)
     lengths = dict(chosen_lengths=lc, rejected_lengths=lr)
     if method == "rdpo":
-        return (rdpo_loss(pc, pr, rc, rr, beta, alpha=0.02, **lengths),
-                adaptive_rdpo_loss(pc, pr, rc, rr, beta, alpha=0.02, **lengths, **adaptive_kwargs))
+        return (
+            rdpo_loss(pc, pr, rc, rr, beta, alpha=0.02, **lengths),
+            adaptive_rdpo_loss(pc, pr, rc, rr, beta, alpha=0.02, **lengths, **adaptive_kwargs),
+        )
     if method == "cpo":
         return cpo_loss(pc, pr, beta), adaptive_cpo_loss(pc, pr, beta, **adaptive_kwargs)
     if method == "orpo":
         return orpo_loss(pc, pr, beta, **lengths), adaptive_orpo_loss(pc, pr, beta, **lengths, **adaptive_kwargs)
-    return (simpo_loss(pc, pr, beta, gamma=0.5, **lengths),
-            adaptive_simpo_loss(pc, pr, beta, gamma=0.5, **lengths, **adaptive_kwargs))
+    return (
+        simpo_loss(pc, pr, beta, gamma=0.5, **lengths),
+        adaptive_simpo_loss(pc, pr, beta, gamma=0.5, **lengths, **adaptive_kwargs),
+    )
 
 
 @pytest.mark.parametrize("method", ["rdpo", "cpo", "orpo", "simpo"])
@@ -277,11 +300,15 @@ def test_adaptive_form_differs_from_base_form_when_the_coefficient_is_not_one():
     """The coefficient-one equalities above are not vacuous: on the unbalanced batch the forms differ."""
     pc, pr, rc, rr, lc, lr = small_batch()
     lengths = dict(chosen_lengths=lc, rejected_lengths=lr)
-    pairs = [(rdpo_loss(pc, pr, rc, rr, 0.2, alpha=0.02, **lengths),
-              adaptive_rdpo_loss(pc, pr, rc, rr, 0.2, alpha=0.02, **lengths)),
-             (cpo_loss(pc, pr, 0.2), adaptive_cpo_loss(pc, pr, 0.2)),
-             (orpo_loss(pc, pr, 0.2, **lengths), adaptive_orpo_loss(pc, pr, 0.2, **lengths)),
-             (simpo_loss(pc, pr, 0.2, **lengths), adaptive_simpo_loss(pc, pr, 0.2, **lengths))]
+    pairs = [
+        (
+            rdpo_loss(pc, pr, rc, rr, 0.2, alpha=0.02, **lengths),
+            adaptive_rdpo_loss(pc, pr, rc, rr, 0.2, alpha=0.02, **lengths),
+        ),
+        (cpo_loss(pc, pr, 0.2), adaptive_cpo_loss(pc, pr, 0.2)),
+        (orpo_loss(pc, pr, 0.2, **lengths), adaptive_orpo_loss(pc, pr, 0.2, **lengths)),
+        (simpo_loss(pc, pr, 0.2, **lengths), adaptive_simpo_loss(pc, pr, 0.2, **lengths)),
+    ]
     for base, adaptive in pairs:
         assert not torch.allclose(base.losses, adaptive.losses, rtol=1e-6, atol=0)
 
@@ -348,8 +375,10 @@ finite_logp = st.floats(min_value=-60.0, max_value=-0.01, allow_nan=False)
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(finite_logp, finite_logp, finite_logp, finite_logp), min_size=1, max_size=8),
-       st.floats(min_value=1e-3, max_value=5.0))
+@given(
+    st.lists(st.tuples(finite_logp, finite_logp, finite_logp, finite_logp), min_size=1, max_size=8),
+    st.floats(min_value=1e-3, max_value=5.0),
+)
 def test_adadpo_coefficient_carries_no_gradient_and_loss_is_finite(values, beta):
     pc, pr, rc, rr = (torch.tensor(col, dtype=torch.float64, requires_grad=True) for col in zip(*values))
     out = adadpo_loss(pc, pr, rc, rr, beta)
@@ -363,9 +392,13 @@ def test_adadpo_coefficient_carries_no_gradient_and_loss_is_finite(values, beta)
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.floats(min_value=0.05, max_value=0.95), st.floats(min_value=0.05, max_value=0.95),
-       st.floats(min_value=0.05, max_value=0.95), st.floats(min_value=0.05, max_value=0.95),
-       st.floats(min_value=0.01, max_value=1.0))
+@given(
+    st.floats(min_value=0.05, max_value=0.95),
+    st.floats(min_value=0.05, max_value=0.95),
+    st.floats(min_value=0.05, max_value=0.95),
+    st.floats(min_value=0.05, max_value=0.95),
+    st.floats(min_value=0.01, max_value=1.0),
+)
 def test_adadpo_balances_gradients_on_probabilities(p_w, p_l, r_w, r_l, beta):
     """AdaDPO (Chen et al.) eq. (8): with the ceiling not binding, |∂L/∂P_w| = |∂L/∂P_l| (policy space)
     and |∂L/∂x_w| = |∂L/∂x_l| with x = P/R (ratio space)."""
@@ -394,8 +427,10 @@ def test_adadpo_gradient_ratio_on_log_probs_is_the_coefficient():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(finite_logp, finite_logp, finite_logp, finite_logp), min_size=1, max_size=8),
-       st.floats(min_value=1e-3, max_value=10.0))
+@given(
+    st.lists(st.tuples(finite_logp, finite_logp, finite_logp, finite_logp), min_size=1, max_size=8),
+    st.floats(min_value=1e-3, max_value=10.0),
+)
 def test_dpo_and_ipo_losses_are_finite_and_nonnegative(values, beta):
     pc, pr, rc, rr = (torch.tensor(col, dtype=torch.float64) for col in zip(*values))
     for out in (dpo_loss(pc, pr, rc, rr, beta), ipo_loss(pc, pr, rc, rr, beta), adadpo_loss(pc, pr, rc, rr, beta)):
@@ -403,6 +438,7 @@ def test_dpo_and_ipo_losses_are_finite_and_nonnegative(values, beta):
 
 
 # ---------------------------------------------------------------- bad input
+
 
 def test_bad_beta_and_shapes_name_the_argument():
     pc, pr, rc, rr, lc, lr = random_logps(6)

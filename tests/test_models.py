@@ -13,15 +13,15 @@ from dualloop import models  # noqa: E402
 from dualloop.models import LoadedPolicy, ModelSettings, load_policy, smoke_model  # noqa: E402
 
 
-
 def test_smoke_model_has_the_real_smollm2_tokenizer():
     model, tokenizer = smoke_model()
     assert len(tokenizer) == 49152
     assert model.config.vocab_size == 49152
     assert tokenizer.eos_token == tokenizer.pad_token == "<|im_end|>"
     assert model.config.eos_token_id == model.config.pad_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
-                                         add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert text.endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
     assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 64
 
@@ -89,13 +89,16 @@ def test_failed_conversion_leaves_no_partial_cache(tmp_path):
 
 
 def test_settings_from_dict_suggests_the_closest_key():
-    with pytest.raises(ValueError, match=r"params/profiles/cpu.yaml: unknown key 'lora_rr' \(did you mean 'lora_r'\?\)"):
+    with pytest.raises(
+        ValueError, match=r"params/profiles/cpu.yaml: unknown key 'lora_rr' \(did you mean 'lora_r'\?\)"
+    ):
         ModelSettings.from_dict({"lora_rr": 4}, source="params/profiles/cpu.yaml")
 
 
 def test_settings_from_dict_fills_fields_and_tuples_target_lists():
-    settings = ModelSettings.from_dict({"name_or_path": "smoke", "lora_r": 4,
-                                        "lora_target_modules": ["q_proj", "k_proj"]})
+    settings = ModelSettings.from_dict(
+        {"name_or_path": "smoke", "lora_r": 4, "lora_target_modules": ["q_proj", "k_proj"]}
+    )
     assert settings.lora_r == 4 and settings.lora_target_modules == ("q_proj", "k_proj")
     assert dataclasses.replace(settings, lora_r=2).lora_r == 2
 
@@ -180,10 +183,11 @@ def test_offline_model_loads_from_the_converted_cache(capsys):
     assert policy.model.dtype == torch.float32
     assert not getattr(policy.model, "is_quantized", False)
     messages = [{"role": "user", "content": "What is the capital of France?"}]
-    ids = policy.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                               return_dict=True)
+    ids = policy.tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     out = policy.model.generate(**ids, max_new_tokens=12, do_sample=False)
-    assert "Paris" in policy.tokenizer.decode(out[0, ids["input_ids"].shape[1]:])
+    assert "Paris" in policy.tokenizer.decode(out[0, ids["input_ids"].shape[1] :])
 
 
 @pytest.mark.parametrize(
@@ -200,6 +204,7 @@ def test_fast_bf16_is_read_from_the_cpu_flags(tmp_path, flags, expected):
 def test_qlora_without_bitsandbytes_names_the_gpu_extra(tmp_path, monkeypatch):
     try:
         import bitsandbytes  # noqa: F401
+
         pytest.skip("bitsandbytes is installed here")
     except ImportError:
         pass

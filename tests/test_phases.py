@@ -17,7 +17,6 @@ import pytest
 from dualloop.config import REPO_ROOT
 from dualloop.pipeline import discover_phases
 
-
 FAKE_KEY = "sk-dualloop-test-" + "k" * 32
 
 
@@ -25,8 +24,13 @@ FAKE_KEY = "sk-dualloop-test-" + "k" * 32
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke-run")
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OPENAI_API_KEY": FAKE_KEY, "GEMINI_API_KEY": FAKE_KEY}
-    result = subprocess.run([sys.executable, "-m", "dualloop", "reproduce", "--profile", "smoke", "--out", str(out)],
-                            cwd=REPO_ROOT, capture_output=True, text=True, env=environment)
+    result = subprocess.run(
+        [sys.executable, "-m", "dualloop", "reproduce", "--profile", "smoke", "--out", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=environment,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result.stdout
 
@@ -53,8 +57,11 @@ def test_executed_notebooks_show_their_figures_and_tables_and_no_library_noise(s
         assert len(images) == saved, f"{path.name}: {len(images)} inline figures for {saved} saved"
         if "display(" in "".join(c.source for c in notebook.cells):
             assert any({"text/markdown", "text/html"} & set(o.get("data", {})) for o in outputs), path.name
-        text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs
-                       if "image/png" not in o.get("data", {}))
+        text = "".join(
+            o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+            for o in outputs
+            if "image/png" not in o.get("data", {})
+        )
         for noise in ("<Figure size", "PosixPath(", "IProgress", "FutureWarning", "DeprecationWarning", "it/s]"):
             assert noise not in text, f"{path.name}: {noise!r} in its outputs"
         own = str(REPO_ROOT / "dualloop") + os.sep  # dualloop's own warnings (e.g. prompts skipped) are the phase's
@@ -62,17 +69,20 @@ def test_executed_notebooks_show_their_figures_and_tables_and_no_library_noise(s
         assert not library, f"{path.name}: {library[:1]}"
 
 
-@pytest.mark.parametrize("table,rows", [
-    ("table1", ["DualLoop-DPO vs. Base", "DualLoop-DPO vs. static-", "DualLoop-DPO vs. Annealed"]),
-    ("table2", ["ifbench", "mt-bench", "sycophancy-rho", "refusal-rho"]),
-    ("table3", ["vs. beta-dpo", "vs. epsilon-dpo"]),
-    ("table_phase1_beta_sweep", ["static-0.05 vs. Base", "static-0.1 vs. Base", "static-0.2 vs. Base"]),
-    ("table_ablations", ["dualloop-no-ema", "dualloop-no-fast-loop", "dualloop-no-clip", "dualloop-no-deadband"]),
-    ("table_adadpo_grid", ["0.001 | 0.1"]),
-    ("table_adadpo_clip", ["adadpo-C1.5 vs.", "dualloop+adadpo vs."]),
-    ("table_judge_agreement", ["gold-checker / local:smoke"]),
-    ("table_flip_rate", ["Entropy bucket"]),
-])
+@pytest.mark.parametrize(
+    "table,rows",
+    [
+        ("table1", ["DualLoop-DPO vs. Base", "DualLoop-DPO vs. static-", "DualLoop-DPO vs. Annealed"]),
+        ("table2", ["ifbench", "mt-bench", "sycophancy-rho", "refusal-rho"]),
+        ("table3", ["vs. beta-dpo", "vs. epsilon-dpo"]),
+        ("table_phase1_beta_sweep", ["static-0.05 vs. Base", "static-0.1 vs. Base", "static-0.2 vs. Base"]),
+        ("table_ablations", ["dualloop-no-ema", "dualloop-no-fast-loop", "dualloop-no-clip", "dualloop-no-deadband"]),
+        ("table_adadpo_grid", ["0.001 | 0.1"]),
+        ("table_adadpo_clip", ["adadpo-C1.5 vs.", "dualloop+adadpo vs."]),
+        ("table_judge_agreement", ["gold-checker / local:smoke"]),
+        ("table_flip_rate", ["Entropy bucket"]),
+    ],
+)
 def test_tables_are_written_as_markdown_and_latex_with_their_rows(smoke_run, table, rows):
     out, _ = smoke_run
     markdown = (out / "tables" / f"{table}.md").read_text()
@@ -84,14 +94,31 @@ def test_tables_are_written_as_markdown_and_latex_with_their_rows(smoke_run, tab
 
 def test_figures_are_written_as_png_and_pdf(smoke_run):
     out, _ = smoke_run
-    for stem in ("walkthrough_controllers", "phase1_accuracy_kl", "phase2_trajectories", "table1_win_rates",
-                 "phase3_trajectories", "phase5_trajectories", "accuracy_kl_all_methods", "phase6_adadpo_dynamics"):
+    for stem in (
+        "walkthrough_controllers",
+        "phase1_accuracy_kl",
+        "phase2_trajectories",
+        "table1_win_rates",
+        "phase3_trajectories",
+        "phase5_trajectories",
+        "accuracy_kl_all_methods",
+        "phase6_adadpo_dynamics",
+    ):
         for suffix in (".png", ".pdf"):
             assert (out / "figures" / f"{stem}{suffix}").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("phase", ["01_beta_sweep", "02_main_comparison", "03_ablations", "05_dynamic_baselines",
-                                   "06_adadpo", "07_judge_reliability"])
+@pytest.mark.parametrize(
+    "phase",
+    [
+        "01_beta_sweep",
+        "02_main_comparison",
+        "03_ablations",
+        "05_dynamic_baselines",
+        "06_adadpo",
+        "07_judge_reliability",
+    ],
+)
 def test_each_phase_writes_its_summary_with_accuracies_and_paired_differences(smoke_run, phase):
     from dualloop.summary import COMPARISON_FIELDS, SYSTEM_FIELDS, read_summary
 
@@ -112,8 +139,11 @@ def test_each_phase_writes_its_summary_with_accuracies_and_paired_differences(sm
 
 def test_phase6_runs_report_the_eval_loss_on_the_pairs_set_aside(smoke_run):
     out, _ = smoke_run
-    phase6 = [p.parent for p in (out / "registry").glob("*/config.json")
-              if json.loads(p.read_text())["data"].get("eval_pairs")]
+    phase6 = [
+        p.parent
+        for p in (out / "registry").glob("*/config.json")
+        if json.loads(p.read_text())["data"].get("eval_pairs")
+    ]
     assert len(phase6) == 6  # DPO, AdaDPO (C = 2 and 1.5), DualLoop + AdaDPO, Table 2: simpo, adaptive-simpo
     for run in phase6:
         rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]

@@ -34,9 +34,13 @@ def failing_notebooks(tmp_path):
     notebook = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell('output_dir: str = "."  # where to write')
     cell.metadata["tags"] = ["parameters"]
-    notebook.cells = [cell, nbformat.v4.new_code_cell("print('step 1/2 loss 0.69')\nprint('step 2/2 ', end='')\nprint('loss 0.5')\n"
-                                                      "print('judging', end='')"),
-                      nbformat.v4.new_code_cell("raise RuntimeError('the judge ran out of prompts')")]
+    notebook.cells = [
+        cell,
+        nbformat.v4.new_code_cell(
+            "print('step 1/2 loss 0.69')\nprint('step 2/2 ', end='')\nprint('loss 0.5')\nprint('judging', end='')"
+        ),
+        nbformat.v4.new_code_cell("raise RuntimeError('the judge ran out of prompts')"),
+    ]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, notebooks / "03_broken.ipynb")
     return notebooks, params
@@ -59,13 +63,30 @@ def test_a_failing_phase_names_the_phase_cell_and_executed_notebook(tmp_path):
 
 
 def test_cli_exits_nonzero_with_one_line_on_bad_input(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "dualloop", "reproduce", "--profile", "smoke", "--phases", "0",
-                             "--out", str(tmp_path), "--set", "simulatd_steps=3"],
-                            capture_output=True, text=True, cwd=REPO_ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dualloop",
+            "reproduce",
+            "--profile",
+            "smoke",
+            "--phases",
+            "0",
+            "--out",
+            str(tmp_path),
+            "--set",
+            "simulatd_steps=3",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "dualloop: --set (no selected phase declares it): unknown key 'simulatd_steps' "
-        "(did you mean 'simulated_steps'?)")
+        "(did you mean 'simulated_steps'?)"
+    )
     assert not (tmp_path / "notebooks").exists()  # nothing ran
 
 

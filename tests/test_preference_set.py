@@ -19,17 +19,25 @@ def test_pair_by_score_pairs_best_with_worst_and_drops_ties():
     assert pair_by_score(["same", "same ", "other"], [1.0, 0.0, 0.0]) == [(0, 2)]  # duplicate text counts once
 
 
-FAILING = "Sure, here is my answer. Tea needs hot water, a good leaf, and patience. Steep it for three minutes, then " \
-          "pour it into a warm cup and add milk if you like it that way, or drink it plain"
+FAILING = (
+    "Sure, here is my answer. Tea needs hot water, a good leaf, and patience. Steep it for three minutes, then "
+    "pour it into a warm cup and add milk if you like it that way, or drink it plain"
+)
 
 
-@pytest.mark.parametrize("instruction_id, kwargs, expected", [
-    ("change_case:english_lowercase", {}, FAILING.lower()),
-    ("punctuation:no_comma", {}, FAILING.replace(", ", " ").replace(",", "")),
-    ("length_constraints:number_words", {"num_words": 30, "relation": "less than"},
-     "Sure, here is my answer. Tea needs hot water, a good leaf, and patience."),
-    ("startend:end_checker", {"end_phrase": "Any other questions?"}, FAILING + " Any other questions?"),
-])
+@pytest.mark.parametrize(
+    "instruction_id, kwargs, expected",
+    [
+        ("change_case:english_lowercase", {}, FAILING.lower()),
+        ("punctuation:no_comma", {}, FAILING.replace(", ", " ").replace(",", "")),
+        (
+            "length_constraints:number_words",
+            {"num_words": 30, "relation": "less than"},
+            "Sure, here is my answer. Tea needs hot water, a good leaf, and patience.",
+        ),
+        ("startend:end_checker", {"end_phrase": "Any other questions?"}, FAILING + " Any other questions?"),
+    ],
+)
 def test_each_augmentation_rewrites_a_failing_sample_into_one_that_follows(instruction_id, kwargs, expected):
     prompt = instructions.VerifiablePrompt("train-0-1", "Describe tea.", (instruction_id,), (kwargs,), "train")
     assert not all(instructions.check(FAILING, prompt.instruction_ids, prompt.kwargs, prompt.prompt))
@@ -39,15 +47,36 @@ def test_each_augmentation_rewrites_a_failing_sample_into_one_that_follows(instr
 
 
 def test_a_sample_the_transform_cannot_change_gives_no_augmented_pair():
-    prompt = instructions.VerifiablePrompt("train-0-2", "Describe tea.", ("change_case:english_lowercase",), ({},),
-                                           "train")
+    prompt = instructions.VerifiablePrompt(
+        "train-0-2", "Describe tea.", ("change_case:english_lowercase",), ({},), "train"
+    )
     assert augmented_pair(prompt, ["already lowercase, so nothing to rewrite"]) is None
 
 
 def test_build_on_the_smoke_model_writes_pairs_heldout_and_provenance(tmp_path):
-    code = preference_set.main(["build", "--out", str(tmp_path), "--model", "smoke", "--train", "10", "--heldout", "5",
-                                "--samples", "3", "--max-new-tokens", "12", "--batch-size", "4", "--seed", "3",
-                                "--min-pairs-per-type", "2"])
+    code = preference_set.main(
+        [
+            "build",
+            "--out",
+            str(tmp_path),
+            "--model",
+            "smoke",
+            "--train",
+            "10",
+            "--heldout",
+            "5",
+            "--samples",
+            "3",
+            "--max-new-tokens",
+            "12",
+            "--batch-size",
+            "4",
+            "--seed",
+            "3",
+            "--min-pairs-per-type",
+            "2",
+        ]
+    )
     assert code == 0
     provenance = json.loads((tmp_path / data.PROVENANCE_FILE).read_text())
     assert provenance["model"] == "smoke|float32|seed=0" and provenance["seed"] == 3
@@ -80,16 +109,37 @@ def test_build_on_the_smoke_model_writes_pairs_heldout_and_provenance(tmp_path):
     again = tmp_path / "again"
     again.mkdir()
     (again / "generations").symlink_to(tmp_path / "generations")
-    preference_set.main(["build", "--out", str(again), "--model", "smoke", "--train", "10", "--heldout", "5",
-                         "--samples", "3", "--max-new-tokens", "12", "--batch-size", "4", "--seed", "3",
-                         "--min-pairs-per-type", "2"])
+    preference_set.main(
+        [
+            "build",
+            "--out",
+            str(again),
+            "--model",
+            "smoke",
+            "--train",
+            "10",
+            "--heldout",
+            "5",
+            "--samples",
+            "3",
+            "--max-new-tokens",
+            "12",
+            "--batch-size",
+            "4",
+            "--seed",
+            "3",
+            "--min-pairs-per-type",
+            "2",
+        ]
+    )
     assert (again / data.PAIRS_FILE).read_text() == (tmp_path / data.PAIRS_FILE).read_text()
 
 
 def test_build_refuses_an_instruction_type_without_a_checker(tmp_path):
     with pytest.raises(ValueError, match="instruction_ids: 'ratio:stop_words' has no composable checker"):
-        preference_set.build_verifiable_preferences(None, None, "x", out_dir=tmp_path,
-                                                    instruction_ids=["ratio:stop_words"])
+        preference_set.build_verifiable_preferences(
+            None, None, "x", out_dir=tmp_path, instruction_ids=["ratio:stop_words"]
+        )
 
 
 def test_the_shipped_set_has_signal_for_every_type_it_trains():
@@ -113,13 +163,26 @@ def test_the_builder_regenerates_the_shipped_samples_of_its_first_batch(tmp_path
 
     provenance = json.loads((data.SHIPPED_DIR / data.PROVENANCE_FILE).read_text())
     settings = GenerationSettings(**provenance["generation"])
-    model, tokenizer, identity = load_generator(ModelSettings(name_or_path="smollm2-135m-instruct", device="cpu",
-                                                              lora_r=0))
+    model, tokenizer, identity = load_generator(
+        ModelSettings(name_or_path="smollm2-135m-instruct", device="cpu", lora_r=0)
+    )
     assert identity == provenance["model"]
-    prompts = instructions.compose_prompts(settings.batch_size, split="train", seed=provenance["seed"],
-                                           max_instructions=1, instruction_ids=provenance["instruction_ids"])
-    fresh = generate_responses(model, tokenizer, {p.prompt_id: p.prompt for p in prompts}, settings, out_dir=tmp_path,
-                               identity=identity, prompt_set=f"verifiable-train-seed{provenance['seed']}")
+    prompts = instructions.compose_prompts(
+        settings.batch_size,
+        split="train",
+        seed=provenance["seed"],
+        max_instructions=1,
+        instruction_ids=provenance["instruction_ids"],
+    )
+    fresh = generate_responses(
+        model,
+        tokenizer,
+        {p.prompt_id: p.prompt for p in prompts},
+        settings,
+        out_dir=tmp_path,
+        identity=identity,
+        prompt_set=f"verifiable-train-seed{provenance['seed']}",
+    )
     shipped = {}
     for line in next((data.SHIPPED_DIR / "generations").glob("*.jsonl")).read_text().splitlines():
         record = json.loads(line)

@@ -17,7 +17,6 @@ from dualloop.trainer import AdaptiveDPOConfig, AdaptiveDPOTrainer
 CONFIG = {"method": "dualloop", "seed": 0, "steps": 4, "training": {"kl_estimator": "token", "lr": 5e-3}}
 
 
-
 def test_run_id_is_a_hash_of_the_configuration_not_of_its_key_order():
     reordered = {"training": {"lr": 5e-3, "kl_estimator": "token"}, "steps": 4, "seed": 0, "method": "dualloop"}
     assert run_id(CONFIG) == run_id(reordered)
@@ -62,14 +61,34 @@ def test_finished_run_is_reused_and_unfinished_run_resumes(tmp_path):
     def make_trainer(run, interrupt=False):
         built.append(run.id)
         model, tokenizer = smoke_model(0)
-        pairs = Dataset.from_list([{"prompt": f"Q{i}: add {i} and {i}.", "chosen": f" {2 * i}.",
-                                    "rejected": f" It is {3 * i} or so."} for i in range(8)])
-        args = AdaptiveDPOConfig(output_dir=str(run.path), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                                 per_device_train_batch_size=2, max_steps=4, learning_rate=5e-3, report_to=[],
-                                 save_strategy="steps", save_steps=2, seed=run.config["seed"],
-                                 print_progress=False, controller="dualloop")
-        trainer = AdaptiveDPOTrainer(model, args=args, train_dataset=pairs, processing_class=tokenizer,
-                                     peft_config=lora_config(ModelSettings(name_or_path="smoke")))
+        pairs = Dataset.from_list(
+            [
+                {"prompt": f"Q{i}: add {i} and {i}.", "chosen": f" {2 * i}.", "rejected": f" It is {3 * i} or so."}
+                for i in range(8)
+            ]
+        )
+        args = AdaptiveDPOConfig(
+            output_dir=str(run.path),
+            use_cpu=True,
+            bf16=False,
+            gradient_checkpointing=False,
+            per_device_train_batch_size=2,
+            max_steps=4,
+            learning_rate=5e-3,
+            report_to=[],
+            save_strategy="steps",
+            save_steps=2,
+            seed=run.config["seed"],
+            print_progress=False,
+            controller="dualloop",
+        )
+        trainer = AdaptiveDPOTrainer(
+            model,
+            args=args,
+            train_dataset=pairs,
+            processing_class=tokenizer,
+            peft_config=lora_config(ModelSettings(name_or_path="smoke")),
+        )
         if interrupt:
             trainer.add_callback(Interrupt())
         return trainer

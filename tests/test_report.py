@@ -7,23 +7,23 @@ import matplotlib
 import pytest
 
 from dualloop.judges import Decision, write_decisions
-from dualloop.stats import flip_rate_by_entropy
 from dualloop.report import (
     Table,
     comparison_table,
-    flip_table,
-    reliability_table,
     dataset_table,
     final_kl,
+    flip_table,
     judge_table,
     kl_win_rate_figure,
     load_decisions,
     read_history,
+    reliability_table,
     save_figure,
     trajectory_figure,
     win_rate_figure,
     write_table,
 )
+from dualloop.stats import flip_rate_by_entropy
 
 
 def decisions(system_b, wins, ties, n, *, judge="gpt-4o-mini", system_a="dualloop", unparseable=0):
@@ -33,8 +33,9 @@ def decisions(system_b, wins, ties, n, *, judge="gpt-4o-mini", system_a="dualloo
         winner = "a" if i < wins else "tie" if i < wins + ties else "b" if i < n else None
         verdict = {"a": "A", "b": "B", "tie": "tie", None: "unparseable"}[winner]
         system = {"a": system_a, "b": system_b, "tie": "tie", None: None}[winner]
-        rows.append(Decision(f"{system_b}-{i}", f"p{i}", system_a, system_b, "general", judge, "ab",
-                             verdict, winner, system))
+        rows.append(
+            Decision(f"{system_b}-{i}", f"p{i}", system_a, system_b, "general", judge, "ab", verdict, winner, system)
+        )
     return rows
 
 
@@ -51,7 +52,10 @@ def table_1_file(tmp_path):
 def test_table_1_from_a_decisions_file(table_1_file, tmp_path):
     table = comparison_table(load_decisions(table_1_file), caption="Table 1.")
     markdown = table.to_markdown()
-    assert markdown.splitlines()[:2] == ["| Comparison | Win Rate | 95% CI | N | Ties |", "| --- | --- | --- | --- | --- |"]
+    assert markdown.splitlines()[:2] == [
+        "| Comparison | Win Rate | 95% CI | N | Ties |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     # the paper's printed values
     assert "| DualLoop-DPO vs. Base | 87.0% | [83.7, 90.3] | 400 | 0 |" in markdown
     assert "| DualLoop-DPO vs. Static | 86.3% | [82.9, 89.6] | 400 | 0 |" in markdown
@@ -66,10 +70,12 @@ def test_table_1_from_a_decisions_file(table_1_file, tmp_path):
 
 def test_table_3_per_judge_with_the_pooled_aggregate():
     # vs. Beta-DPO: primary 182 wins + 1 tie of 200 (91.25 %), secondary 127 + 1 tie (63.75 %)
-    rows = (decisions("beta_dpo", 182, 1, 200, judge="gpt-4o-mini")
-            + decisions("beta_dpo", 127, 1, 200, judge="gemini-2.0-flash", unparseable=3))
-    table = judge_table(rows, judge_labels={"gpt-4o-mini": "Primary", "gemini-2.0-flash": "Secondary"},
-                        show_interval=False)
+    rows = decisions("beta_dpo", 182, 1, 200, judge="gpt-4o-mini") + decisions(
+        "beta_dpo", 127, 1, 200, judge="gemini-2.0-flash", unparseable=3
+    )
+    table = judge_table(
+        rows, judge_labels={"gpt-4o-mini": "Primary", "gemini-2.0-flash": "Secondary"}, show_interval=False
+    )
     assert table.columns == ["Method", "Primary", "Secondary", "Aggregated"]
     # pooled by hand: (182.5 + 127.5) / 400 = 77.5 %
     assert table.rows == [["vs. Beta-DPO", "91.3%", "63.8%", "77.5%"]]
@@ -128,12 +134,26 @@ def _write_history(path, rows):
 
 
 def test_trajectory_figure_plots_the_logged_values(tmp_path):
-    dualloop = _write_history(tmp_path / "dualloop.jsonl", [
-        {"step": s, "beta": 0.1 + 0.01 * s, "beta/base": 0.1 + 0.005 * s, "entropy": 0.9 - 0.1 * s,
-         "kl": 0.01 * s, "kl_ema": 0.008 * s} for s in range(1, 6)] + [{"step": 5, "eval_loss": 0.3}])
+    dualloop = _write_history(
+        tmp_path / "dualloop.jsonl",
+        [
+            {
+                "step": s,
+                "beta": 0.1 + 0.01 * s,
+                "beta/base": 0.1 + 0.005 * s,
+                "entropy": 0.9 - 0.1 * s,
+                "kl": 0.01 * s,
+                "kl_ema": 0.008 * s,
+            }
+            for s in range(1, 6)
+        ]
+        + [{"step": 5, "eval_loss": 0.3}],
+    )
     static = _write_history(tmp_path / "static.jsonl", [{"step": s, "beta": 0.2, "kl": 0.02 * s} for s in range(1, 6)])
-    annealed = _write_history(tmp_path / "annealed.jsonl",  # no controller KL: the trainer's estimator stands in
-                              [{"step": s, "beta": 0.2 - 0.01 * s, "kl/logratio": 0.03 * s} for s in range(1, 6)])
+    annealed = _write_history(
+        tmp_path / "annealed.jsonl",  # no controller KL: the trainer's estimator stands in
+        [{"step": s, "beta": 0.2 - 0.01 * s, "kl/logratio": 0.03 * s} for s in range(1, 6)],
+    )
     figure = trajectory_figure({"DualLoop-DPO": dualloop, "Static": static, "Annealed": annealed}, kl_target=0.04)
     beta_axis, kl_axis, entropy_axis = figure.axes
     lines = {line.get_label(): line for line in beta_axis.get_lines()}
@@ -174,7 +194,9 @@ def test_bad_results_files_are_named(tmp_path):
 
 def test_reliability_table_pairs_the_judges_on_the_same_items():
     primary = decisions("static", 6, 0, 10, judge="gpt")  # items 0-5 won, 6-9 lost
-    secondary = decisions("static", 4, 2, 10, judge="gemini", unparseable=1)  # 0-3 won, 4-5 tied, 6-9 lost, 10 unparseable
+    secondary = decisions(
+        "static", 4, 2, 10, judge="gemini", unparseable=1
+    )  # 0-3 won, 4-5 tied, 6-9 lost, 10 unparseable
     table = reliability_table(primary + secondary, [("gpt", "gemini")])
     # aligned on items 0-9 (10 is only the secondary's, and unparseable): agree on 0-3 and 6-9 = 8 / 10.
     # kappa by hand: categories a, b, tie; gpt (a 6, b 4), gemini (a 4, tie 2, b 4):
@@ -186,4 +208,7 @@ def test_reliability_table_pairs_the_judges_on_the_same_items():
 
 def test_flip_table_lists_each_entropy_bucket():
     buckets = flip_rate_by_entropy([["a", "a", "b"], ["b", "b", "b"]], [0.2, 0.8], edges=[0.0, 0.5, 1.0])
-    assert flip_table(buckets).rows == [["[0.00, 0.50]", "1", "2", "1", "50.0%"], ["[0.50, 1.00]", "1", "2", "0", "0.0%"]]
+    assert flip_table(buckets).rows == [
+        ["[0.00, 0.50]", "1", "2", "1", "50.0%"],
+        ["[0.50, 1.00]", "1", "2", "0", "0.0%"],
+    ]

@@ -32,8 +32,10 @@ def test_gradient_balance_table_reproduces_papers_003_example():
 
 
 def test_dualloop_holds_the_simulated_kl_near_its_target_where_static_beta_drifts():
-    trajectories = {"static": simulate(Static(0.1), 300, ToyTraining(seed=1)),
-                    "dualloop": simulate(DualLoop(kl_target=0.04), 300, ToyTraining(seed=1))}
+    trajectories = {
+        "static": simulate(Static(0.1), 300, ToyTraining(seed=1)),
+        "dualloop": simulate(DualLoop(kl_target=0.04), 300, ToyTraining(seed=1)),
+    }
     summary = summarize(trajectories, kl_target=0.04, last=100)
     assert summary.loc["dualloop", "|KL − target| / target"] < 0.15
     assert summary.loc["static", "|KL − target| / target"] > 1.0

@@ -83,8 +83,16 @@ def test_ties_count_half_and_are_reported():
 
 @pytest.mark.parametrize(
     ("wins", "n", "name"),
-    [(401, 400, "wins=401"), (0, 0, "n=0"), (-1, 10, "wins=-1"), (float("nan"), 10, "wins=nan"),
-     (3, float("nan"), "n=nan"), (3, -5, "n=-5"), (3.3, 10, "wins=3.3"), (3, 10.5, "n=10.5")],
+    [
+        (401, 400, "wins=401"),
+        (0, 0, "n=0"),
+        (-1, 10, "wins=-1"),
+        (float("nan"), 10, "wins=nan"),
+        (3, float("nan"), "n=nan"),
+        (3, -5, "n=-5"),
+        (3.3, 10, "wins=3.3"),
+        (3, 10.5, "n=10.5"),
+    ],
 )
 def test_bad_counts_raise_naming_the_argument(wins, n, name):
     with pytest.raises(ValueError, match=name):
@@ -205,7 +213,9 @@ def test_length_controlled_win_rate_equals_an_independent_fit():
     logit = 0.4 + 1.5 * np.tanh(difference / difference.std(ddof=1))
     y = (rng.random(120) < 1 / (1 + np.exp(-logit))).astype(float)
     y[:6] = 0.5  # ties
-    beta, covariance = _newton_logistic(y, np.column_stack([np.ones(120), np.tanh(difference / difference.std(ddof=1))]))
+    beta, covariance = _newton_logistic(
+        y, np.column_stack([np.ones(120), np.tanh(difference / difference.std(ddof=1))])
+    )
     result = length_controlled_win_rate(y, length_a, length_b)
     rate = 1 / (1 + np.exp(-beta[0]))
     assert result.rate == pytest.approx(rate, abs=1e-6)

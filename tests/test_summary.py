@@ -11,14 +11,28 @@ from dualloop.judges import Decision
 
 def _decision(prompt_id, winner, judge="gold-checker", a="dualloop", b="base"):
     winner_system = {"a": a, "b": b, "tie": "tie", None: None}[winner]
-    return Decision(f"set:{prompt_id}", prompt_id, a, b, "instructions", judge, "ab",
-                    {"a": "A", "b": "B", "tie": "tie", None: "unparseable"}[winner], winner, winner_system)
+    return Decision(
+        f"set:{prompt_id}",
+        prompt_id,
+        a,
+        b,
+        "instructions",
+        judge,
+        "ab",
+        {"a": "A", "b": "B", "tie": "tie", None: "unparseable"}[winner],
+        winner,
+        winner_system,
+    )
 
 
 def _scores(tmp_path, system, strict, loose):
     path = tmp_path / f"{system}.jsonl"
-    path.write_text("".join(json.dumps({"prompt_id": f"p{i}", "instruction_ids": ["x"], "strict": [s],
-                                        "loose": [lo]}) + "\n" for i, (s, lo) in enumerate(zip(strict, loose))))
+    path.write_text(
+        "".join(
+            json.dumps({"prompt_id": f"p{i}", "instruction_ids": ["x"], "strict": [s], "loose": [lo]}) + "\n"
+            for i, (s, lo) in enumerate(zip(strict, loose))
+        )
+    )
     return path
 
 
@@ -28,12 +42,16 @@ def test_phase_summary_on_a_small_table_equals_hand_computations(tmp_path):
     base_strict = [False, False, False, True, False, True, False, False]
     dual_loose = [True] * 6 + [False] * 2
     base_loose = [True, False, False, True, False, True, False, False]
-    files = {"dualloop": _scores(tmp_path, "dualloop", dual_strict, dual_loose),
-             "base": _scores(tmp_path, "base", base_strict, base_loose)}
+    files = {
+        "dualloop": _scores(tmp_path, "dualloop", dual_strict, dual_loose),
+        "base": _scores(tmp_path, "base", base_strict, base_loose),
+    }
     strict_outcomes = ["a", "a", "a", "tie", "a", "b", "tie", "tie"]
     decisions = [_decision(f"p{i}", w) for i, w in enumerate(strict_outcomes)]
-    decisions += [_decision(f"p{i}", w, judge="gold-loose") for i, w in enumerate(["tie", "a", "a", "tie", "a", "tie",
-                                                                                   None, "tie"])]
+    decisions += [
+        _decision(f"p{i}", w, judge="gold-loose")
+        for i, w in enumerate(["tie", "a", "a", "tie", "a", "tie", None, "tie"])
+    ]
     result = summary.phase_summary("02_main_comparison", "cpu", "verifiable-heldout", decisions, files)
     path = summary.write_summary(tmp_path / "results", result)
     assert path.name == "02_main_comparison.json"
@@ -54,8 +72,10 @@ def test_phase_summary_on_a_small_table_equals_hand_computations(tmp_path):
     assert gold["ci"] == pytest.approx([5.5 / 8 - z * se, min(5.5 / 8 + z * se, 1.0)])
     assert gold["accuracy"] == "strict" and gold["accuracy_diff"] == pytest.approx(3 / 8)
     from scipy.stats import beta as beta_distribution  # Clopper-Pearson of 4 / 5 discordant, scaled by 5 / 8
-    assert gold["accuracy_diff_ci"] == pytest.approx([5 / 8 * (2 * beta_distribution.ppf(0.025, 4, 2) - 1),
-                                                      5 / 8 * (2 * beta_distribution.ppf(0.975, 5, 1) - 1)])
+
+    assert gold["accuracy_diff_ci"] == pytest.approx(
+        [5 / 8 * (2 * beta_distribution.ppf(0.025, 4, 2) - 1), 5 / 8 * (2 * beta_distribution.ppf(0.975, 5, 1) - 1)]
+    )
     assert (loose["judge"], loose["n"], loose["unparseable"], loose["accuracy"]) == ("gold-loose", 7, 1, "loose")
     assert loose["accuracy_diff"] == pytest.approx(3 / 8)  # loose a_only p1, p2, p4 of 8 judged prompts
 
@@ -66,7 +86,11 @@ def test_phase_summary_on_a_small_table_equals_hand_computations(tmp_path):
     assert row[1].startswith(f"{100 * 10.5 / 15:.1f}% [")  # pooled: 4 + 3 wins and 7 ties of 15 decisions
     assert row[4].startswith("+37.5% [") and row[5].startswith("+37.5% [")
     accuracy = report.accuracy_table(loaded)
-    assert accuracy.rows[0][:3] == ["DualLoop-DPO", "8", f"62.5% [{100 * (centre - half):.1f}, {100 * (centre + half):.1f}]"]
+    assert accuracy.rows[0][:3] == [
+        "DualLoop-DPO",
+        "8",
+        f"62.5% [{100 * (centre - half):.1f}, {100 * (centre + half):.1f}]",
+    ]
 
 
 def test_a_summary_without_checker_has_no_accuracy_fields(tmp_path):
@@ -89,8 +113,10 @@ def test_bad_summary_and_score_files_are_named(tmp_path):
 
 
 def test_table3_carries_the_paired_strict_difference_of_each_row(tmp_path):
-    files = {"dualloop": _scores(tmp_path, "dualloop", [True, True, False], [True, True, False]),
-             "beta-dpo": _scores(tmp_path, "beta-dpo", [False, True, False], [False, True, True])}
+    files = {
+        "dualloop": _scores(tmp_path, "dualloop", [True, True, False], [True, True, False]),
+        "beta-dpo": _scores(tmp_path, "beta-dpo", [False, True, False], [False, True, True]),
+    }
     decisions = [_decision(f"p{i}", w, b="beta-dpo") for i, w in enumerate(["a", "tie", "tie"])]
     result = summary.phase_summary("05_dynamic_baselines", "cpu", "verifiable-heldout", decisions, files)
     table = report.judge_table(decisions, summary=result)

@@ -24,33 +24,46 @@ from dualloop.trainer import (
 )
 from dualloop.trainer.heads import backbone
 
-
-
-
 TIMING_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos"}
 
 
 def pairs(count: int = 8) -> Dataset:
     """Short prompt/chosen/rejected pairs (standard form) with responses of different lengths."""
-    return Dataset.from_list([
-        {"prompt": f"Q{i}: add {i} and {i}.", "chosen": f" {2 * i}.", "rejected": f" It is {3 * i} or so."}
-        for i in range(count)
-    ])
+    return Dataset.from_list(
+        [
+            {"prompt": f"Q{i}: add {i} and {i}.", "chosen": f" {2 * i}.", "rejected": f" It is {3 * i} or so."}
+            for i in range(count)
+        ]
+    )
 
 
 def training_args(tmp_path, **overrides) -> dict:
-    args = dict(output_dir=str(tmp_path), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                per_device_train_batch_size=2, max_steps=2, learning_rate=5e-3, report_to=[],
-                save_strategy="no", seed=0, print_progress=False)
+    args = dict(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        per_device_train_batch_size=2,
+        max_steps=2,
+        learning_rate=5e-3,
+        report_to=[],
+        save_strategy="no",
+        seed=0,
+        print_progress=False,
+    )
     args.update(overrides)
     return args
 
 
 def adaptive_trainer(tmp_path, dataset=None, model_seed=0, **overrides) -> AdaptiveDPOTrainer:
     model, tokenizer = smoke_model(model_seed)
-    return AdaptiveDPOTrainer(model, args=AdaptiveDPOConfig(**training_args(tmp_path, **overrides)),
-                              train_dataset=dataset or pairs(), processing_class=tokenizer,
-                              peft_config=lora_config(ModelSettings(name_or_path="smoke")))
+    return AdaptiveDPOTrainer(
+        model,
+        args=AdaptiveDPOConfig(**training_args(tmp_path, **overrides)),
+        train_dataset=dataset or pairs(),
+        processing_class=tokenizer,
+        peft_config=lora_config(ModelSettings(name_or_path="smoke")),
+    )
 
 
 def history(path) -> list[dict]:
@@ -74,12 +87,18 @@ def test_static_sigmoid_loss_and_gradients_equal_trl(tmp_path):
     common = training_args(tmp_path, beta=0.3)
     del common["print_progress"], common["output_dir"]
     runs = {}
-    for name, trainer_class, config_class in (("trl", DPOTrainer, DPOConfig),
-                                              ("ours", AdaptiveDPOTrainer, AdaptiveDPOConfig)):
+    for name, trainer_class, config_class in (
+        ("trl", DPOTrainer, DPOConfig),
+        ("ours", AdaptiveDPOTrainer, AdaptiveDPOConfig),
+    ):
         model, tokenizer = smoke_model(0)
-        trainer = trainer_class(model, args=config_class(**common, output_dir=str(tmp_path / name)),
-                                train_dataset=pairs(), processing_class=tokenizer,
-                                peft_config=lora_config(ModelSettings(name_or_path="smoke")))
+        trainer = trainer_class(
+            model,
+            args=config_class(**common, output_dir=str(tmp_path / name)),
+            train_dataset=pairs(),
+            processing_class=tokenizer,
+            peft_config=lora_config(ModelSettings(name_or_path="smoke")),
+        )
         perturb_adapter(trainer.model)
         trainer.model.train()
         inputs = next(iter(trainer.get_train_dataloader()))
@@ -120,14 +139,23 @@ def test_chunked_vocabulary_statistics_equal_full_logit_token_kl_and_epsilon_ste
     rows = mask.nonzero()[:, 0]
     for chunk_size in (1, 4, 1000):
         kl_rows, log_probs = vocabulary_statistics(
-            (head.weight, None), (ref_head.weight, ref_head.bias), policy_hidden[mask], ref_hidden[mask],
-            labels[mask], rows, 2 * rows_per_side, chunk_size=chunk_size, token_kl=True, epsilon=0.2)
+            (head.weight, None),
+            (ref_head.weight, ref_head.bias),
+            policy_hidden[mask],
+            ref_hidden[mask],
+            labels[mask],
+            rows,
+            2 * rows_per_side,
+            chunk_size=chunk_size,
+            token_kl=True,
+            epsilon=0.2,
+        )
         with torch.no_grad():
             policy_logits, ref_logits = head(policy_hidden), ref_head(ref_hidden)
         expected_kl = token_kl(policy_logits, ref_logits, mask)
         assert (kl_rows.sum() / mask.sum()).item() == pytest.approx(expected_kl.item(), rel=1e-5)
         for row in range(2 * rows_per_side):  # each sequence's own KL sum
-            row_kl = token_kl(policy_logits[row:row + 1], ref_logits[row:row + 1], mask[row:row + 1])
+            row_kl = token_kl(policy_logits[row : row + 1], ref_logits[row : row + 1], mask[row : row + 1])
             assert kl_rows[row].item() == pytest.approx(row_kl.item() * mask[row].sum().item(), rel=1e-5)
         expected_steps = epsilon_steps(policy_logits, ref_logits, labels, mask, 0.2)
         assert torch.equal(epsilon_steps_from_logps(log_probs), expected_steps)
@@ -145,10 +173,18 @@ def test_full_fine_tuning_with_a_separate_reference_logs_the_exact_token_kl_and_
         for param in model.parameters():
             param.add_(0.5 * param.std() * torch.randn(param.shape, generator=generator))
     assert not torch.equal(model.get_output_embeddings().weight, reference.get_output_embeddings().weight)
-    args = AdaptiveDPOConfig(**training_args(tmp_path, controller="epsilon-dpo", log_token_kl=True,
-                                             per_device_train_batch_size=4, controller_kwargs={"epsilon": 0.3}))
-    trainer = AdaptiveDPOTrainer(model, ref_model=reference, args=args, train_dataset=pairs(),
-                                 processing_class=tokenizer)
+    args = AdaptiveDPOConfig(
+        **training_args(
+            tmp_path,
+            controller="epsilon-dpo",
+            log_token_kl=True,
+            per_device_train_batch_size=4,
+            controller_kwargs={"epsilon": 0.3},
+        )
+    )
+    trainer = AdaptiveDPOTrainer(
+        model, ref_model=reference, args=args, train_dataset=pairs(), processing_class=tokenizer
+    )
     trainer.model.train()
     inputs = next(iter(trainer.get_train_dataloader()))
     trainer.compute_loss(trainer.model, inputs)
@@ -171,7 +207,7 @@ def test_reference_free_losses_skip_the_reference_forward(tmp_path):
     for loss_type in ("sigmoid", "simpo"):
         trainer = adaptive_trainer(tmp_path / loss_type, loss_type=loss_type)
         calls = []
-        backbone(trainer.model).register_forward_hook(lambda *_: calls.append(1))
+        backbone(trainer.model).register_forward_hook(lambda *_, calls=calls: calls.append(1))
         trainer.model.train()
         trainer.compute_loss(trainer.model, next(iter(trainer.get_train_dataloader())))
         counts[loss_type] = len(calls)
@@ -194,8 +230,15 @@ def test_beta_dpo_reward_metrics_are_over_the_kept_examples(tmp_path):
 
 def test_annealed_horizon_is_the_trainers_number_of_optimizer_steps(tmp_path):
     # 9 pairs in batches of 2 with the last dropped: 4 steps an epoch, so half an epoch is 2 steps
-    trainer = adaptive_trainer(tmp_path, dataset=pairs(9), controller="annealed", max_steps=-1, num_train_epochs=0.5,
-                               dataloader_drop_last=True, controller_kwargs={"start": 0.2, "end": 0.05})
+    trainer = adaptive_trainer(
+        tmp_path,
+        dataset=pairs(9),
+        controller="annealed",
+        max_steps=-1,
+        num_train_epochs=0.5,
+        dataloader_drop_last=True,
+        controller_kwargs={"start": 0.2, "end": 0.05},
+    )
     trainer.train()
     assert trainer.state.max_steps == 2
     assert [row["beta"] for row in history(tmp_path) if "loss" in row] == [pytest.approx(0.2), pytest.approx(0.125)]
@@ -205,16 +248,19 @@ def test_annealed_horizon_is_the_trainers_number_of_optimizer_steps(tmp_path):
 # ------------------------------------------------------------------ every method end to end
 
 
-@pytest.mark.parametrize("method, overrides", [
-    ("static", {}),
-    ("annealed", {}),
-    ("dualloop", {"kl_estimator": "token"}),
-    ("dualloop", {"kl_estimator": "logratio"}),
-    ("beta-dpo", {}),
-    ("epsilon-dpo", {}),
-    ("adadpo", {}),
-    ("static", {"loss_type": "ipo"}),
-])
+@pytest.mark.parametrize(
+    "method, overrides",
+    [
+        ("static", {}),
+        ("annealed", {}),
+        ("dualloop", {"kl_estimator": "token"}),
+        ("dualloop", {"kl_estimator": "logratio"}),
+        ("beta-dpo", {}),
+        ("epsilon-dpo", {}),
+        ("adadpo", {}),
+        ("static", {"loss_type": "ipo"}),
+    ],
+)
 def test_every_method_trains_on_the_smoke_model(tmp_path, method, overrides):
     settings = {**method_settings(method), **overrides}
     trainer = adaptive_trainer(tmp_path, gradient_accumulation_steps=2, **settings)
@@ -252,8 +298,9 @@ def test_every_loss_trains_two_steps_under_dualloop(tmp_path, loss_type):
 
 @pytest.mark.parametrize("controller", list(CONTROLLERS))
 def test_a_reference_free_loss_trains_under_every_controller(tmp_path, controller):
-    trainer = adaptive_trainer(tmp_path, controller=controller, loss_type="adaptive-simpo",
-                               gradient_accumulation_steps=2)
+    trainer = adaptive_trainer(
+        tmp_path, controller=controller, loss_type="adaptive-simpo", gradient_accumulation_steps=2
+    )
     trainer.train()
     rows = [row for row in history(tmp_path) if "loss" in row]
     assert len(rows) == 2 and all(math.isfinite(row["loss"]) and math.isfinite(row["beta"]) for row in rows)
@@ -262,14 +309,19 @@ def test_a_reference_free_loss_trains_under_every_controller(tmp_path, controlle
 def test_separate_reference_model_and_precomputed_reference_log_probs(tmp_path):
     model, tokenizer = smoke_model(0)
     reference, _ = smoke_model(0)
-    trainer = AdaptiveDPOTrainer(model, ref_model=reference,
-                                 args=AdaptiveDPOConfig(**training_args(tmp_path / "ref", controller="epsilon-dpo")),
-                                 train_dataset=pairs(), processing_class=tokenizer)
+    trainer = AdaptiveDPOTrainer(
+        model,
+        ref_model=reference,
+        args=AdaptiveDPOConfig(**training_args(tmp_path / "ref", controller="epsilon-dpo")),
+        train_dataset=pairs(),
+        processing_class=tokenizer,
+    )
     trainer.train()
     assert all(math.isfinite(row["loss"]) for row in history(tmp_path / "ref") if "loss" in row)
 
-    trainer = adaptive_trainer(tmp_path / "pre", controller="dualloop", kl_estimator="logratio",
-                               precompute_ref_log_probs=True)
+    trainer = adaptive_trainer(
+        tmp_path / "pre", controller="dualloop", kl_estimator="logratio", precompute_ref_log_probs=True
+    )
     trainer.train()
     rows = [row for row in history(tmp_path / "pre") if "loss" in row]
     assert len(rows) == 2 and rows[-1]["kl"] == pytest.approx(rows[-1]["kl/logratio"])
@@ -350,8 +402,9 @@ def test_resume_refuses_a_checkpoint_without_the_controllers_state(tmp_path):
     del state["stateful_callbacks"]["ControllerCallback"]
     state_file.write_text(json.dumps(state))
     with pytest.raises(ValueError, match="not written by AdaptiveDPOTrainer, so β cannot be restored"):
-        adaptive_trainer(tmp_path, controller="dualloop", max_steps=3).train(resume_from_checkpoint=str(
-            tmp_path / "checkpoint-2"))
+        adaptive_trainer(tmp_path, controller="dualloop", max_steps=3).train(
+            resume_from_checkpoint=str(tmp_path / "checkpoint-2")
+        )
 
 
 def test_resume_refuses_a_checkpoint_of_another_controller(tmp_path):
@@ -375,10 +428,13 @@ def test_unknown_method_and_controller_names_are_clear_errors(tmp_path):
         AdaptiveDPOConfig(**training_args(tmp_path, controller="dualloop", controller_kwargs={"kl_targt": 0.1}))
 
 
-@pytest.mark.parametrize("settings, needs", [
-    ({"controller": "epsilon-dpo"}, "ε-DPO's steps"),
-    ({"controller": "dualloop", "kl_estimator": "token"}, "token KL"),
-])
+@pytest.mark.parametrize(
+    "settings, needs",
+    [
+        ({"controller": "epsilon-dpo"}, "ε-DPO's steps"),
+        ({"controller": "dualloop", "kl_estimator": "token"}, "token KL"),
+    ],
+)
 def test_reference_logits_with_precomputed_reference_log_probs_is_refused(tmp_path, settings, needs):
     with pytest.raises(ValueError, match=f"{needs}.*precompute_ref_log_probs=False"):
         adaptive_trainer(tmp_path, precompute_ref_log_probs=True, **settings)
@@ -396,9 +452,12 @@ def test_every_method_trains_a_few_steps_on_smollm2(tmp_path):
     for method in ("static", "dualloop", "beta-dpo", "epsilon-dpo", "adadpo"):
         policy = load_policy(ModelSettings(device="cpu"))
         trainer = AdaptiveDPOTrainer(
-            policy.model, args=AdaptiveDPOConfig(**training_args(tmp_path / method, max_steps=3,
-                                                                 **method_settings(method))),
-            train_dataset=pairs(), processing_class=policy.tokenizer, peft_config=policy.peft_config)
+            policy.model,
+            args=AdaptiveDPOConfig(**training_args(tmp_path / method, max_steps=3, **method_settings(method))),
+            train_dataset=pairs(),
+            processing_class=policy.tokenizer,
+            peft_config=policy.peft_config,
+        )
         trainer.train()
         rows = [row for row in history(tmp_path / method) if "loss" in row]
         assert len(rows) == 3 and all(math.isfinite(row["loss"]) for row in rows)

@@ -24,8 +24,15 @@ from dualloop.judges.decisions import JUDGE_PROMPT_VERSION, ShownPair, Verdict
 from dualloop.judges.pairwise import PairwiseJudge, judge_messages, parse_verdict
 from dualloop.redaction import redact, register_secret_env
 
-__all__ = ["GEMINI_OPENAI_BASE_URL", "OPENAI_BASE_URL", "JudgeAPIError", "MissingAPIKeyError", "OpenAICompatibleJudge",
-           "check_api_key", "retry_wait"]
+__all__ = [
+    "GEMINI_OPENAI_BASE_URL",
+    "OPENAI_BASE_URL",
+    "JudgeAPIError",
+    "MissingAPIKeyError",
+    "OpenAICompatibleJudge",
+    "check_api_key",
+    "retry_wait",
+]
 
 GEMINI_OPENAI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta/openai"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -45,8 +52,10 @@ def check_api_key(api_key_env: str, model: str, base_url: str) -> str:
     register_secret_env(api_key_env)
     key = os.environ.get(api_key_env, "").strip()
     if not key:
-        raise MissingAPIKeyError(f"environment variable {api_key_env} is not set: export it with the API key for "
-                                 f"{model} at {base_url} before judging (keys are read only from the environment)")
+        raise MissingAPIKeyError(
+            f"environment variable {api_key_env} is not set: export it with the API key for "
+            f"{model} at {base_url} before judging (keys are read only from the environment)"
+        )
     return key
 
 
@@ -150,13 +159,22 @@ class OpenAICompatibleJudge(PairwiseJudge):
         return cls(criterion, **kwargs)
 
     def __repr__(self) -> str:
-        return (f"OpenAICompatibleJudge(criterion={self.criterion!r}, model={self.model!r}, "
-                f"base_url={self.base_url!r}, api_key_env={self.api_key_env!r}, cache_path={self.cache_path!r})")
+        return (
+            f"OpenAICompatibleJudge(criterion={self.criterion!r}, model={self.model!r}, "
+            f"base_url={self.base_url!r}, api_key_env={self.api_key_env!r}, cache_path={self.cache_path!r})"
+        )
 
     def cache_key(self, shown: ShownPair) -> str:
         """The cache key of a pair as shown."""
-        fields = [self.model, self.base_url, self.criterion, shown.item.prompt, shown.first, shown.second,
-                  JUDGE_PROMPT_VERSION]
+        fields = [
+            self.model,
+            self.base_url,
+            self.criterion,
+            shown.item.prompt,
+            shown.first,
+            shown.second,
+            JUDGE_PROMPT_VERSION,
+        ]
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
     def judge_shown(self, pairs: Sequence[ShownPair]) -> list[Verdict]:
@@ -168,29 +186,49 @@ class OpenAICompatibleJudge(PairwiseJudge):
             todo = {key: shown for key, shown in zip(keys, pairs) if key not in self._cache}
             if todo:
                 with httpx.Client(timeout=self.timeout) as client, ThreadPoolExecutor(self.max_concurrency) as pool:
-                    futures = [pool.submit(self._judge_one, client, key, shown, unparseable)
-                               for key, shown in todo.items()]
+                    futures = [
+                        pool.submit(self._judge_one, client, key, shown, unparseable) for key, shown in todo.items()
+                    ]
                     wait(futures)
                 for future in futures:
                     future.result()  # raise the first failure, after every other pair finished and was cached
         self.unparseable = sum(key in unparseable for key in keys)
         if self.unparseable:
-            print(f"dualloop.judges: {self.name}: {self.unparseable} of {len(keys)} verdicts unparseable (not cached: "
-                  "asked again on a rerun)", flush=True)
-        return [Verdict("unparseable", raw=redact(unparseable[k] or "") or None) if k in unparseable
-                else Verdict(self._cache[k]["verdict"], raw=self._cache[k]["raw"]) for k in keys]
+            print(
+                f"dualloop.judges: {self.name}: {self.unparseable} of {len(keys)} verdicts unparseable (not cached: "
+                "asked again on a rerun)",
+                flush=True,
+            )
+        return [
+            Verdict("unparseable", raw=redact(unparseable[k] or "") or None)
+            if k in unparseable
+            else Verdict(self._cache[k]["verdict"], raw=self._cache[k]["raw"])
+            for k in keys
+        ]
 
     def _judge_one(self, client: Any, key: str, shown: ShownPair, unparseable: dict[str, str | None]) -> None:
-        body = {"model": self.model, "temperature": self.temperature, "max_tokens": self.max_tokens,
-                "messages": judge_messages(shown.item.prompt, shown.first, shown.second, self.criterion)}
+        body = {
+            "model": self.model,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "messages": judge_messages(shown.item.prompt, shown.first, shown.second, self.criterion),
+        }
         reply = None
         for _ in range(self.parse_retries + 1):
             reply = self._complete(client, body)
             verdict = parse_verdict(reply)
             if verdict is not None:
-                self._cache.store({"key": key, "verdict": verdict, "raw": reply, "model": self.model,
-                                   "base_url": self.base_url, "criterion": self.criterion,
-                                   "judge_prompt_version": JUDGE_PROMPT_VERSION})
+                self._cache.store(
+                    {
+                        "key": key,
+                        "verdict": verdict,
+                        "raw": reply,
+                        "model": self.model,
+                        "base_url": self.base_url,
+                        "criterion": self.criterion,
+                        "judge_prompt_version": JUDGE_PROMPT_VERSION,
+                    }
+                )
                 return
         unparseable[key] = reply
 
@@ -217,9 +255,12 @@ class OpenAICompatibleJudge(PairwiseJudge):
                     problem = f"HTTP {response.status_code}"
                     retry_after = response.headers.get("retry-after")
                 else:
-                    raise JudgeAPIError(f"{self.model} at {url}: HTTP {response.status_code}: "
-                                        f"{redact(response.text[:300])}")
+                    raise JudgeAPIError(
+                        f"{self.model} at {url}: HTTP {response.status_code}: {redact(response.text[:300])}"
+                    )
             if attempt < self.max_retries:
                 self.sleep(retry_wait(attempt, self.backoff_base, self.backoff_max, retry_after))
-        raise JudgeAPIError(f"{self.model} at {url}: gave up after {self.max_retries + 1} attempts "
-                            f"(last: {problem}); finished pairs are cached, rerun to continue")
+        raise JudgeAPIError(
+            f"{self.model} at {url}: gave up after {self.max_retries + 1} attempts "
+            f"(last: {problem}); finished pairs are cached, rerun to continue"
+        )

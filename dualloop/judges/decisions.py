@@ -37,8 +37,18 @@ from dualloop.jsonl import append_records, read_records
 from dualloop.locking import file_lock
 from dualloop.redaction import redact_record
 
-__all__ = ["JUDGE_PROMPT_VERSION", "Decision", "PairItem", "ShownPair", "Verdict", "decide", "paired_winners",
-           "position_consistency", "read_decisions", "write_decisions"]
+__all__ = [
+    "JUDGE_PROMPT_VERSION",
+    "Decision",
+    "PairItem",
+    "ShownPair",
+    "Verdict",
+    "decide",
+    "paired_winners",
+    "position_consistency",
+    "read_decisions",
+    "write_decisions",
+]
 
 JUDGE_PROMPT_VERSION = "pairwise-v1"
 
@@ -108,7 +118,7 @@ class Decision:
     judge_prompt_version: str = JUDGE_PROMPT_VERSION
 
     def outcome(self) -> str | None:
-        """"win", "loss" or "tie" for system_a; None when the verdict was unparseable."""
+        """ "win", "loss" or "tie" for system_a; None when the verdict was unparseable."""
         return {"a": "win", "b": "loss", "tie": "tie"}.get(self.winner)
 
     def to_json(self) -> dict:
@@ -133,12 +143,21 @@ def decide(shown: ShownPair, verdict: Verdict, *, criterion: str, judge: str, se
         raise ValueError(f"verdict label {verdict.label!r} is not 'A', 'B', 'tie' or 'unparseable'")
     winner_system = {"a": item.system_a, "b": item.system_b, "tie": "tie", None: None}[winner]
     return Decision(
-        item_id=item.item_id, prompt_id=item.prompt_id or item.item_id, system_a=item.system_a,
-        system_b=item.system_b, criterion=criterion, judge=judge, order_shown=shown.order,
-        verdict=verdict.label, winner=winner, winner_system=winner_system, raw=verdict.raw,
-        probabilities=verdict.probabilities, details=verdict.details, seed=seed,
+        item_id=item.item_id,
+        prompt_id=item.prompt_id or item.item_id,
+        system_a=item.system_a,
+        system_b=item.system_b,
+        criterion=criterion,
+        judge=judge,
+        order_shown=shown.order,
+        verdict=verdict.label,
+        winner=winner,
+        winner_system=winner_system,
+        raw=verdict.raw,
+        probabilities=verdict.probabilities,
+        details=verdict.details,
+        seed=seed,
     )
-
 
 
 def _identity(record: dict) -> tuple:
@@ -197,6 +216,9 @@ def paired_winners(decisions: Sequence[Decision], first_judge: str, second_judge
     for judge, found in winners.items():
         if not found:
             raise ValueError(f"no decision by judge {judge!r} (judges present: {sorted({d.judge for d in decisions})})")
-    common = [k for k in winners[first_judge] if k in winners[second_judge]
-              and winners[first_judge][k] is not None and winners[second_judge][k] is not None]
+    common = [
+        k
+        for k in winners[first_judge]
+        if k in winners[second_judge] and winners[first_judge][k] is not None and winners[second_judge][k] is not None
+    ]
     return [winners[first_judge][k] for k in common], [winners[second_judge][k] for k in common]

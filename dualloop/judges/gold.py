@@ -24,8 +24,9 @@ class GoldCheckerJudge(PairwiseJudge):
 
     can_tie = True
 
-    def __init__(self, criterion: str = "instructions", *, seed: int = 0, both_orders: bool = False,
-                 loose: bool = False):
+    def __init__(
+        self, criterion: str = "instructions", *, seed: int = 0, both_orders: bool = False, loose: bool = False
+    ):
         super().__init__(criterion, seed=seed, both_orders=both_orders)
         self.loose = loose
         self.name = "gold-loose" if loose else "gold-checker"
@@ -38,8 +39,10 @@ class GoldCheckerJudge(PairwiseJudge):
         for shown in pairs:
             metadata = shown.item.metadata
             if "instruction_ids" not in metadata:
-                raise ValueError(f"item {shown.item.item_id!r}: metadata has no 'instruction_ids'; the gold "
-                                 "judge needs the prompt's verifiable instructions")
+                raise ValueError(
+                    f"item {shown.item.item_id!r}: metadata has no 'instruction_ids'; the gold "
+                    "judge needs the prompt's verifiable instructions"
+                )
             ids, kwargs = metadata["instruction_ids"], metadata.get("kwargs")
             satisfied_first = checker(shown.first, ids, kwargs, shown.item.prompt)
             satisfied_second = checker(shown.second, ids, kwargs, shown.item.prompt)

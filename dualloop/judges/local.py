@@ -21,8 +21,17 @@ class LocalModelJudge(PairwiseJudge):
 
     can_tie = False
 
-    def __init__(self, model, tokenizer, criterion: str = "general", *, batch_size: int = 4, seed: int = 0,
-                 both_orders: bool = False, name: str | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        criterion: str = "general",
+        *,
+        batch_size: int = 4,
+        seed: int = 0,
+        both_orders: bool = False,
+        name: str | None = None,
+    ):
         super().__init__(criterion, seed=seed, both_orders=both_orders)
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be at least 1")
@@ -34,15 +43,23 @@ class LocalModelJudge(PairwiseJudge):
         for letter in ("A", "B"):
             ids = tokenizer.encode(letter, add_special_tokens=False)
             if len(ids) != 1:
-                raise ValueError(f"the tokenizer splits {letter!r} into {len(ids)} tokens: the local judge "
-                                 "needs single-token answers A and B")
+                raise ValueError(
+                    f"the tokenizer splits {letter!r} into {len(ids)} tokens: the local judge "
+                    "needs single-token answers A and B"
+                )
             self.letter_ids[letter] = ids[0]
 
     def judge_shown(self, pairs: Sequence[ShownPair]) -> list[Verdict]:
         import torch
 
-        texts = [self.tokenizer.apply_chat_template(judge_messages(s.item.prompt, s.first, s.second, self.criterion),
-                                                    tokenize=False, add_generation_prompt=True) for s in pairs]
+        texts = [
+            self.tokenizer.apply_chat_template(
+                judge_messages(s.item.prompt, s.first, s.second, self.criterion),
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            for s in pairs
+        ]
         padding_side, needs_pad = self.tokenizer.padding_side, self.tokenizer.pad_token is None
         self.tokenizer.padding_side = "left"
         if needs_pad:
@@ -53,8 +70,9 @@ class LocalModelJudge(PairwiseJudge):
         verdicts = []
         try:
             for start in range(0, len(texts), self.batch_size):
-                batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
-                                       add_special_tokens=False).to(device)
+                batch = self.tokenizer(
+                    texts[start : start + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+                ).to(device)
                 with torch.no_grad():
                     logits = self.model(**batch).logits[:, -1, :].float()
                 probabilities = torch.softmax(logits, dim=-1)

@@ -10,8 +10,15 @@ from collections.abc import Sequence
 
 from dualloop.judges.decisions import Decision, PairItem, ShownPair, Verdict, decide
 
-__all__ = ["CRITERIA", "SYSTEM_PROMPT", "PairwiseJudge", "criterion_question", "judge_messages", "parse_verdict",
-           "shown_order"]
+__all__ = [
+    "CRITERIA",
+    "SYSTEM_PROMPT",
+    "PairwiseJudge",
+    "criterion_question",
+    "judge_messages",
+    "parse_verdict",
+    "shown_order",
+]
 
 CRITERIA: dict[str, str] = {
     "helpful": "Which response is more helpful and well-structured?",  # DualLoop-DPO, HelpSteer2
@@ -58,7 +65,7 @@ _VERDICT = re.compile(r"""\s*["'*(\[]*\s*([AB])\s*["'*)\].]*\s*""")
 
 
 def parse_verdict(reply: str | None) -> str | None:
-    """"A" or "B" when the reply is exactly that letter (optionally quoted, bracketed, bold or with
+    """ "A" or "B" when the reply is exactly that letter (optionally quoted, bracketed, bold or with
     a final period); None otherwise ("Response A", "a", "A or B", "Both" are not verdicts)."""
     if reply is None:
         return None
@@ -86,11 +93,16 @@ class PairwiseJudge(ABC):
             if item.item_id in seen:
                 raise ValueError(f"item_id {item.item_id!r} appears twice: item ids must be unique")
             seen.add(item.item_id)
-        shown = [ShownPair(item, order) for item in items
-                 for order in (("ab", "ba") if self.both_orders else (shown_order(self.seed, item.item_id),))]
+        shown = [
+            ShownPair(item, order)
+            for item in items
+            for order in (("ab", "ba") if self.both_orders else (shown_order(self.seed, item.item_id),))
+        ]
         verdicts = self.judge_shown(shown)
-        return [decide(s, v, criterion=self.criterion, judge=self.name, seed=self.seed)
-                for s, v in zip(shown, verdicts, strict=True)]
+        return [
+            decide(s, v, criterion=self.criterion, judge=self.name, seed=self.seed)
+            for s, v in zip(shown, verdicts, strict=True)
+        ]
 
     @abstractmethod
     def judge_shown(self, pairs: Sequence[ShownPair]) -> list[Verdict]:

@@ -13,5 +13,16 @@ from dualloop.trainer.callbacks import ControllerCallback, HistoryCallback, Prog
 from dualloop.trainer.heads import vocabulary_statistics
 from dualloop.trainer.objectives import LOSSES
 
-__all__ = ["AdaptiveDPOConfig", "AdaptiveDPOTrainer", "CONTROLLERS", "ControllerCallback", "HistoryCallback",
-           "KL_ESTIMATORS", "LOSSES", "METHODS", "ProgressCallback", "method_settings", "vocabulary_statistics"]
+__all__ = [
+    "AdaptiveDPOConfig",
+    "AdaptiveDPOTrainer",
+    "CONTROLLERS",
+    "ControllerCallback",
+    "HistoryCallback",
+    "KL_ESTIMATORS",
+    "LOSSES",
+    "METHODS",
+    "ProgressCallback",
+    "method_settings",
+    "vocabulary_statistics",
+]

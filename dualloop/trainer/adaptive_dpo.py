@@ -39,8 +39,13 @@ from trl.trainer.utils import use_adapter
 from dualloop.controllers import BatchStats, Controller, epsilon_steps_from_logps
 from dualloop.trainer.arguments import CONTROLLERS, AdaptiveDPOConfig, controller_arguments
 from dualloop.trainer.callbacks import ControllerCallback, HistoryCallback, ProgressCallback
-from dualloop.trainer.heads import (backbone, captured_hidden_states, check_plain_logits, lm_head_weights,
-                                    vocabulary_statistics)
+from dualloop.trainer.heads import (
+    backbone,
+    captured_hidden_states,
+    check_plain_logits,
+    lm_head_weights,
+    vocabulary_statistics,
+)
 from dualloop.trainer.objectives import LOSSES, SequenceLogps
 
 __all__ = ["AdaptiveDPOTrainer"]
@@ -61,13 +66,17 @@ class AdaptiveDPOTrainer(DPOTrainer):
         if not isinstance(args, AdaptiveDPOConfig):
             raise TypeError(f"AdaptiveDPOTrainer needs args=AdaptiveDPOConfig(...), got {type(args).__name__}")
         if args.precompute_ref_log_probs and args.reference_logits_needed:
-            needs = ("ε-DPO's steps" if CONTROLLERS[args.controller].needs_epsilon_steps
-                     else "the token KL (kl_estimator='token' or log_token_kl=True)")
+            needs = (
+                "ε-DPO's steps"
+                if CONTROLLERS[args.controller].needs_epsilon_steps
+                else "the token KL (kl_estimator='token' or log_token_kl=True)"
+            )
             raise ValueError(
                 f"controller '{args.controller}' needs the reference model's full-vocabulary logits for {needs}, "
                 "but precompute_ref_log_probs=True keeps only the reference log-probs; set "
-                "precompute_ref_log_probs=False" + (", or kl_estimator='logratio' and log_token_kl=False"
-                                                    if args.controller == "dualloop" else ""))
+                "precompute_ref_log_probs=False"
+                + (", or kl_estimator='logratio' and log_token_kl=False" if args.controller == "dualloop" else "")
+            )
         if args.disable_tqdm:
             datasets.disable_progress_bars()
         super().__init__(model, ref_model, args, *trainer_args, **kwargs)
@@ -76,10 +85,13 @@ class AdaptiveDPOTrainer(DPOTrainer):
             check_plain_logits(self._reference_module())
         self.objective = LOSSES[args.loss_type[0]]
         controller_kwargs, horizon_from_trainer = controller_arguments(args)
-        self.add_callback(ControllerCallback(args.controller, controller_kwargs,
-                                             horizon_from_trainer=horizon_from_trainer))
+        self.add_callback(
+            ControllerCallback(args.controller, controller_kwargs, horizon_from_trainer=horizon_from_trainer)
+        )
         self.metrics_since_log: dict[str, defaultdict[str, list[float]]] = {
-            "train": defaultdict(list), "eval": defaultdict(list)}
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
         self._pending: list[dict[str, torch.Tensor | None]] = []
         self._extrema: dict[str, list[tuple[float, float]]] = {"train": [], "eval": []}
         if args.disable_tqdm:
@@ -111,14 +123,17 @@ class AdaptiveDPOTrainer(DPOTrainer):
     def _forward(self, model, inputs, labels: torch.Tensor, keep_hidden: bool):
         """Summed log-probs ``[2B]`` of the policy and of the reference (None when not needed), chosen rows
         first, and with ``keep_hidden`` the response positions' hidden states ``[N, H]`` of both."""
-        model_kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
-                        "use_cache": False}
+        model_kwargs = {
+            "input_ids": inputs["input_ids"],
+            "attention_mask": inputs["attention_mask"],
+            "use_cache": False,
+        }
         scored = labels.shape[1] - 1
         mask = labels[:, 1:] != -100
 
         def response_hidden(captured: list[torch.Tensor]) -> torch.Tensor | None:
             # Prompt-learning PEFT prepends virtual tokens: keep the positions of the real tokens
-            return captured[0][:, -(scored + 1):-1][mask].detach() if keep_hidden else None
+            return captured[0][:, -(scored + 1) : -1][mask].detach() if keep_hidden else None
 
         with captured_hidden_states(backbone(self._policy_module()), keep_hidden) as captured:
             policy = model(**model_kwargs, labels=labels, fused_lm_head=True)
@@ -130,9 +145,13 @@ class AdaptiveDPOTrainer(DPOTrainer):
             ref_logps = torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]]).to(policy_logps)
             return policy_logps, ref_logps, policy_hidden, None
         reference_model = self.model if self.ref_model is None else self.ref_model
-        with (torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
-              self.accelerator.autocast(), self._reference_context(),
-              captured_hidden_states(backbone(self._reference_module()), keep_hidden) as captured):
+        with (
+            torch.no_grad(),
+            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+            self.accelerator.autocast(),
+            self._reference_context(),
+            captured_hidden_states(backbone(self._reference_module()), keep_hidden) as captured,
+        ):
             reference = reference_model(**model_kwargs, labels=labels, fused_lm_head=True)
         return policy_logps, reference.log_probs[:, -scored:].sum(1), policy_hidden, response_hidden(captured)
 
@@ -145,18 +164,32 @@ class AdaptiveDPOTrainer(DPOTrainer):
         with contextlib.ExitStack() as stack:
             stack.enter_context(self.accelerator.autocast())
             policy_head = stack.enter_context(lm_head_weights(policy_module))
-            ref_head = (policy_head if reference_module is policy_module
-                        else stack.enter_context(lm_head_weights(reference_module)))
-            return vocabulary_statistics(policy_head, ref_head, policy_hidden, ref_hidden, targets, rows, num_rows,
-                                         chunk_size=self.args.logits_chunk_size, token_kl=self.args.token_kl_needed,
-                                         epsilon=self.controller.epsilon if needs_steps else None)
+            ref_head = (
+                policy_head
+                if reference_module is policy_module
+                else stack.enter_context(lm_head_weights(reference_module))
+            )
+            return vocabulary_statistics(
+                policy_head,
+                ref_head,
+                policy_hidden,
+                ref_hidden,
+                targets,
+                rows,
+                num_rows,
+                chunk_size=self.args.logits_chunk_size,
+                token_kl=self.args.token_kl_needed,
+                epsilon=self.controller.epsilon if needs_steps else None,
+            )
 
     # ------------------------------------------------------------------ the loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if return_outputs:
-            raise ValueError("AdaptiveDPOTrainer computes no logits for compute_metrics; set "
-                             "prediction_loss_only=True (or leave compute_metrics unset)")
+            raise ValueError(
+                "AdaptiveDPOTrainer computes no logits for compute_metrics; set "
+                "prediction_loss_only=True (or leave compute_metrics unset)"
+            )
         train = self.model.training
         args = self.args
         needs_steps = self.controller.needs_epsilon_steps
@@ -205,8 +238,17 @@ class AdaptiveDPOTrainer(DPOTrainer):
 
         if train:
             self._pending.append({"margins": all_margins, "epsilon_steps": all_steps, "pair_stats": pair_stats})
-        logged = self.accelerator.gather(torch.stack([output.chosen_rewards, output.rejected_rewards,
-                                                      policy_logps[:half].detach(), policy_logps[half:].detach()], 1))
+        logged = self.accelerator.gather(
+            torch.stack(
+                [
+                    output.chosen_rewards,
+                    output.rejected_rewards,
+                    policy_logps[:half].detach(),
+                    policy_logps[half:].detach(),
+                ],
+                1,
+            )
+        )
         self._record("train" if train else "eval", decision, logged.unbind(1), pair_stats)
         return loss
 
@@ -224,8 +266,9 @@ class AdaptiveDPOTrainer(DPOTrainer):
         kl = None
         if self.controller.needs_kl:
             numerator = "kl" if self.args.kl_estimator == "token" else "abs_logratio"
-            kl = (sum(entry["pair_stats"][numerator].sum() for entry in pending)
-                  / sum(entry["pair_stats"]["tokens"].sum() for entry in pending))
+            kl = sum(entry["pair_stats"][numerator].sum() for entry in pending) / sum(
+                entry["pair_stats"]["tokens"].sum() for entry in pending
+            )
         steps = None
         if self.controller.needs_epsilon_steps:
             steps = torch.cat([entry["epsilon_steps"] for entry in pending])
@@ -240,8 +283,9 @@ class AdaptiveDPOTrainer(DPOTrainer):
         Rewards and log-probs are over the examples the loss kept (weight > 0: all of them but
         β-DPO's filtered ones); ``margins`` and the KLs over every example."""
         kept = decision.weight > 0
-        chosen_rewards, rejected_rewards, chosen_logps, rejected_logps = (values[kept.to(values.device)]
-                                                                          for values in logged)
+        chosen_rewards, rejected_rewards, chosen_logps, rejected_logps = (
+            values[kept.to(values.device)] for values in logged
+        )
         metrics = self.metrics_since_log[mode]
         metrics["beta"].append(decision.beta.mean().item())
         self._extrema[mode].append((decision.beta.min().item(), decision.beta.max().item()))

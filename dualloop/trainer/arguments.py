@@ -19,8 +19,7 @@ from dualloop.controllers import Annealed, BetaDPO, Controller, DualLoop, Epsilo
 from dualloop.names import did_you_mean, unknown_choice
 from dualloop.trainer.objectives import LOSSES
 
-__all__ = ["AdaptiveDPOConfig", "CONTROLLERS", "KL_ESTIMATORS", "METHODS", "controller_arguments",
-           "method_settings"]
+__all__ = ["AdaptiveDPOConfig", "CONTROLLERS", "KL_ESTIMATORS", "METHODS", "controller_arguments", "method_settings"]
 
 CONTROLLERS: dict[str, type[Controller]] = {
     "static": Static,
@@ -30,8 +29,13 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "epsilon-dpo": EpsilonDPO,
 }
 # The argument of each controller that the config's `beta` fills unless `controller_kwargs` names it.
-BETA_ARGUMENT = {"static": "beta", "annealed": "start", "dualloop": "beta_init", "beta-dpo": "beta0",
-                 "epsilon-dpo": "beta"}
+BETA_ARGUMENT = {
+    "static": "beta",
+    "annealed": "start",
+    "dualloop": "beta_init",
+    "beta-dpo": "beta0",
+    "epsilon-dpo": "beta",
+}
 KL_ESTIMATORS = ("token", "logratio")
 ADADPO_SPACES = ("ratio", "policy")
 # The methods of the paper's comparisons (CLI `--method`): a controller and the loss it uses unless
@@ -63,16 +67,20 @@ def method_settings(method: str, training: dict[str, Any] | None = None) -> dict
     training = dict(training or {})
     controller = training.get("controller", settings["controller"])
     if controller != settings["controller"]:
-        raise ValueError(f"training.controller={controller!r} contradicts method {method!r}, whose controller is "
-                         f"{settings['controller']!r}; choose the method that has that controller")
+        raise ValueError(
+            f"training.controller={controller!r} contradicts method {method!r}, whose controller is "
+            f"{settings['controller']!r}; choose the method that has that controller"
+        )
     loss_type = training.get("loss_type", settings["loss_type"])
     if isinstance(loss_type, (list, tuple)) and len(loss_type) == 1:
         loss_type = loss_type[0]
     if loss_type not in LOSSES:
         raise unknown_choice("training.loss_type", loss_type, LOSSES)
     if method in LOSS_METHODS and loss_type != settings["loss_type"]:
-        raise ValueError(f"training.loss_type={loss_type!r} contradicts method {method!r}, which is the "
-                         f"{settings['loss_type']!r} loss; use a controller's method (e.g. static) with that loss")
+        raise ValueError(
+            f"training.loss_type={loss_type!r} contradicts method {method!r}, which is the "
+            f"{settings['loss_type']!r} loss; use a controller's method (e.g. static) with that loss"
+        )
     return {**training, "controller": controller, "loss_type": loss_type}
 
 
@@ -113,15 +121,18 @@ class AdaptiveDPOConfig(DPOConfig):
         },
     )
     adadpo_clip: float | None = field(
-        default=2.0, metadata={"help": "Self-adaptive losses' ceiling C on the chosen-side coefficient; None removes it."}
+        default=2.0,
+        metadata={"help": "Self-adaptive losses' ceiling C on the chosen-side coefficient; None removes it."},
     )
     adadpo_space: str = field(
         default="ratio", metadata={"help": "AdaDPO's balance ratio: 'ratio' (eq. 5) or 'policy' (eq. 4) space."}
     )
     adadpo_length_normalized: bool = field(
         default=True,
-        metadata={"help": "AdaDPO: length-normalize the balance ratio ('Stable AdaDPO', eq. 10). The IPO and ORPO "
-                 "losses always use per-token averages; R-DPO, CPO and SimPO their own forms (dualloop/METHODS.md)."},
+        metadata={
+            "help": "AdaDPO: length-normalize the balance ratio ('Stable AdaDPO', eq. 10). The IPO and ORPO "
+            "losses always use per-token averages; R-DPO, CPO and SimPO their own forms (dualloop/METHODS.md)."
+        },
     )
     adadpo_k: float = field(default=1.0, metadata={"help": "Self-adaptive losses' optional scale k (Appendix A.3)."})
     rdpo_alpha: float = field(
@@ -165,27 +176,38 @@ class AdaptiveDPOConfig(DPOConfig):
         if self.controller not in CONTROLLERS:
             raise unknown_choice("controller", self.controller, CONTROLLERS)
         if len(self.loss_type) != 1 or self.loss_type[0] not in LOSSES:
-            raise ValueError(f"AdaptiveDPOConfig.loss_type must be one of {', '.join(LOSSES)} (a single loss), "
-                             f"got {self.loss_type!r}")
+            raise ValueError(
+                f"AdaptiveDPOConfig.loss_type must be one of {', '.join(LOSSES)} (a single loss), "
+                f"got {self.loss_type!r}"
+            )
         if self.kl_estimator not in KL_ESTIMATORS:
             raise unknown_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
         if self.adadpo_space not in ADADPO_SPACES:
             raise unknown_choice("adadpo_space", self.adadpo_space, ADADPO_SPACES)
         if not isinstance(self.logits_chunk_size, int) or self.logits_chunk_size < 1:
-            raise ValueError(f"AdaptiveDPOConfig.logits_chunk_size must be an integer >= 1, "
-                             f"got {self.logits_chunk_size!r}")
+            raise ValueError(
+                f"AdaptiveDPOConfig.logits_chunk_size must be an integer >= 1, got {self.logits_chunk_size!r}"
+            )
         for name in ("rdpo_alpha", "simpo_gamma"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"AdaptiveDPOConfig.{name} must be a finite number >= 0, got {value!r}")
         if not self.restore_callback_states_from_checkpoint:
-            raise ValueError("AdaptiveDPOConfig.restore_callback_states_from_checkpoint=False would restart β from "
-                             "its initial value on resume; leave it True")
-        for name, default in (("f_divergence_type", "reverse_kl"), ("ld_alpha", None), ("use_weighting", False),
-                              ("loss_weights", None)):
+            raise ValueError(
+                "AdaptiveDPOConfig.restore_callback_states_from_checkpoint=False would restart β from "
+                "its initial value on resume; leave it True"
+            )
+        for name, default in (
+            ("f_divergence_type", "reverse_kl"),
+            ("ld_alpha", None),
+            ("use_weighting", False),
+            ("loss_weights", None),
+        ):
             if getattr(self, name) not in (default, [1.0]):
-                raise ValueError(f"AdaptiveDPOConfig.{name}={getattr(self, name)!r} is a DPOTrainer option that "
-                                 f"AdaptiveDPOTrainer does not implement; leave it at {default!r}")
+                raise ValueError(
+                    f"AdaptiveDPOConfig.{name}={getattr(self, name)!r} is a DPOTrainer option that "
+                    f"AdaptiveDPOTrainer does not implement; leave it at {default!r}"
+                )
         kwargs = self.controller_kwargs or {}
         if not isinstance(kwargs, dict):
             raise TypeError(f"AdaptiveDPOConfig.controller_kwargs must be a dict, got {type(kwargs).__name__}")
@@ -205,15 +227,17 @@ class AdaptiveDPOConfig(DPOConfig):
     def reference_needed(self) -> bool:
         """Whether the reference model runs: for the loss, the controller's KL or ε-steps, or logging."""
         controller = CONTROLLERS[self.controller]
-        return (LOSSES[self.loss_type[0]].needs_reference or controller.needs_kl or self.reference_logits_needed)
+        return LOSSES[self.loss_type[0]].needs_reference or controller.needs_kl or self.reference_logits_needed
 
 
 def _check_controller_kwargs(name: str, kwargs: dict[str, Any]) -> None:
     accepted = list(inspect.signature(CONTROLLERS[name]).parameters)
     for key in kwargs:
         if key not in accepted:
-            raise ValueError(f"AdaptiveDPOConfig.controller_kwargs: '{key}' is not an argument of "
-                             f"{CONTROLLERS[name].__name__}{did_you_mean(key, accepted)}; it takes {', '.join(accepted)}")
+            raise ValueError(
+                f"AdaptiveDPOConfig.controller_kwargs: '{key}' is not an argument of "
+                f"{CONTROLLERS[name].__name__}{did_you_mean(key, accepted)}; it takes {', '.join(accepted)}"
+            )
 
 
 def controller_arguments(args: AdaptiveDPOConfig) -> tuple[dict[str, Any], bool]:

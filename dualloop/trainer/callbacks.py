@@ -30,8 +30,14 @@ class ControllerCallback(TrainerCallback, ExportableState):
     Trainer's own number of optimizer steps (``TrainerState.max_steps``: epochs, accumulation and
     ``dataloader_drop_last`` included)."""
 
-    def __init__(self, controller: str, kwargs: dict[str, Any], state: dict[str, Any] | None = None,
-                 step: int = 0, horizon_from_trainer: bool = False) -> None:
+    def __init__(
+        self,
+        controller: str,
+        kwargs: dict[str, Any],
+        state: dict[str, Any] | None = None,
+        step: int = 0,
+        horizon_from_trainer: bool = False,
+    ) -> None:
         self.name = controller
         self.kwargs = dict(kwargs)
         self.controller: Controller = CONTROLLERS[controller](**self.kwargs)
@@ -41,18 +47,29 @@ class ControllerCallback(TrainerCallback, ExportableState):
         self.horizon_from_trainer = horizon_from_trainer
 
     def state(self) -> dict[str, Any]:
-        return {"args": {"controller": self.name, "kwargs": self.kwargs, "state": self.controller.state_dict(),
-                         "step": self.step, "horizon_from_trainer": self.horizon_from_trainer},
-                "attributes": {}}
+        return {
+            "args": {
+                "controller": self.name,
+                "kwargs": self.kwargs,
+                "state": self.controller.state_dict(),
+                "step": self.step,
+                "horizon_from_trainer": self.horizon_from_trainer,
+            },
+            "attributes": {},
+        }
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.name != args.controller:
-            raise ValueError(f"the checkpoint holds the state of controller '{self.name}' but this run's controller "
-                             f"is '{args.controller}'")
+            raise ValueError(
+                f"the checkpoint holds the state of controller '{self.name}' but this run's controller "
+                f"is '{args.controller}'"
+            )
         if self.step != state.global_step:
-            raise ValueError(f"training resumes at step {state.global_step} but the controller's state is of step "
-                             f"{self.step}: the checkpoint was not written by AdaptiveDPOTrainer, so β cannot be "
-                             "restored")
+            raise ValueError(
+                f"training resumes at step {state.global_step} but the controller's state is of step "
+                f"{self.step}: the checkpoint was not written by AdaptiveDPOTrainer, so β cannot be "
+                "restored"
+            )
         if self.horizon_from_trainer and self.kwargs["total_steps"] != state.max_steps:
             saved = self.controller.state_dict()
             self.kwargs["total_steps"] = state.max_steps
@@ -90,8 +107,18 @@ class HistoryCallback(TrainerCallback):
 class ProgressCallback(TrainerCallback):
     """One plain printed line per log row (papermill- and terminal-friendly)."""
 
-    KEYS = ("loss", "beta", "beta/base", "kl", "kl_ema", "kl/token", "kl/logratio", "rewards/accuracies",
-            "rewards/margins", "eval_loss")
+    KEYS = (
+        "loss",
+        "beta",
+        "beta/base",
+        "kl",
+        "kl_ema",
+        "kl/token",
+        "kl/logratio",
+        "rewards/accuracies",
+        "rewards/margins",
+        "eval_loss",
+    )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:

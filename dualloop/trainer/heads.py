@@ -24,8 +24,13 @@ from trl.trainer.utils import maybe_gather_lm_head_ctx
 __all__ = ["backbone", "captured_hidden_states", "check_plain_logits", "lm_head_weights", "vocabulary_statistics"]
 
 # Logit transforms that TRL's fused head applies and `vocabulary_statistics` (plain `lm_head(hidden)`) does not.
-LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
-                    "logits_scaling")
+LOGIT_TRANSFORMS = (
+    "final_logit_softcapping",
+    "logit_scale",
+    "output_multiplier",
+    "lm_head_multiplier",
+    "logits_scaling",
+)
 
 
 def check_plain_logits(model: PreTrainedModel) -> None:
@@ -33,8 +38,10 @@ def check_plain_logits(model: PreTrainedModel) -> None:
     config = model.config.get_text_config()
     for name in LOGIT_TRANSFORMS:
         if getattr(config, name, None) not in (None, 1.0):
-            raise ValueError(f"{type(model).__name__} sets config.{name}={getattr(config, name)}: the token KL and "
-                             "ε-DPO's steps are computed from plain `lm_head(hidden)` logits and do not support it")
+            raise ValueError(
+                f"{type(model).__name__} sets config.{name}={getattr(config, name)}: the token KL and "
+                "ε-DPO's steps are computed from plain `lm_head(hidden)` logits and do not support it"
+            )
 
 
 def backbone(model: torch.nn.Module) -> torch.nn.Module:
@@ -71,10 +78,19 @@ def lm_head_weights(model: torch.nn.Module) -> Iterator[tuple[torch.Tensor, torc
 
 
 @torch.no_grad()
-def vocabulary_statistics(policy_head: tuple[torch.Tensor, torch.Tensor | None],
-                          ref_head: tuple[torch.Tensor, torch.Tensor | None], policy_hidden: torch.Tensor,
-                          ref_hidden: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, num_rows: int, *,
-                          chunk_size: int, token_kl: bool, epsilon: float | None):
+def vocabulary_statistics(
+    policy_head: tuple[torch.Tensor, torch.Tensor | None],
+    ref_head: tuple[torch.Tensor, torch.Tensor | None],
+    policy_hidden: torch.Tensor,
+    ref_hidden: torch.Tensor,
+    targets: torch.Tensor,
+    rows: torch.Tensor,
+    num_rows: int,
+    *,
+    chunk_size: int,
+    token_kl: bool,
+    epsilon: float | None,
+):
     """Full-vocabulary statistics of the response tokens, ``chunk_size`` positions at a time, no grad.
 
     ``policy_head``/``ref_head``: each model's own output embedding ``(weight, bias)``;

@@ -43,13 +43,18 @@ class SequenceLogps:
 
     def averaged(self) -> SequenceLogps:
         """Per-token averages of every log-prob (lengths unchanged)."""
+
         def mean(logps, lengths):
             return None if logps is None else logps / lengths
 
-        return SequenceLogps(mean(self.policy_chosen, self.chosen_lengths),
-                             mean(self.policy_rejected, self.rejected_lengths),
-                             mean(self.ref_chosen, self.chosen_lengths), mean(self.ref_rejected, self.rejected_lengths),
-                             self.chosen_lengths, self.rejected_lengths)
+        return SequenceLogps(
+            mean(self.policy_chosen, self.chosen_lengths),
+            mean(self.policy_rejected, self.rejected_lengths),
+            mean(self.ref_chosen, self.chosen_lengths),
+            mean(self.ref_rejected, self.rejected_lengths),
+            self.chosen_lengths,
+            self.rejected_lengths,
+        )
 
 
 LossFunction = Callable[[SequenceLogps, torch.Tensor, "AdaptiveDPOConfig"], losses.LossOutput]
@@ -106,28 +111,71 @@ def _adadpo(logps: SequenceLogps, beta: torch.Tensor, args: AdaptiveDPOConfig) -
 
 
 LOSSES: dict[str, Objective] = {
-    "sigmoid": Objective(True, lambda logps, beta, args: losses.dpo_loss(
-        *_referenced(logps), beta, label_smoothing=args.label_smoothing), _dpo_margin),
-    "ipo": Objective(True, lambda logps, beta, args: losses.ipo_loss(*_referenced(logps.averaged()), beta),
-                     _ipo_margin),
+    "sigmoid": Objective(
+        True,
+        lambda logps, beta, args: losses.dpo_loss(*_referenced(logps), beta, label_smoothing=args.label_smoothing),
+        _dpo_margin,
+    ),
+    "ipo": Objective(
+        True, lambda logps, beta, args: losses.ipo_loss(*_referenced(logps.averaged()), beta), _ipo_margin
+    ),
     "adadpo": Objective(True, _adadpo, _dpo_margin),
-    "rdpo": Objective(True, lambda logps, beta, args: losses.rdpo_loss(
-        *_referenced(logps), beta, alpha=args.rdpo_alpha, **_lengths(logps)), _dpo_margin),
-    "cpo": Objective(False, lambda logps, beta, args: losses.cpo_loss(
-        logps.policy_chosen, logps.policy_rejected, beta), _cpo_margin),
-    "orpo": Objective(False, lambda logps, beta, args: losses.orpo_loss(
-        logps.policy_chosen, logps.policy_rejected, beta, **_lengths(logps)), _orpo_margin),
-    "simpo": Objective(False, lambda logps, beta, args: losses.simpo_loss(
-        logps.policy_chosen, logps.policy_rejected, beta, gamma=args.simpo_gamma, **_lengths(logps)), _simpo_margin),
-    "adaptive-ipo": Objective(True, lambda logps, beta, args: losses.adaptive_ipo_loss(
-        *_referenced(logps.averaged()), beta, **_adaptive(args)), _ipo_margin),
-    "adaptive-rdpo": Objective(True, lambda logps, beta, args: losses.adaptive_rdpo_loss(
-        *_referenced(logps), beta, alpha=args.rdpo_alpha, **_lengths(logps), **_adaptive(args)), _dpo_margin),
-    "adaptive-cpo": Objective(False, lambda logps, beta, args: losses.adaptive_cpo_loss(
-        logps.policy_chosen, logps.policy_rejected, beta, **_adaptive(args)), _cpo_margin),
-    "adaptive-orpo": Objective(False, lambda logps, beta, args: losses.adaptive_orpo_loss(
-        logps.policy_chosen, logps.policy_rejected, beta, **_lengths(logps), **_adaptive(args)), _orpo_margin),
-    "adaptive-simpo": Objective(False, lambda logps, beta, args: losses.adaptive_simpo_loss(
-        logps.policy_chosen, logps.policy_rejected, beta, gamma=args.simpo_gamma, **_lengths(logps),
-        **_adaptive(args)), _simpo_margin),
+    "rdpo": Objective(
+        True,
+        lambda logps, beta, args: losses.rdpo_loss(*_referenced(logps), beta, alpha=args.rdpo_alpha, **_lengths(logps)),
+        _dpo_margin,
+    ),
+    "cpo": Objective(
+        False, lambda logps, beta, args: losses.cpo_loss(logps.policy_chosen, logps.policy_rejected, beta), _cpo_margin
+    ),
+    "orpo": Objective(
+        False,
+        lambda logps, beta, args: losses.orpo_loss(logps.policy_chosen, logps.policy_rejected, beta, **_lengths(logps)),
+        _orpo_margin,
+    ),
+    "simpo": Objective(
+        False,
+        lambda logps, beta, args: losses.simpo_loss(
+            logps.policy_chosen, logps.policy_rejected, beta, gamma=args.simpo_gamma, **_lengths(logps)
+        ),
+        _simpo_margin,
+    ),
+    "adaptive-ipo": Objective(
+        True,
+        lambda logps, beta, args: losses.adaptive_ipo_loss(*_referenced(logps.averaged()), beta, **_adaptive(args)),
+        _ipo_margin,
+    ),
+    "adaptive-rdpo": Objective(
+        True,
+        lambda logps, beta, args: losses.adaptive_rdpo_loss(
+            *_referenced(logps), beta, alpha=args.rdpo_alpha, **_lengths(logps), **_adaptive(args)
+        ),
+        _dpo_margin,
+    ),
+    "adaptive-cpo": Objective(
+        False,
+        lambda logps, beta, args: losses.adaptive_cpo_loss(
+            logps.policy_chosen, logps.policy_rejected, beta, **_adaptive(args)
+        ),
+        _cpo_margin,
+    ),
+    "adaptive-orpo": Objective(
+        False,
+        lambda logps, beta, args: losses.adaptive_orpo_loss(
+            logps.policy_chosen, logps.policy_rejected, beta, **_lengths(logps), **_adaptive(args)
+        ),
+        _orpo_margin,
+    ),
+    "adaptive-simpo": Objective(
+        False,
+        lambda logps, beta, args: losses.adaptive_simpo_loss(
+            logps.policy_chosen,
+            logps.policy_rejected,
+            beta,
+            gamma=args.simpo_gamma,
+            **_lengths(logps),
+            **_adaptive(args),
+        ),
+        _simpo_margin,
+    ),
 }
