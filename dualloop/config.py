@@ -13,7 +13,6 @@ file and suggests the closest known key. Values are checked against the declared
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -138,8 +137,7 @@ def check_keys(values: dict[str, Any], known: set[str], source: str) -> None:
     """Raise :class:`ParamsError` for the first key of ``values`` not in ``known``, with a suggestion."""
     for key in values:
         if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(sorted(known))}"
+            hint = did_you_mean(key, sorted(known)) or f"; known keys: {', '.join(sorted(known))}"
             raise ParamsError(f"{source}: unknown key {key!r}{hint}")
 
 

@@ -20,7 +20,6 @@ The cache lives in ``$DUALLOOP_CACHE`` (default ``~/.cache/dualloop``), under ``
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib.metadata
 import os
 import shutil
@@ -39,6 +38,8 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+
+from dualloop.names import did_you_mean
 
 SMOKE = "smoke"
 OFFLINE_MODEL = "smollm2-135m-instruct"
@@ -129,8 +130,7 @@ def dataclass_from_dict(cls, values: Mapping[str, Any], source: str):
     known = [f.name for f in dataclasses.fields(cls)]
     for key in values:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(known)})"
+            hint = did_you_mean(key, known) or f" (valid keys: {', '.join(known)})"
             raise ValueError(f"{source}: unknown key '{key}'{hint}")
     try:
         return cls(**dict(values))

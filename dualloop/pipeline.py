@@ -163,14 +163,25 @@ def _validate(phase: Phase, parameters: dict[str, Any]) -> None:
     check_values(parameters, f"phase {phase.number:02d} ({phase.name})")
     if all(isinstance(parameters.get(section), dict) for section in EXPERIMENT_SECTIONS):
         try:
-            Experiment.from_parameters(
+            experiment = Experiment.from_parameters(
                 profile=parameters.get("profile", ""),
                 output_dir=parameters.get("output_dir", "."),
                 seed=parameters.get("seed", 0),
                 **{section: parameters[section] for section in EXPERIMENT_SECTIONS},
             )
+            for prompt_set in _shipped_prompt_sets(parameters):
+                experiment.prompts(prompt_set)  # n_prompts within the set's size, before any training
         except (ValueError, TypeError) as error:
             raise ParamsError(f"phase {phase.number:02d} ({phase.name}): {error}") from None
+
+
+def _shipped_prompt_sets(parameters: dict[str, Any]) -> list[str]:
+    """The prompt sets a phase evaluates that ship with the project (loaded without a hub)."""
+    from dualloop.experiment import CHECKED_PROMPT_SETS
+    from dualloop.offline_sets import OFFLINE_PROMPT_SETS
+
+    named = [parameters.get("prompt_set"), *(parameters.get("prompt_sets") or [])]
+    return [name for name in named if name in CHECKED_PROMPT_SETS or name in OFFLINE_PROMPT_SETS]
 
 
 def _redact_file(path: Path) -> None:

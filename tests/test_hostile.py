@@ -180,6 +180,14 @@ def test_reproduce_finds_a_misspelt_sub_key_before_the_first_phase(tmp_path, cap
     assert not (tmp_path / "out").exists()  # phase 00 never ran
 
 
+def test_reproduce_finds_more_prompts_than_the_set_holds_before_the_first_phase(tmp_path, capsys):
+    argv = ["reproduce", "--profile", "smoke", "--phases", "0,2", "--out", str(tmp_path / "out")]
+    code = main([*argv, "--set", "evaluation.n_prompts=100000"])
+    error = capsys.readouterr().err
+    assert code == 2 and "phase 02" in error and "n_prompts=100000" in error and "holds" in error
+    assert not (tmp_path / "out").exists()  # phase 00 never ran, nothing was trained
+
+
 def test_cli_errors_are_redacted(tmp_path, capsys):
     code = main(
         [
