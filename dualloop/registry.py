@@ -34,6 +34,7 @@ from typing import Any
 
 from transformers.trainer_utils import get_last_checkpoint
 
+from dualloop.jsonl import read_records
 from dualloop.locking import file_lock
 from dualloop.redaction import redact
 
@@ -125,9 +126,7 @@ class Run:
 
     def history(self) -> list[dict[str, Any]]:
         """The log rows of ``history.jsonl`` (empty before the first step)."""
-        if not self.history_path.exists():
-            return []
-        return [json.loads(line) for line in self.history_path.read_text().splitlines() if line.strip()]
+        return read_records(self.history_path)
 
     def last_checkpoint(self) -> str | None:
         return get_last_checkpoint(str(self.path))

@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from dualloop.controllers import Controller
+from dualloop.jsonl import append_records, read_records
 from dualloop.trainer.arguments import CONTROLLERS
 
 __all__ = ["ControllerCallback", "HistoryCallback", "ProgressCallback"]
@@ -92,16 +93,13 @@ class HistoryCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero or not self.path.exists():
             return
-        rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-        kept = [row for row in rows if row.get("step", 0) <= state.global_step]
+        kept = [row for row in read_records(self.path) if row.get("step", 0) <= state.global_step]
         self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as handle:
-            handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+        append_records(self.path, [{"step": state.global_step, **logs}])
 
 
 class ProgressCallback(TrainerCallback):
