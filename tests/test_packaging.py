@@ -1,5 +1,5 @@
-"""What `make setup` installs: every directly imported package declared in pyproject.toml, JupyterLab in the
-default extra, and environment.yml installing the same."""
+"""What `make setup` installs: every directly imported package declared in pyproject.toml, JupyterLab and TensorBoard
+in the default extra, and environment.yml installing the same."""
 
 from __future__ import annotations
 
@@ -90,6 +90,12 @@ def test_the_import_scan_sees_the_packages_it_must():
 def test_make_setup_installs_jupyterlab():
     extras = set().union(*map(_extras, _make_variable("EXTRAS").split(",")))
     assert {"jupyterlab", "ipykernel", "papermill"} <= extras
+
+
+def test_make_setup_installs_tensorboard_for_report_to():
+    extras = set().union(*map(_extras, _make_variable("EXTRAS").split(",")))
+    assert "tensorboard" in extras and "tensorboard" in _extras("tracking")
+    assert "tensorboard" in _imported_modules()  # tests/test_tracking.py reads the event files with it
 
 
 def test_environment_yml_installs_what_make_setup_installs():
