@@ -19,7 +19,15 @@ from dualloop.controllers import Annealed, BetaDPO, Controller, DualLoop, Epsilo
 from dualloop.names import did_you_mean, unknown_choice
 from dualloop.trainer.objectives import LOSSES
 
-__all__ = ["AdaptiveDPOConfig", "CONTROLLERS", "KL_ESTIMATORS", "METHODS", "controller_arguments", "method_settings"]
+__all__ = [
+    "AdaptiveDPOConfig",
+    "CONTROLLERS",
+    "KL_ESTIMATORS",
+    "METHODS",
+    "check_report_to",
+    "controller_arguments",
+    "method_settings",
+]
 
 CONTROLLERS: dict[str, type[Controller]] = {
     "static": Static,
@@ -51,6 +59,51 @@ METHODS: dict[str, dict[str, str]] = {
 
 
 LOSS_METHODS = ("adadpo",)
+# The trackers `report_to` names whose package transformers' `get_available_reporting_integrations` looks for,
+# and what to install for each (the others, e.g. azure_ml and flyte, are left to transformers' own check).
+TRACKER_PACKAGES = {
+    "tensorboard": "tensorboard",
+    "wandb": "wandb",
+    "mlflow": "mlflow",
+    "comet_ml": "comet-ml",
+    "neptune": "neptune",
+    "clearml": "clearml",
+    "dagshub": "dagshub",
+    "dvclive": "dvclive",
+    "swanlab": "swanlab",
+    "trackio": "trackio",
+    "codecarbon": "codecarbon",
+}
+
+
+def check_report_to(report_to: Any) -> None:
+    """Refuse, in one line and before anything is loaded, a ``report_to`` that names a tracker
+    transformers does not know or one whose package is not installed (transformers would fail only
+    when the Trainer is built, after the model has loaded). ``"none"``, ``"all"`` and ``None`` pass."""
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
+
+    if report_to is None or report_to in ("none", "all", ["none"], ["all"]):
+        return
+    names = [report_to] if isinstance(report_to, str) else report_to
+    if not isinstance(names, (list, tuple)) or not all(isinstance(name, str) for name in names):
+        raise ValueError(
+            f"training.report_to={report_to!r} must be a tracker name or a list of them, e.g. [tensorboard]"
+        )
+    available = None
+    for name in names:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise unknown_choice("training.report_to tracker", name, INTEGRATION_TO_CALLBACK)
+        if name in TRACKER_PACKAGES:
+            available = get_available_reporting_integrations() if available is None else available
+            if name not in available:
+                package = TRACKER_PACKAGES[name]
+                raise ValueError(
+                    f"training.report_to: {name!r} needs the {package} package, which is not installed here "
+                    f"(pip install {package}); installed trackers: {', '.join(available) or 'none'}"
+                )
 
 
 def method_settings(method: str, training: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -59,7 +112,8 @@ def method_settings(method: str, training: dict[str, Any] | None = None) -> dict
     ``controller`` (or, for a method that is its loss, a ``loss_type``) other than the method's is an error.
 
     ``adadpo`` is the AdaDPO loss with a static β; ``--method dualloop --set training.loss_type=adadpo``
-    is DualLoop's β with the AdaDPO loss.
+    is DualLoop's β with the AdaDPO loss. A ``report_to`` tracker that is not installed is refused here,
+    before anything is loaded (:func:`check_report_to`).
     """
     if method not in METHODS:
         raise unknown_choice("method", method, METHODS)
@@ -81,6 +135,7 @@ def method_settings(method: str, training: dict[str, Any] | None = None) -> dict
             f"training.loss_type={loss_type!r} contradicts method {method!r}, which is the "
             f"{settings['loss_type']!r} loss; use a controller's method (e.g. static) with that loss"
         )
+    check_report_to(training.get("report_to"))
     return {**training, "controller": controller, "loss_type": loss_type}
 
 
@@ -98,6 +153,10 @@ class AdaptiveDPOConfig(DPOConfig):
     Defaults that differ from [`~trl.DPOConfig`]: `disable_tqdm=True` (one printed line per logging
     step instead), `logging_steps=1` and `restore_callback_states_from_checkpoint=True` (the
     controller's state travels in the Trainer's checkpoints as a stateful callback).
+    `report_to` is the Trainer's (default `"none"`); a tracker it names must be installed
+    ([`check_report_to`]). `report_to=["tensorboard"]` writes event files under
+    `output_dir/runs/<time>_<host>/` (one folder per training session, so a resumed run adds one),
+    unless the environment variable `TENSORBOARD_LOGGING_DIR` names another folder.
     """
 
     controller: str = field(
@@ -172,6 +231,7 @@ class AdaptiveDPOConfig(DPOConfig):
     def __post_init__(self):
         if isinstance(self.controller_kwargs, str):
             self.controller_kwargs = json.loads(self.controller_kwargs)
+        check_report_to(self.report_to)
         super().__post_init__()
         if self.controller not in CONTROLLERS:
             raise unknown_choice("controller", self.controller, CONTROLLERS)
