@@ -202,7 +202,6 @@ def resolve_parameters(
 # Values that must be finite and positive wherever they appear, and counts that must be integers >= 1.
 POSITIVE = ("learning_rate", "beta", "beta_init", "beta0", "kl_target")
 COUNTS = ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "n_prompts", "total_steps")
-API_JUDGE_KEYS = {"gpt-4o-mini": "OPENAI_API_KEY", "gemini-2.0-flash": "GEMINI_API_KEY"}
 
 
 def _check_value(path: str, value: Any) -> None:
@@ -270,22 +269,53 @@ def _check_training(training: dict[str, Any]) -> None:
         _check_controller_kwargs(training["controller_kwargs"])
 
 
+def _check_endpoints(parameters: dict[str, Any]) -> None:
+    """The entries of ``evaluation.judges`` (:mod:`dualloop.judges.endpoints`) and the API keys of the
+    judges and of a generation server, present in the environment (each variable registered as a secret)."""
+    from dualloop.judges.endpoints import EndpointJudge, judge_entries
+    from dualloop.redaction import register_secret_env
+
+    evaluation = parameters.get("evaluation")
+    judges = evaluation.get("judges") if isinstance(evaluation, dict) else None
+    try:
+        entries = judge_entries(judges) if judges is not None else []
+    except ValueError as error:
+        raise ParamsError(str(error)) from None
+    for index, (given, entry) in enumerate(zip(judges or [], entries)):
+        if isinstance(entry, EndpointJudge) and entry.api_key_env is not None:
+            register_secret_env(entry.api_key_env)
+            if not os.environ.get(entry.api_key_env, "").strip():
+                if isinstance(given, str):
+                    raise ParamsError(
+                        f"evaluation.judges: judge {entry.name!r} needs the environment variable "
+                        f"{entry.api_key_env} (its API key); export it before anything runs"
+                    )
+                raise ParamsError(
+                    f"evaluation.judges[{index}].api_key_env={entry.api_key_env!r}: the environment variable is "
+                    f"not set; export judge {entry.name!r}'s API key in it before anything runs"
+                )
+    generation = parameters.get("generation")
+    api_key_env = generation.get("api_key_env") if isinstance(generation, dict) else None
+    if isinstance(api_key_env, str):
+        register_secret_env(api_key_env)
+        if not os.environ.get(api_key_env, "").strip():
+            raise ParamsError(
+                f"generation.api_key_env={api_key_env!r}: the environment variable is not set; export the "
+                "generation server's key in it before anything runs (or set it to null for a server without auth)"
+            )
+
+
 def check_values(parameters: dict[str, Any], source: str) -> None:
     """Validate resolved values before any work: finite numbers, counts >= 1, rates and β > 0, the
-    training section's types and sub-keys, the controller arguments, and the API keys of the judges
-    named in ``evaluation.judges`` (present in the environment). Each problem is one ParamsError
+    training section's types and sub-keys, the controller arguments, the entries of
+    ``evaluation.judges`` (names and endpoint mappings) and the API keys they and
+    ``generation.api_key_env`` name (present in the environment). Each problem is one ParamsError
     naming ``source``, the key path and the value."""
     try:
         for key, value in parameters.items():
             _check_value(key, value)
         if isinstance(parameters.get("training"), dict):
             _check_training(parameters["training"])
-        judges = (parameters.get("evaluation") or {}).get("judges") or []
-        for judge in judges if isinstance(judges, list) else []:
-            if judge in API_JUDGE_KEYS and not os.environ.get(API_JUDGE_KEYS[judge], "").strip():
-                raise ParamsError(
-                    f"evaluation.judges: judge {judge!r} needs the environment variable "
-                    f"{API_JUDGE_KEYS[judge]} (its API key); export it before anything runs"
-                )
+        _check_endpoints(parameters)
     except ParamsError as error:
         raise ParamsError(f"{source}: {error}") from None

@@ -9,7 +9,10 @@ named criterion, and the verdict is mapped back to the two systems. One job per 
   strict verdict parser and the base class ``PairwiseJudge``;
 - :mod:`~dualloop.judges.gold`: ``GoldCheckerJudge``, the verifiable-instruction checker (strict or loose);
 - :mod:`~dualloop.judges.local`: ``LocalModelJudge``, a loaded causal LM's probabilities of "A" and "B";
-- :mod:`~dualloop.judges.api`: ``OpenAICompatibleJudge``, any chat-completions endpoint, with retries;
+- :mod:`~dualloop.judges.api`: ``OpenAICompatibleJudge``, any chat-completions endpoint, with retries
+  (the HTTP request is :mod:`dualloop.chat_client`'s, shared with server generation);
+- :mod:`~dualloop.judges.endpoints`: the entries of ``evaluation.judges`` (known names, endpoint mappings);
+- :mod:`~dualloop.judges.cost`: the calls, tokens and US dollars of a judging, estimated before any call;
 - :mod:`~dualloop.judges.cache`: the API judges' verdict cache.
 """
 
@@ -22,6 +25,7 @@ from dualloop.judges.api import (
     check_api_key,
     retry_wait,
 )
+from dualloop.judges.cost import CostCapExceeded, CostEstimate, check_cost_cap
 from dualloop.judges.decisions import (
     JUDGE_PROMPT_VERSION,
     Decision,
@@ -34,6 +38,7 @@ from dualloop.judges.decisions import (
     read_decisions,
     write_decisions,
 )
+from dualloop.judges.endpoints import API_JUDGES, JUDGES, EndpointJudge, judge_entries
 from dualloop.judges.gold import GoldCheckerJudge
 from dualloop.judges.local import LocalModelJudge
 from dualloop.judges.pairwise import (
@@ -47,12 +52,17 @@ from dualloop.judges.pairwise import (
 )
 
 __all__ = [
+    "API_JUDGES",
     "CRITERIA",
     "GEMINI_OPENAI_BASE_URL",
+    "JUDGES",
     "JUDGE_PROMPT_VERSION",
     "OPENAI_BASE_URL",
     "SYSTEM_PROMPT",
+    "CostCapExceeded",
+    "CostEstimate",
     "Decision",
+    "EndpointJudge",
     "GoldCheckerJudge",
     "JudgeAPIError",
     "LocalModelJudge",
@@ -63,8 +73,10 @@ __all__ = [
     "ShownPair",
     "Verdict",
     "check_api_key",
+    "check_cost_cap",
     "criterion_question",
     "decide",
+    "judge_entries",
     "judge_messages",
     "paired_winners",
     "parse_verdict",

@@ -2,27 +2,29 @@
 secondary, through Google's OpenAI-compatible URL; any OpenAI-compatible endpoint).
 
 The API key comes from an environment variable only, is checked when the judge is made (before any
-work) and is redacted from everything written or raised (:mod:`dualloop.redaction`). Requests are
-retried with jittered exponential backoff; verdicts are cached (:class:`~dualloop.judges.cache.VerdictCache`).
+work) and is redacted from everything written or raised (:mod:`dualloop.redaction`). Requests go
+through :class:`dualloop.chat_client.ChatEndpoint` (retried with jittered exponential backoff);
+verdicts are cached (:class:`~dualloop.judges.cache.VerdictCache`); :meth:`OpenAICompatibleJudge.estimate`
+foresees the calls a judging will make and their cost (:mod:`dualloop.judges.cost`).
 """
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
-import os
-import random
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+from dualloop.chat_client import ChatEndpoint, EndpointError, MissingAPIKeyError, check_api_key, retry_wait
 from dualloop.judges.cache import VerdictCache
-from dualloop.judges.decisions import JUDGE_PROMPT_VERSION, ShownPair, Verdict
+from dualloop.judges.cost import LIST_PRICE_SOURCE, LIST_PRICES, CostEstimate, estimate_tokens
+from dualloop.judges.decisions import JUDGE_PROMPT_VERSION, PairItem, ShownPair, Verdict
+from dualloop.judges.endpoints import API_JUDGES, GEMINI_OPENAI_BASE_URL, OPENAI_BASE_URL, EndpointJudge
 from dualloop.judges.pairwise import PairwiseJudge, judge_messages, parse_verdict
-from dualloop.redaction import redact, register_secret_env
+from dualloop.redaction import redact
 
 __all__ = [
     "GEMINI_OPENAI_BASE_URL",
@@ -34,62 +36,9 @@ __all__ = [
     "retry_wait",
 ]
 
-GEMINI_OPENAI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta/openai"
-OPENAI_BASE_URL = "https://api.openai.com/v1"
-RETRIED_STATUS = frozenset({408, 409, 425, 429})  # and every 5xx
 
-
-class MissingAPIKeyError(RuntimeError):
-    """The environment variable that should hold a judge's API key is unset or empty."""
-
-
-class JudgeAPIError(RuntimeError):
+class JudgeAPIError(EndpointError):
     """A judge endpoint failed for good (a non-retryable status, or retries exhausted)."""
-
-
-def check_api_key(api_key_env: str, model: str, base_url: str) -> str:
-    """The key in environment variable ``api_key_env`` (registered as a secret); MissingAPIKeyError without one."""
-    register_secret_env(api_key_env)
-    key = os.environ.get(api_key_env, "").strip()
-    if not key:
-        raise MissingAPIKeyError(
-            f"environment variable {api_key_env} is not set: export it with the API key for "
-            f"{model} at {base_url} before judging (keys are read only from the environment)"
-        )
-    return key
-
-
-def retry_wait(attempt: int, base: float, cap: float, retry_after: str | None = None) -> float:
-    """Seconds before retry ``attempt`` (0-based): the server's Retry-After (seconds or an HTTP date) when
-    given, else ``base * 2**attempt`` with full jitter in its upper half; both capped at ``cap``."""
-    if retry_after:
-        try:
-            seconds = float(retry_after)
-        except ValueError:
-            try:
-                seconds = email.utils.parsedate_to_datetime(retry_after).timestamp() - time.time()
-            except (TypeError, ValueError):
-                seconds = None
-        if seconds is not None:
-            return min(cap, max(0.0, seconds))
-    return min(cap, base * 2**attempt) * random.uniform(0.5, 1.0)
-
-
-class _Secret:
-    """Holds a key so that no repr, log or traceback of an object shows it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<secret>"
-
-    __str__ = __repr__
 
 
 class OpenAICompatibleJudge(PairwiseJudge):
@@ -102,6 +51,9 @@ class OpenAICompatibleJudge(PairwiseJudge):
     connection error or reset, or malformed body is retried up to max_retries times (:func:`retry_wait`).
     A reply that is not a verdict is asked again parse_retries times, then recorded as "unparseable"
     in the decisions but not cached, so a rerun asks again; ``unparseable`` counts them in the last judging.
+    ``api_key_env`` None sends no key (a self-hosted server without auth). The prices (USD per million
+    input / output tokens) default to the model's list price (:data:`~dualloop.judges.cost.LIST_PRICES`),
+    else 0.
     """
 
     can_tie = False
@@ -113,7 +65,7 @@ class OpenAICompatibleJudge(PairwiseJudge):
         *,
         model: str = "gpt-4o-mini",
         base_url: str = OPENAI_BASE_URL,
-        api_key_env: str = "OPENAI_API_KEY",
+        api_key_env: str | None = "OPENAI_API_KEY",
         cache_path: str | Path | None = None,
         max_concurrency: int = 8,
         max_retries: int = 5,
@@ -126,27 +78,35 @@ class OpenAICompatibleJudge(PairwiseJudge):
         seed: int = 0,
         both_orders: bool = False,
         name: str | None = None,
+        usd_per_mtok_in: float | None = None,
+        usd_per_mtok_out: float | None = None,
     ):
         super().__init__(criterion, seed=seed, both_orders=both_orders)
-        key = check_api_key(api_key_env, model, base_url)
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency={max_concurrency} must be at least 1")
         if max_retries < 0 or parse_retries < 0:
             raise ValueError(f"max_retries={max_retries} and parse_retries={parse_retries} must not be negative")
-        self._api_key = _Secret(key)
+        self.endpoint = ChatEndpoint(
+            base_url,
+            api_key_env,
+            what=model,
+            max_retries=max_retries,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            timeout=timeout,
+        )
         self.model = model
-        self.base_url = base_url.rstrip("/")
+        self.base_url = self.endpoint.base_url
         self.api_key_env = api_key_env
         self.cache_path = Path(cache_path) if cache_path is not None else None
         self.max_concurrency = max_concurrency
-        self.max_retries = max_retries
         self.parse_retries = parse_retries
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
-        self.timeout = timeout
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.name = name or model
+        listed = usd_per_mtok_in is None and usd_per_mtok_out is None and model in LIST_PRICES
+        self.prices = LIST_PRICES[model] if listed else (usd_per_mtok_in or 0.0, usd_per_mtok_out or 0.0)
+        self.price_source = LIST_PRICE_SOURCE if listed else "the endpoint's usd_per_mtok_in / usd_per_mtok_out"
         self.unparseable = 0
         self._cache = VerdictCache(self.cache_path)
 
@@ -157,6 +117,20 @@ class OpenAICompatibleJudge(PairwiseJudge):
         kwargs.setdefault("base_url", GEMINI_OPENAI_BASE_URL)
         kwargs.setdefault("api_key_env", "GEMINI_API_KEY")
         return cls(criterion, **kwargs)
+
+    @classmethod
+    def from_endpoint(cls, judge: EndpointJudge, criterion: str = "general", **kwargs: Any) -> OpenAICompatibleJudge:
+        """The judge an ``evaluation.judges`` entry describes (:mod:`dualloop.judges.endpoints`), named as it says."""
+        if judge not in API_JUDGES.values():  # a preset's prices are its list prices
+            kwargs.update(usd_per_mtok_in=judge.usd_per_mtok_in, usd_per_mtok_out=judge.usd_per_mtok_out)
+        return cls(
+            criterion,
+            model=judge.model,
+            base_url=judge.base_url,
+            api_key_env=judge.api_key_env,
+            name=judge.name,
+            **kwargs,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -177,15 +151,23 @@ class OpenAICompatibleJudge(PairwiseJudge):
         ]
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
-    def judge_shown(self, pairs: Sequence[ShownPair]) -> list[Verdict]:
-        import httpx
+    def estimate(self, items: Sequence[PairItem]) -> CostEstimate:
+        """The calls judging ``items`` will make (pairs not in the verdict cache) and their estimated
+        tokens and cost (:mod:`dualloop.judges.cost`); nothing is called."""
+        self._cache.reload()
+        todo = [shown for shown in self.shown_pairs(items) if self.cache_key(shown) not in self._cache]
+        input_tokens = sum(estimate_tokens(self._messages(shown)) for shown in todo)
+        return CostEstimate(
+            self.name, len(todo), input_tokens, len(todo) * self.max_tokens, *self.prices, self.price_source
+        )
 
+    def judge_shown(self, pairs: Sequence[ShownPair]) -> list[Verdict]:
         keys = [self.cache_key(s) for s in pairs]
         unparseable: dict[str, str | None] = {}
         with self._cache.writing():
             todo = {key: shown for key, shown in zip(keys, pairs) if key not in self._cache}
             if todo:
-                with httpx.Client(timeout=self.timeout) as client, ThreadPoolExecutor(self.max_concurrency) as pool:
+                with self.endpoint.client() as client, ThreadPoolExecutor(self.max_concurrency) as pool:
                     futures = [
                         pool.submit(self._judge_one, client, key, shown, unparseable) for key, shown in todo.items()
                     ]
@@ -206,16 +188,22 @@ class OpenAICompatibleJudge(PairwiseJudge):
             for k in keys
         ]
 
+    def _messages(self, shown: ShownPair) -> list[dict[str, str]]:
+        return judge_messages(shown.item.prompt, shown.first, shown.second, self.criterion)
+
     def _judge_one(self, client: Any, key: str, shown: ShownPair, unparseable: dict[str, str | None]) -> None:
         body = {
             "model": self.model,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
-            "messages": judge_messages(shown.item.prompt, shown.first, shown.second, self.criterion),
+            "messages": self._messages(shown),
         }
         reply = None
         for _ in range(self.parse_retries + 1):
-            reply = self._complete(client, body)
+            try:
+                reply = self.endpoint.complete(client, body, self.sleep)
+            except EndpointError as error:
+                raise JudgeAPIError(str(error)) from None
             verdict = parse_verdict(reply)
             if verdict is not None:
                 self._cache.store(
@@ -231,36 +219,3 @@ class OpenAICompatibleJudge(PairwiseJudge):
                 )
                 return
         unparseable[key] = reply
-
-    def _complete(self, client: Any, body: dict) -> str | None:
-        """One chat completion with retries; the reply's text (None when its content is null)."""
-        import httpx
-
-        url = f"{self.base_url}/chat/completions"
-        headers = {"Authorization": f"Bearer {self._api_key.reveal()}"}
-        problem = ""
-        for attempt in range(self.max_retries + 1):
-            retry_after = None
-            try:
-                response = client.post(url, json=body, headers=headers)
-            except (httpx.TimeoutException, httpx.TransportError) as error:
-                problem = type(error).__name__
-            else:
-                if response.status_code == 200:
-                    try:
-                        return response.json()["choices"][0]["message"]["content"]
-                    except (ValueError, KeyError, IndexError, TypeError):
-                        problem = f"malformed reply {redact(response.text[:200])!r}"
-                elif response.status_code in RETRIED_STATUS or response.status_code >= 500:
-                    problem = f"HTTP {response.status_code}"
-                    retry_after = response.headers.get("retry-after")
-                else:
-                    raise JudgeAPIError(
-                        f"{self.model} at {url}: HTTP {response.status_code}: {redact(response.text[:300])}"
-                    )
-            if attempt < self.max_retries:
-                self.sleep(retry_wait(attempt, self.backoff_base, self.backoff_max, retry_after))
-        raise JudgeAPIError(
-            f"{self.model} at {url}: gave up after {self.max_retries + 1} attempts "
-            f"(last: {problem}); finished pairs are cached, rerun to continue"
-        )

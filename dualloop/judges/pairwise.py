@@ -86,18 +86,23 @@ class PairwiseJudge(ABC):
         self.seed = seed
         self.both_orders = both_orders
 
-    def judge(self, items: Sequence[PairItem]) -> list[Decision]:
-        """Decisions on every item, in item order (two per item, "ab" then "ba", with both_orders)."""
+    def shown_pairs(self, items: Sequence[PairItem]) -> list[ShownPair]:
+        """The items as the judge sees them, in item order: each in its seeded order, or "ab" then "ba"
+        with both_orders; item ids must be unique."""
         seen = set()
         for item in items:
             if item.item_id in seen:
                 raise ValueError(f"item_id {item.item_id!r} appears twice: item ids must be unique")
             seen.add(item.item_id)
-        shown = [
+        return [
             ShownPair(item, order)
             for item in items
             for order in (("ab", "ba") if self.both_orders else (shown_order(self.seed, item.item_id),))
         ]
+
+    def judge(self, items: Sequence[PairItem]) -> list[Decision]:
+        """Decisions on every item, in item order (two per item, "ab" then "ba", with both_orders)."""
+        shown = self.shown_pairs(items)
         verdicts = self.judge_shown(shown)
         return [
             decide(s, v, criterion=self.criterion, judge=self.name, seed=self.seed)
