@@ -2,12 +2,15 @@
 
 - ``reproduce``: execute the phase notebooks with papermill (:mod:`dualloop.pipeline`);
 - ``train``: train one method under a profile, or reuse its finished run (:mod:`dualloop.experiment`);
-- ``judge``: judge two systems on a prompt set and print the win rate with its interval.
+- ``judge``: judge two systems on a prompt set and print the win rate with its interval;
+- ``serve-command``: print the ``vllm serve`` line that serves the base model and every finished run
+  of the output folder's registry, for ``generation.backend: server`` (:mod:`dualloop.serving`).
 
 Every command exits 0 on success and, on a problem it can name, prints one line to stderr (redacted,
 :mod:`dualloop.redaction`) and exits 2 (bad input, a missing API key) or 1 (a phase or run that failed,
 an output folder another process is writing). Values are validated before any work
-(:func:`dualloop.config.check_values`), ``--set a.b.c=value`` at any depth.
+(:func:`dualloop.config.check_values`), ``--set a.b.c=value`` at any depth. A judging whose API calls are
+estimated above ``evaluation.max_cost_usd`` stops before the first call (exit 2).
 """
 
 from __future__ import annotations
@@ -47,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     judge.add_argument("--b", required=True, help="like --a")
     judge.add_argument("--prompts", required=True, help="prompt set, e.g. verifiable-heldout")
-    for command in (reproduce, train, judge):
+    serve = commands.add_parser(
+        "serve-command", help="print the vllm command serving the base model and the finished runs (by run id)"
+    )
+    for command in (reproduce, train, judge, serve):
         command.add_argument("--profile", required=True, help="smoke, cpu or paper (params/profiles/<name>.yaml)")
         command.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<profile>)")
         command.add_argument(
@@ -135,6 +141,20 @@ def _judge(args) -> int:
     return 0
 
 
+def _serve_command(args) -> int:
+    from dualloop.serving import finished_runs, serve_command
+
+    experiment = experiment_from_profile(args.profile, args.out, args.overrides)
+    runs = finished_runs(experiment.registry_dir, experiment.model)
+    if not runs:
+        print(
+            f"dualloop: no finished run in {experiment.registry_dir}; the command serves the base model only",
+            file=sys.stderr,
+        )
+    print(serve_command(experiment.model, runs))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from dualloop.judges import MissingAPIKeyError
 
@@ -150,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"dualloop: {failure}", file=sys.stderr)
                 return 1
             return 0
-        return _train(args) if args.command == "train" else _judge(args)
+        return {"train": _train, "judge": _judge, "serve-command": _serve_command}[args.command](args)
     except (ParamsError, ValueError, TypeError, FileNotFoundError, MissingAPIKeyError) as error:  # bad input
         print(redact(f"dualloop: {error}"), file=sys.stderr)
         return 2

@@ -11,11 +11,13 @@ generations live in ``output_dir/registry`` and are shared by every phase writin
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from dualloop.generation import GenerationSettings
+from dualloop.judges.endpoints import JUDGES, judge_entries
 from dualloop.models import ModelSettings
 from dualloop.names import did_you_mean
 
@@ -34,7 +36,6 @@ PROMPT_SETS = (
     "helpsteer2",
     "sycophancy-eval",
 )
-JUDGES = ("gold", "gold-loose", "local", "gpt-4o-mini", "gemini-2.0-flash")
 # Criterion of each prompt set (DualLoop-DPO, Phase 4); the gold judges decide verifiable sets.
 PROMPT_SET_CRITERIA = {
     "verifiable-heldout": "instructions",
@@ -67,6 +68,9 @@ DATA_KEYS = {
 # Prompt sets whose prompts carry verifiable instructions: strict and loose accuracy per system.
 CHECKED_PROMPT_SETS = ("verifiable-heldout", "ifbench")
 # evaluation.first_prompt: the prompts evaluated are n_prompts from this position of the set on.
+# evaluation.judges: names of JUDGES or endpoint mappings (dualloop.judges.endpoints).
+# evaluation.max_cost_usd: a comparison whose API calls are estimated above it stops before any call
+# (dualloop.judges.cost); None: no cap.
 EVALUATION_KEYS = {
     "n_prompts": 30,
     "first_prompt": 0,
@@ -75,6 +79,7 @@ EVALUATION_KEYS = {
     "both_orders": False,
     "local_judge_model": None,
     "prompt_paths": {},
+    "max_cost_usd": None,
 }
 
 
@@ -154,8 +159,10 @@ class Experiment:
             value = evaluation[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "n_prompts" else 0):
                 raise ValueError(f"evaluation.{key}={value!r} must be an integer >= {1 if key == 'n_prompts' else 0}")
-        for judge in evaluation["judges"]:
-            _check_choice("evaluation", "judges", judge, JUDGES)
+        judge_entries(evaluation["judges"])
+        cap = evaluation["max_cost_usd"]
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0 <= cap < math.inf):
+            raise ValueError(f"evaluation.max_cost_usd={cap!r} must be a number >= 0 (USD), or null for no cap")
         return cls(
             profile,
             Path(output_dir),
@@ -362,22 +369,28 @@ class Experiment:
         return {prompt_id: records[prompt_id] for prompt_id in chosen}
 
     def responses(self, system: str, prompt_set: str, run=None) -> dict[str, str]:
-        """Greedy responses of ``system`` (``"base"`` or a trained ``run``) to the prompt set, cached."""
-        from dualloop.generation import generate_responses, load_generator
-
+        """Greedy responses of ``system`` (``"base"`` or a trained ``run``) to the prompt set, cached;
+        with ``generation.backend: server`` requested from the server (the base model by its name,
+        a run by its id: :mod:`dualloop.serving`)."""
         if (system == BASE) != (run is None):
             raise ValueError(f"system {system!r}: pass run= for a trained system and no run for {BASE!r}")
-        model, tokenizer, identity = load_generator(self.model, run.adapter_dir if run is not None else None)
         prompts = {pid: record["messages"] for pid, record in self.prompts(prompt_set).items()}
-        generated = generate_responses(
-            model,
-            tokenizer,
-            prompts,
-            self.generation,
-            out_dir=self.registry_dir / "generations",
-            identity=identity,
-            prompt_set=prompt_set,
-        )
+        out_dir = self.registry_dir / "generations"
+        if self.generation.backend == "server":
+            from dualloop.serving import generation_endpoint, server_responses
+
+            served = run.id if run is not None else self.model.name_or_path
+            endpoint = generation_endpoint(self.generation)
+            generated = server_responses(
+                endpoint, served, prompts, self.generation, out_dir=out_dir, prompt_set=prompt_set
+            )
+        else:
+            from dualloop.generation import generate_responses, load_generator
+
+            model, tokenizer, identity = load_generator(self.model, run.adapter_dir if run is not None else None)
+            generated = generate_responses(
+                model, tokenizer, prompts, self.generation, out_dir=out_dir, identity=identity, prompt_set=prompt_set
+            )
         return {prompt_id: samples[0] for prompt_id, samples in generated.items()}
 
     def system_responses(self, systems: Sequence[str], prompt_set: str, runs: Mapping[str, Any]) -> dict[str, dict]:
@@ -386,24 +399,34 @@ class Experiment:
 
     def local_judge(self, criterion: str):
         """The local model judge of ``evaluation.judges`` for ``criterion`` (re-judging flips need it)."""
-        judge = next((j for j in self.judges(criterion) if j.name.startswith("local")), None)
+        from dualloop.judges import LocalModelJudge
+
+        judge = next((j for j in self.judges(criterion) if isinstance(j, LocalModelJudge)), None)
         if judge is None:
             raise ValueError("re-judging flips need the local model judge: add 'local' to evaluation.judges")
         return judge
 
     def judges(self, criterion: str, *, both_orders: bool | None = None) -> list:
         """The judges the evaluation section names, for ``criterion``; the gold checker judges only
-        verifiable instructions and is left out for the other criteria. ``both_orders`` overrides
-        the evaluation section's."""
+        verifiable instructions and is left out for the other criteria. An API judge (a preset or an
+        endpoint mapping) caches its verdicts in ``registry/judge-cache/<name>.jsonl``. ``both_orders``
+        overrides the evaluation section's."""
         from dualloop import judges
 
         both = self.evaluation["both_orders"] if both_orders is None else both_orders
         made = []
-        for name in self.evaluation["judges"]:
-            if name in ("gold", "gold-loose"):
+        for entry in judge_entries(self.evaluation["judges"]):
+            if isinstance(entry, judges.EndpointJudge):
+                cache = self.registry_dir / "judge-cache" / f"{entry.name}.jsonl"
+                made.append(
+                    judges.OpenAICompatibleJudge.from_endpoint(
+                        entry, criterion, seed=self.seed, both_orders=both, cache_path=cache
+                    )
+                )
+            elif entry in ("gold", "gold-loose"):
                 if criterion == "instructions":
-                    made.append(judges.GoldCheckerJudge(seed=self.seed, both_orders=both, loose=name == "gold-loose"))
-            elif name == "local":
+                    made.append(judges.GoldCheckerJudge(seed=self.seed, both_orders=both, loose=entry == "gold-loose"))
+            else:  # local
                 from dualloop.models import load_policy
 
                 settings = (
@@ -422,14 +445,6 @@ class Experiment:
                         name=f"local:{settings.name_or_path}",
                     )
                 )
-            else:
-                cache = self.registry_dir / "judge-cache" / f"{name}.jsonl"
-                factory = (
-                    judges.OpenAICompatibleJudge.gemini_flash
-                    if name.startswith("gemini")
-                    else judges.OpenAICompatibleJudge
-                )
-                made.append(factory(criterion, seed=self.seed, both_orders=both, cache_path=cache))
         if not made:
             raise ValueError(
                 f"evaluation.judges {self.evaluation['judges']} has no judge for criterion {criterion!r}: "
@@ -462,8 +477,11 @@ class Experiment:
     ) -> Path:
         """Judge ``system_a`` against ``system_b`` on ``prompt_set`` with every judge; returns the
         decisions file ``results/decisions/<prompt_set>__<a>__vs__<b>[__both-orders].jsonl``
-        (rewritten; judged in both orders when ``both_orders``, default the evaluation section's)."""
-        from dualloop.judges import write_decisions
+        (rewritten; judged in both orders when ``both_orders``, default the evaluation section's).
+        Before any API call it prints each API judge's calls, tokens and US dollars
+        (:mod:`dualloop.judges.cost`) and raises ``CostCapExceeded`` (a ValueError) when together
+        they exceed ``evaluation.max_cost_usd``."""
+        from dualloop.judges import OpenAICompatibleJudge, check_cost_cap, write_decisions
 
         both = self.evaluation["both_orders"] if both_orders is None else both_orders
         items = self.pair_items(system_a, system_b, prompt_set, runs=runs)
@@ -472,8 +490,13 @@ class Experiment:
             / "decisions"
             / f"{prompt_set}__{system_a}__vs__{system_b}{'__both-orders' if both else ''}.jsonl"
         )
+        made = self.judges(PROMPT_SET_CRITERIA[prompt_set], both_orders=both)
+        estimates = [judge.estimate(items) for judge in made if isinstance(judge, OpenAICompatibleJudge)]
+        for estimate in estimates:
+            print(f"dualloop.experiment: {system_a} vs {system_b} on {prompt_set}: {estimate.line()}", flush=True)
+        check_cost_cap(estimates, self.evaluation["max_cost_usd"])
         path.unlink(missing_ok=True)
-        for judge in self.judges(PROMPT_SET_CRITERIA[prompt_set], both_orders=both):
+        for judge in made:
             print(
                 f"dualloop.experiment: {system_a} vs {system_b} on {prompt_set}: judge {judge.name}, "
                 f"{len(items)} pairs",

@@ -8,6 +8,9 @@ Greedy batches run :func:`greedy_decode`, a decoding loop that HF ``generate`` c
 ``custom_generate`` hook: the same argmax decisions as HF's own loop at batch size 1, with the
 work that does not change them left out (see its docstring). Sampling runs HF's own loop.
 
+With ``backend: server`` the responses come from an OpenAI-compatible server instead
+(:mod:`dualloop.serving`), through the same cache.
+
 Results are cached as JSONL, one line per prompt id, in a file named by a hash of (model
 identity, prompt-set name, generation settings). Lines are appended and flushed after every
 batch, so a rerun generates nothing and a killed run completes only the prompts it is missing.
@@ -21,7 +24,7 @@ import hashlib
 import inspect
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,7 @@ from dualloop.models import ModelSettings, check_type, dataclass_from_dict, load
 
 # a prompt is one user message, or a conversation (list of {"role", "content"} messages)
 Prompt = str | list[dict[str, str]]
+BACKENDS = ("local", "server")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +67,14 @@ class GenerationSettings:
         fast_greedy: greedy batches run :func:`greedy_decode` (the same text as HF's loop at batch
             size 1, faster) where the model allows (:func:`decodes_fast`); False = HF's own loop.
             Does not enter the cache key.
+        backend: ``"local"`` (this process loads the model) or ``"server"``: greedy chat completions
+            (temperature 0, ``max_tokens`` = ``max_new_tokens``) from an OpenAI-compatible server at
+            ``base_url`` that serves the base model under its ``model.name_or_path`` and each
+            trained run's adapter under its run id (:mod:`dualloop.serving`); ``batch_size``
+            requests are in flight at once, and ``repetition_penalty`` is not sent (the server's
+            own applies). Enters the cache key only as ``"server"``.
+        base_url: the server's URL, e.g. ``http://127.0.0.1:8000/v1`` (backend server only).
+        api_key_env: the environment variable holding the server's key; None sends no key.
     """
 
     max_new_tokens: int = 128
@@ -74,6 +86,9 @@ class GenerationSettings:
     seed: int = 0
     batch_size: int = 8
     fast_greedy: bool = True
+    backend: str = "local"
+    base_url: str | None = None
+    api_key_env: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_new_tokens", "num_samples", "seed", "batch_size"):
@@ -94,6 +109,24 @@ class GenerationSettings:
             raise ValueError(
                 f"'num_samples' = {self.num_samples} needs do_sample: true (greedy responses would be identical)"
             )
+        self._check_backend()
+
+    def _check_backend(self) -> None:
+        from dualloop.chat_client import check_base_url
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend={self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if self.backend == "local":
+            for name in ("base_url", "api_key_env"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name}={getattr(self, name)!r} is used only with backend: server")
+            return
+        if not check_base_url(self.base_url):
+            raise ValueError(f"base_url={self.base_url!r} is not an http(s) URL such as http://127.0.0.1:8000/v1")
+        if self.api_key_env is not None and not (isinstance(self.api_key_env, str) and self.api_key_env.isidentifier()):
+            raise ValueError(f"api_key_env={self.api_key_env!r} must name an environment variable, or be null")
+        if self.do_sample:
+            raise ValueError("backend: server generates greedily; set do_sample: false")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "generation settings") -> GenerationSettings:
@@ -101,10 +134,14 @@ class GenerationSettings:
         return dataclass_from_dict(cls, values, source)
 
     def cache_fields(self) -> dict[str, Any]:
-        """The fields that change the responses (the cache key): all but ``batch_size`` and
-        ``fast_greedy``, and the sampling fields only when sampling."""
+        """The fields that change the responses (the cache key): all but ``batch_size``,
+        ``fast_greedy`` and the backend's, and the sampling fields only when sampling; a server's
+        greedy responses: the backend and ``max_new_tokens``."""
+        if self.backend == "server":
+            return {"backend": self.backend, "max_new_tokens": self.max_new_tokens}
         fields = dataclasses.asdict(self)
-        del fields["batch_size"], fields["fast_greedy"]
+        for name in ("batch_size", "fast_greedy", "backend", "base_url", "api_key_env"):
+            del fields[name]
         if not self.do_sample:
             for name in ("temperature", "top_p", "seed"):
                 del fields[name]
@@ -212,6 +249,33 @@ def generate_responses(
     Returns:
         prompt id -> list of ``settings.num_samples`` responses, in the order of ``prompts``.
     """
+    was_training = model.training
+    model.eval()  # no dropout while generating; the caller's mode is restored below
+    try:
+        return cached_responses(
+            prompts,
+            settings,
+            out_dir=out_dir,
+            identity=identity,
+            prompt_set=prompt_set,
+            generate_batch=lambda ids: _generate_batch(model, tokenizer, [prompts[i] for i in ids], settings, ids),
+        )
+    finally:
+        model.train(was_training)
+
+
+def cached_responses(
+    prompts: Mapping[str, Prompt],
+    settings: GenerationSettings,
+    *,
+    out_dir: str | Path,
+    identity: str,
+    prompt_set: str,
+    generate_batch: Callable[[list[str]], list[list[str]]],
+) -> dict[str, list[str]]:
+    """Responses for every prompt id from the cache file of (identity, prompt set, settings), calling
+    ``generate_batch`` (prompt ids -> their responses) on ``settings.batch_size`` missing prompts at a
+    time and appending each batch to the file: a rerun generates nothing, a killed run only what is missing."""
     if not prompts:
         raise ValueError(f"prompt set '{prompt_set}' is empty")
     path = cache_path(out_dir, identity, prompt_set, settings)
@@ -226,24 +290,19 @@ def generate_responses(
             flush=True,
         )
         started = time.perf_counter()
-        was_training = model.training
-        model.eval()  # no dropout while generating; the caller's mode is restored below
-        try:
-            for number, batch_ids in enumerate(batches, start=1):
-                responses = _generate_batch(model, tokenizer, [prompts[i] for i in batch_ids], settings, batch_ids)
-                batch = [
-                    {"id": prompt_id, "prompt": _as_json(prompts[prompt_id]), "responses": samples}
-                    for prompt_id, samples in zip(batch_ids, responses, strict=True)
-                ]
-                append_records(path, batch)
-                records.update((record["id"], record) for record in batch)
-                print(
-                    f"dualloop.generation: {prompt_set}: batch {number}/{len(batches)} done, "
-                    f"{len(records)}/{len(prompts)} prompts, {time.perf_counter() - started:.1f} s",
-                    flush=True,
-                )
-        finally:
-            model.train(was_training)
+        for number, batch_ids in enumerate(batches, start=1):
+            responses = generate_batch(batch_ids)
+            batch = [
+                {"id": prompt_id, "prompt": _as_json(prompts[prompt_id]), "responses": samples}
+                for prompt_id, samples in zip(batch_ids, responses, strict=True)
+            ]
+            append_records(path, batch)
+            records.update((record["id"], record) for record in batch)
+            print(
+                f"dualloop.generation: {prompt_set}: batch {number}/{len(batches)} done, "
+                f"{len(records)}/{len(prompts)} prompts, {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
     else:
         print(f"dualloop.generation: {prompt_set}: all {len(prompts)} prompts cached in {path}", flush=True)
     return {prompt_id: records[prompt_id]["responses"] for prompt_id in prompts}

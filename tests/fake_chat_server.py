@@ -1,13 +1,16 @@
-"""A chat-completions server on 127.0.0.1 for testing the API judge over real sockets.
+"""A chat-completions server on 127.0.0.1 for testing the API judge and server generation over real sockets.
 
-It answers POST /v1/chat/completions. By default the verdict is the letter of the response that
-contains the marker "GOOD" (so a test knows the right winner whatever order was shown). A script
+It answers POST /v1/chat/completions. To a judge's request (the last message shows "[Response A]")
+the verdict is the letter of the response that contains the marker "GOOD" (so a test knows the right
+winner whatever order was shown); to any other request, "<model> answers: <last message>" (so a test
+knows which model, base or run id, was asked). A script
 of actions, consumed one per request, makes it misbehave: "429" (with Retry-After), "408", "500",
 "503" (with Retry-After), "reset" (the connection is reset before any answer), "slow" (sleeps past
 the client's timeout), "malformed" (a body that is not JSON), "garbage" (a reply that is not a
 verdict), "echo" (a reply whose text is the request's Authorization header), "ok". It counts requests
-and the most requests in flight at once, and refuses (401) a request whose bearer key is not the
-expected one. With ``echo_key=True`` every answer, 200 replies and errors alike, carries the
+and the most requests in flight at once, records each request's body and Authorization header, and
+refuses (401) a request whose bearer key is not the expected one (``key=None``: a server without auth
+that takes any request). With ``echo_key=True`` every answer, 200 replies and errors alike, carries the
 request's Authorization header in its body (as an echoing proxy would), to test that nothing the
 client writes holds the key.
 """
@@ -27,7 +30,7 @@ class FakeChatServer:
     def __init__(
         self,
         *,
-        key: str,
+        key: str | None,
         delay: float = 0.0,
         slow_seconds: float = 1.0,
         retry_after: str = "0.01",
@@ -44,6 +47,7 @@ class FakeChatServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.bodies: list[dict] = []
+        self.authorizations: list[str | None] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -65,6 +69,7 @@ class FakeChatServer:
         with self._lock:
             self.requests = self.completed = self.max_in_flight = 0
             self.bodies.clear()
+            self.authorizations.clear()
 
     def _next_action(self) -> str:
         with self._lock:
@@ -114,6 +119,7 @@ class FakeChatServer:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     server.bodies.append(body)
+                    server.authorizations.append(self.headers.get("Authorization"))
                 self._counted = True
                 try:
                     self._answer(body)
@@ -124,7 +130,7 @@ class FakeChatServer:
                 if self.path != "/v1/chat/completions":
                     self._send(404, b'{"error": "not found"}')
                     return
-                if self.headers.get("Authorization") != f"Bearer {server.key}":
+                if server.key is not None and self.headers.get("Authorization") != f"Bearer {server.key}":
                     # echo the presented key, as some real APIs do, to test that the client redacts it
                     presented = self.headers.get("Authorization", "")
                     self._send(401, json.dumps({"error": f"invalid key {presented}"}).encode())
@@ -154,11 +160,13 @@ class FakeChatServer:
                 else:
                     with server._lock:  # counted before sending: a client never holds an uncounted verdict
                         server.completed += 1
-                    self._send(200, self._completion(self._verdict(body)))
+                    self._send(200, self._completion(self._reply(body)))
 
             @staticmethod
-            def _verdict(body: dict) -> str:
+            def _reply(body: dict) -> str:
                 user = body["messages"][-1]["content"]
+                if "[Response A]" not in user:  # not a judge's request: a generation
+                    return f"{body['model']} answers: {user}"
                 first = re.search(r"\[Response A\]\n(.*?)\n\n\[Response B\]", user, re.S).group(1)
                 return "A" if "GOOD" in first else "B"
 

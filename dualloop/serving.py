@@ -1,0 +1,106 @@
+"""Generation from an OpenAI-compatible server (vLLM, SGLang, TGI, …) and the vLLM command that serves a registry.
+
+The base model is requested by its served name, ``model.name_or_path``, and a trained run by its
+run id (its registry folder's name), so that one server started with :func:`serve_command`'s line
+(``python -m dualloop serve-command --profile P``)::
+
+    vllm serve <base> --served-model-name <base> --enable-lora --max-lora-rank <r> \
+        --lora-modules <run id>=<its adapter folder> …
+
+serves every system. Each prompt is one greedy chat completion (temperature 0, ``max_tokens`` =
+``generation.max_new_tokens``; a conversation that ends with an assistant message is continued, as
+vLLM's ``continue_final_message`` does), ``generation.batch_size`` in flight at once, through
+:class:`dualloop.chat_client.ChatEndpoint` (the API judges' retries). Responses go through the
+generation cache (:func:`dualloop.generation.cached_responses`): a cached prompt is never requested
+again and an interrupted run requests only the prompts it is missing.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from dualloop.chat_client import ChatEndpoint
+from dualloop.generation import GenerationSettings, Prompt, cached_responses
+from dualloop.models import ModelSettings
+from dualloop.registry import Run
+
+__all__ = ["SERVER_TIMEOUT", "finished_runs", "generation_endpoint", "serve_command", "server_responses"]
+
+SERVER_TIMEOUT = 600.0  # seconds for one completion: a long response on a busy server
+# the values vLLM accepts for --max-lora-rank
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def generation_endpoint(settings: GenerationSettings) -> ChatEndpoint:
+    """The server of ``generation.base_url``, with the key of ``generation.api_key_env`` (none when null)."""
+    if settings.backend != "server" or settings.base_url is None:
+        raise ValueError(f"generation.backend={settings.backend!r}: server generation needs backend: server")
+    return ChatEndpoint(settings.base_url, settings.api_key_env, what="the generation server", timeout=SERVER_TIMEOUT)
+
+
+def _request(served_model: str, prompt: Prompt, settings: GenerationSettings) -> dict:
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+    body: dict = {"model": served_model, "messages": messages, "temperature": 0, "max_tokens": settings.max_new_tokens}
+    if messages[-1]["role"] == "assistant":  # a prefill (Sycophancy-Eval's "The answer is ("): continue it
+        body.update(continue_final_message=True, add_generation_prompt=False)
+    return body
+
+
+def server_responses(
+    endpoint: ChatEndpoint,
+    served_model: str,
+    prompts: Mapping[str, Prompt],
+    settings: GenerationSettings,
+    *,
+    out_dir: str | Path,
+    prompt_set: str,
+) -> dict[str, list[str]]:
+    """prompt id -> [response] of the model the server serves as ``served_model`` (the base model's
+    name or a run id), requesting only the prompts not in the generation cache."""
+    with endpoint.client() as client, ThreadPoolExecutor(settings.batch_size) as pool:
+
+        def generate_batch(ids: list[str]) -> list[list[str]]:
+            futures = [
+                pool.submit(endpoint.complete, client, _request(served_model, prompts[i], settings)) for i in ids
+            ]
+            return [[(future.result() or "").strip()] for future in futures]
+
+        return cached_responses(
+            prompts,
+            settings,
+            out_dir=out_dir,
+            identity=f"server|{served_model}",
+            prompt_set=prompt_set,
+            generate_batch=generate_batch,
+        )
+
+
+def finished_runs(registry_dir: str | Path, model: ModelSettings) -> list[Run]:
+    """The finished runs under ``registry_dir`` trained on ``model``'s base (each with its adapter), by id."""
+    runs = [Run(path) for path in sorted(Path(registry_dir).glob("*/")) if path.is_dir()]
+    return [
+        run
+        for run in runs
+        if run.is_complete
+        and run.adapter_dir.is_dir()
+        and run.config.get("model", {}).get("name_or_path") == model.name_or_path
+    ]
+
+
+def serve_command(model: ModelSettings, runs: Sequence[Run]) -> str:
+    """The ``vllm serve`` line that serves the base model under its name and each run's adapter under
+    its run id (``--max-lora-rank``: the largest LoRA rank of the runs, rounded up to a value vLLM takes)."""
+    command = ["vllm", "serve", model.name_or_path, "--served-model-name", model.name_or_path]
+    if runs:
+        rank = max(int(run.config.get("model", {}).get("lora_r") or model.lora_r) for run in runs)
+        command += [
+            "--enable-lora",
+            "--max-lora-rank",
+            str(next((r for r in VLLM_LORA_RANKS if r >= rank), rank)),
+            "--lora-modules",
+            *(f"{run.id}={run.adapter_dir.resolve()}" for run in runs),
+        ]
+    return shlex.join(command)
