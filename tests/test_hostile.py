@@ -299,6 +299,19 @@ def test_an_unparseable_verdict_is_asked_again_on_a_rerun(tmp_path):
     assert first[0].verdict == "unparseable" and rerun[0].winner == "a" and server.requests == 3
 
 
+def test_an_endpoint_judges_key_under_any_variable_name_is_redacted(tmp_path, monkeypatch):
+    from dualloop.judges import EndpointJudge
+
+    monkeypatch.setenv("VLLM_PASS", KEY + "-vllm")  # a name the redaction rule would not guess
+    with FakeChatServer(key=KEY + "-vllm", echo_key=True) as server:
+        server.script = ["echo"]
+        endpoint = EndpointJudge("mine", "judge-test", server.base_url, "VLLM_PASS")
+        judge = OpenAICompatibleJudge.from_endpoint(endpoint, cache_path=tmp_path / "cache.jsonl", parse_retries=0)
+        decision = judge.judge(items(1))[0]
+        write_decisions(tmp_path / "decisions.jsonl", [decision])
+    assert decision.judge == "mine" and decision.raw == "A, says Bearer <secret>"
+
+
 def test_a_missing_key_fails_before_any_request(tmp_path, monkeypatch):
     monkeypatch.delenv(KEY_ENV)
     with FakeChatServer(key=KEY) as server:
