@@ -10,7 +10,8 @@ Every command exits 0 on success and, on a problem it can name, prints one line 
 :mod:`dualloop.redaction`) and exits 2 (bad input, a missing API key) or 1 (a phase or run that failed,
 an output folder another process is writing). Values are validated before any work
 (:func:`dualloop.config.check_values`), ``--set a.b.c=value`` at any depth. A judging whose API calls are
-estimated above ``evaluation.max_cost_usd`` stops before the first call (exit 2).
+estimated above ``evaluation.max_cost_usd`` stops before the first call (exit 2, also under ``reproduce``:
+the phases and generations before it stay cached).
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 reproduce(args.profile, phases=args.phases, out=args.out, overrides=overrides)
             except PhaseFailed as failure:
                 print(f"dualloop: {failure}", file=sys.stderr)
-                return 1
+                return 2 if failure.error_name == "CostCapExceeded" else 1
             return 0
         return {"train": _train, "judge": _judge, "serve-command": _serve_command}[args.command](args)
     except (ParamsError, ValueError, TypeError, FileNotFoundError, MissingAPIKeyError) as error:  # bad input

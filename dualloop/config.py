@@ -247,7 +247,8 @@ def _check_controller_kwargs(kwargs: Any) -> None:
 
 
 def _check_training(training: dict[str, Any]) -> None:
-    """Each ``training`` value against the type of its ``AdaptiveDPOConfig`` field's default."""
+    """Each ``training`` value against the type of its ``AdaptiveDPOConfig`` field's default; a
+    ``report_to`` tracker that transformers does not know or that is not installed."""
     import dataclasses
 
     from dualloop.trainer import AdaptiveDPOConfig
@@ -267,6 +268,13 @@ def _check_training(training: dict[str, Any]) -> None:
             raise ParamsError(f"training.{key}={value!r} must be {type(default).__name__} like its default {default!r}")
     if training.get("controller_kwargs") is not None:
         _check_controller_kwargs(training["controller_kwargs"])
+    if "report_to" in training:
+        from dualloop.trainer.arguments import check_report_to
+
+        try:
+            check_report_to(training["report_to"])
+        except ValueError as error:
+            raise ParamsError(str(error)) from None
 
 
 def _check_endpoints(parameters: dict[str, Any]) -> None:

@@ -49,7 +49,12 @@ class Phase:
 
 
 class PhaseFailed(RuntimeError):
-    """A phase notebook raised; the message names the phase, the cell and the executed notebook."""
+    """A phase notebook raised; the message names the phase, the cell and the executed notebook;
+    ``error_name`` is the exception's class name as the kernel reported it (e.g. ``CostCapExceeded``)."""
+
+    def __init__(self, message: str, error_name: str = "") -> None:
+        super().__init__(message)
+        self.error_name = error_name
 
 
 def discover_phases(notebooks_dir: Path) -> list[Phase]:
@@ -224,7 +229,8 @@ def _run(plans: list[tuple[Phase, dict[str, Any]]], out: Path, profile: str) -> 
                 redact(
                     f"phase {phase.number:02d} ({phase.name}) failed in cell In [{error.exec_count}]: "
                     f"{error.ename}: {error.evalue}. The traceback is in {target}"
-                )
+                ),
+                error.ename,
             ) from None
         printed.close()
         _redact_file(target)

@@ -1,5 +1,6 @@
 """The runner end to end: notebooks executed by papermill, outputs written, failures named."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -7,6 +8,8 @@ import sys
 import nbformat
 import pytest
 
+import dualloop.pipeline
+from dualloop.__main__ import main
 from dualloop.config import REPO_ROOT
 from dualloop.pipeline import PhaseFailed, reproduce
 
@@ -60,6 +63,32 @@ def test_a_failing_phase_names_the_phase_cell_and_executed_notebook(tmp_path):
     assert "] phase 03: step 1/2 loss 0.69\n" in log and "] phase 03: step 2/2 loss 0.5\n" in log
     assert "] phase 03: judging\n" in log  # a last unfinished line is not lost
     assert "phase 03 (03_broken): FAILED in cell In [4]" in log
+
+
+def test_a_phase_stopped_by_the_cost_cap_exits_2_like_a_judging_and_keeps_the_phases_before_it(
+    tmp_path, monkeypatch, capsys
+):
+    notebooks, params = failing_notebooks(tmp_path)
+    broken = nbformat.read(notebooks / "03_broken.ipynb", as_version=4)
+    broken.cells[-1].source = (
+        "from dualloop.judges import CostCapExceeded\n"
+        "raise CostCapExceeded('evaluation.max_cost_usd=0.01: 400 judge calls estimated at 0.02 USD')"
+    )
+    nbformat.write(broken, notebooks / "03_broken.ipynb")
+    first = nbformat.read(notebooks / "03_broken.ipynb", as_version=4)
+    first.cells = first.cells[:1]
+    nbformat.write(first, notebooks / "01_before.ipynb")
+    monkeypatch.setattr(
+        dualloop.pipeline, "reproduce", functools.partial(reproduce, notebooks_dir=notebooks, params_dir=params)
+    )
+    out = tmp_path / "out"
+    assert main(["reproduce", "--profile", "smoke", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(
+        "dualloop: phase 03 (03_broken) failed in cell In [4]: CostCapExceeded: evaluation.max_cost_usd"
+    )
+    assert error.count("\n") == 1
+    assert (out / "notebooks" / "01_before.ipynb").is_file()  # the phase before it is kept
 
 
 def test_cli_exits_nonzero_with_one_line_on_bad_input(tmp_path):

@@ -14,6 +14,7 @@ from transformers.integrations import integration_utils
 import dualloop.models
 import dualloop.trainer
 from dualloop.__main__ import experiment_from_profile, main
+from dualloop.config import ParamsError, check_values
 from dualloop.trainer import method_settings
 
 
@@ -79,7 +80,7 @@ def test_a_tracker_that_is_not_installed_is_one_line_before_anything_loads(tmp_p
     assert main([*arguments, "--set", "training.report_to=[tensorboard, wandb]"]) == 2
     error = capsys.readouterr().err
     assert error == (
-        "dualloop: training.report_to: 'wandb' needs the wandb package, which is not installed here "
+        "dualloop: --set: training.report_to: 'wandb' needs the wandb package, which is not installed here "
         "(pip install wandb); installed trackers: tensorboard\n"
     )
     assert not (out / "registry").exists() or not list((out / "registry").iterdir())
@@ -101,3 +102,12 @@ def test_report_to_is_checked_with_the_method(monkeypatch, report_to, message):
     assert message in str(error.value)
     for passes in (None, "none", "all", [], ["tensorboard"]):
         method_settings("dualloop", {"report_to": passes})
+
+
+def test_reproduce_refuses_a_tracker_that_is_not_installed_before_phase_1(monkeypatch):
+    """`check_values` is what `reproduce` runs on every phase's values before the first phase starts."""
+    monkeypatch.setattr(integration_utils, "get_available_reporting_integrations", lambda: ["tensorboard"])
+    with pytest.raises(ParamsError) as error:
+        check_values({"training": {"report_to": ["mlflow"]}}, "phase 02 (02_main_comparison)")
+    assert str(error.value).startswith("phase 02 (02_main_comparison): training.report_to: 'mlflow' needs the mlflow")
+    check_values({"training": {"report_to": ["tensorboard"]}}, "phase 02 (02_main_comparison)")
