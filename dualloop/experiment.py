@@ -369,8 +369,8 @@ class Experiment:
         return {prompt_id: records[prompt_id] for prompt_id in chosen}
 
     def responses(self, system: str, prompt_set: str, run=None) -> dict[str, str]:
-        """Greedy responses of ``system`` (``"base"`` or a trained ``run``) to the prompt set, cached;
-        with ``generation.backend: server`` requested from the server (the base model by its name,
+        """Greedy responses of ``system`` (``"base"`` or a trained ``run``) to the prompt set, cached
+        (the model is loaded only when a prompt is missing); with ``generation.backend: server`` requested from the server (the base model by its name,
         a run by its id: :mod:`dualloop.serving`)."""
         if (system == BASE) != (run is None):
             raise ValueError(f"system {system!r}: pass run= for a trained system and no run for {BASE!r}")
@@ -385,11 +385,11 @@ class Experiment:
                 endpoint, served, prompts, self.generation, out_dir=out_dir, prompt_set=prompt_set
             )
         else:
-            from dualloop.generation import generate_responses, load_generator
+            from dualloop.generation import local_responses
 
-            model, tokenizer, identity = load_generator(self.model, run.adapter_dir if run is not None else None)
-            generated = generate_responses(
-                model, tokenizer, prompts, self.generation, out_dir=out_dir, identity=identity, prompt_set=prompt_set
+            adapter_dir = run.adapter_dir if run is not None else None
+            generated = local_responses(
+                self.model, adapter_dir, prompts, self.generation, out_dir=out_dir, prompt_set=prompt_set
             )
         return {prompt_id: samples[0] for prompt_id, samples in generated.items()}
 

@@ -264,6 +264,36 @@ def generate_responses(
         model.train(was_training)
 
 
+def local_responses(
+    settings: ModelSettings,
+    adapter_dir: str | Path | None,
+    prompts: Mapping[str, Prompt],
+    generation: GenerationSettings,
+    *,
+    out_dir: str | Path,
+    prompt_set: str,
+) -> dict[str, list[str]]:
+    """:func:`generate_responses` for the model of ``settings`` (with the adapter in ``adapter_dir``),
+    loaded only when the cache misses a prompt: a rerun over cached generations loads no model."""
+    loaded: list[tuple[PreTrainedModel, PreTrainedTokenizerBase]] = []
+
+    def generate_batch(ids: list[str]) -> list[list[str]]:
+        if not loaded:
+            model, tokenizer, _ = load_generator(settings, adapter_dir)
+            loaded.append((model, tokenizer))
+        model, tokenizer = loaded[0]
+        return _generate_batch(model, tokenizer, [prompts[i] for i in ids], generation, ids)
+
+    return cached_responses(
+        prompts,
+        generation,
+        out_dir=out_dir,
+        identity=model_identity(settings, adapter_dir),
+        prompt_set=prompt_set,
+        generate_batch=generate_batch,
+    )
+
+
 def cached_responses(
     prompts: Mapping[str, Prompt],
     settings: GenerationSettings,

@@ -529,8 +529,10 @@ def kl_win_rate_figure(
 def accuracy_kl_figure(summaries: Sequence[Mapping], *, names: Mapping[str, str] | None = None, title: str = ""):
     """Held-out strict accuracy (95 % Wilson whiskers) against the KL each run reached
     (``systems.<name>.kl`` of phase summaries, dualloop.summary): DualLoop-DPO's eq. (1) trade-off,
-    one point per trained run (a run named in several summaries is drawn once), the base model at 0."""
-    figure, (axis,) = _figure(8.0, 4.0)
+    one point per trained run (a run named in several summaries is drawn once), the base model at 0.
+    Each point has its own colour and marker; runs that reached the same KL and accuracy (e.g. an
+    ablation whose switch never acted) share one point, labelled with all their names."""
+    points: dict[tuple[float, float], list] = {}
     drawn: set = set()
     for summary_values in summaries:
         for system, entry in summary_values["systems"].items():
@@ -538,19 +540,24 @@ def accuracy_kl_figure(summaries: Sequence[Mapping], *, names: Mapping[str, str]
             if key in drawn or entry.get("kl") is None:
                 continue
             drawn.add(key)
-            rate, (low, high) = 100 * entry["strict_accuracy"], (100 * v for v in entry["strict_ci"])
-            axis.errorbar(
-                [entry["kl"]],
-                [rate],
-                yerr=[[rate - low], [high - rate]],
-                fmt="o",
-                capsize=3,
-                color=f"C{len(drawn) - 1}",
-                label=display_name(system, names),
-            )
+            at = (round(entry["kl"], 4), round(entry["strict_accuracy"], 4))
+            points.setdefault(at, [entry, []])[1].append(display_name(system, names))
+    figure, (axis,) = _figure(8.0, 4.0)
+    markers = "osD^vP*Xh<>p"
+    for index, (entry, labels) in enumerate(points.values()):
+        rate, (low, high) = 100 * entry["strict_accuracy"], (100 * v for v in entry["strict_ci"])
+        axis.errorbar(
+            [entry["kl"]],
+            [rate],
+            yerr=[[rate - low], [high - rate]],
+            fmt=markers[index % len(markers)],
+            capsize=3,
+            color=f"C{index % 10}",
+            label=" = ".join(labels),
+        )
     axis.set_xlabel("KL(π_θ ‖ π_ref) reached (nats/token, mean of the last logged steps)")
     axis.set_ylabel("held-out strict accuracy (%)")
-    if axis.get_legend_handles_labels()[0]:
+    if points:
         axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     axis.set_title(title)
     return figure

@@ -282,3 +282,14 @@ def test_a_filter_that_leaves_no_training_pair_is_named(tmp_path):
         r"\['detectable_format:json_format'\]",
     ):
         built.preference_pairs()
+
+
+def test_responses_cached_for_every_prompt_load_no_model(tmp_path, monkeypatch):
+    import dualloop.models
+
+    built = experiment(tmp_path)
+    first = built.responses("base", "verifiable-heldout")
+    assert len(first) == 2
+    monkeypatch.setattr(dualloop.models, "load_policy", lambda settings: pytest.fail("a model was loaded"))
+    monkeypatch.setattr("dualloop.generation.load_policy", lambda settings: pytest.fail("a model was loaded"))
+    assert built.responses("base", "verifiable-heldout") == first

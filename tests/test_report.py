@@ -9,6 +9,7 @@ import pytest
 from dualloop.judges import Decision, write_decisions
 from dualloop.report import (
     Table,
+    accuracy_kl_figure,
     comparison_table,
     dataset_table,
     final_kl,
@@ -212,3 +213,31 @@ def test_flip_table_lists_each_entropy_bucket():
         ["[0.00, 0.50]", "1", "2", "1", "50.0%"],
         ["[0.50, 1.00]", "1", "2", "0", "0.0%"],
     ]
+
+
+def test_accuracy_kl_figure_gives_each_run_its_own_point_and_merges_runs_that_coincide():
+    def system(run, kl, accuracy):
+        return {"run": run, "kl": kl, "strict_accuracy": accuracy, "strict_ci": [accuracy - 0.05, accuracy + 0.05]}
+
+    phase_3 = {
+        "systems": {
+            "base": {"run": None, "kl": 0.0, "strict_accuracy": 0.225, "strict_ci": [0.17, 0.29]},
+            "dualloop": system("a", 0.437, 0.29),
+            "dualloop-no-clip": system("b", 0.437, 0.29),  # a switch that never acted: the same run's numbers
+            "static-0.1": system("c", 0.655, 0.34),
+        }
+    }
+    phase_5 = {"systems": {"dualloop": system("a", 0.437, 0.29), "beta-dpo": system("d", 0.83, 0.295)}}
+    figure = accuracy_kl_figure([phase_3, phase_5], names={"dualloop": "DualLoop-DPO"})
+    axis = figure.axes[0]
+    labels = [text.get_text() for text in axis.get_legend().get_texts()]
+    assert labels == ["Base", "DualLoop-DPO = dualloop-no-clip", "static-0.1", "beta-dpo"]
+    lines = [container.lines[0] for container in axis.containers]
+    assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in lines] == [
+        (0.0, 22.5),
+        (0.437, pytest.approx(29.0)),
+        (0.655, 34.0),
+        (0.83, 29.5),
+    ]
+    styles = {(line.get_color(), line.get_marker()) for line in lines}
+    assert len(styles) == len(lines)  # no two points look alike
