@@ -6,7 +6,8 @@ precomputed reference log-probs, TRL's fused LM head, logging and checkpointing 
 the Trainer's public ``compute_loss``, ``training_step`` and ``log``:
 
 1. one policy forward and (when the loss, the controller or the logging needs it) one reference
-   forward through TRL's fused head (``fused_lm_head=True``), keeping the response positions' hidden
+   forward through TRL's fused head (``fused_lm_head=True``; on a CPU scoring only the response
+   positions, :mod:`dualloop.trainer.trl_private`), keeping the response positions' hidden
    states when full-vocabulary statistics are needed (:mod:`dualloop.trainer.heads`);
 2. each pair's margin (:mod:`dualloop.trainer.objectives`) gathered over all processes;
    ``controller.decide`` gives every example's β and loss weight; this process keeps its rows;
@@ -47,6 +48,7 @@ from dualloop.trainer.heads import (
     vocabulary_statistics,
 )
 from dualloop.trainer.objectives import LOSSES, SequenceLogps
+from dualloop.trainer.trl_private import compact_scoring_on_cpu
 
 __all__ = ["AdaptiveDPOTrainer"]
 
@@ -195,7 +197,8 @@ class AdaptiveDPOTrainer(DPOTrainer):
         needs_steps = self.controller.needs_epsilon_steps
         keep_hidden = args.token_kl_needed or needs_steps
         labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)
-        policy_logps, ref_logps, policy_hidden, ref_hidden = self._forward(model, inputs, labels, keep_hidden)
+        with compact_scoring_on_cpu():
+            policy_logps, ref_logps, policy_hidden, ref_hidden = self._forward(model, inputs, labels, keep_hidden)
         num_rows = policy_logps.shape[0]
         half = num_rows // 2
         lengths = inputs["completion_mask"][:, 1:].sum(1).to(policy_logps.dtype)
