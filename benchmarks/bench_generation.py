@@ -19,8 +19,9 @@ the ratios are then to (d) and the texts compared are (c)'s against (d)'s.
 
 Tokens/s counts the new tokens actually generated (up to and including each response's EOS, not
 the padding after it) over the wall time of the setting. The table gives each setting's ratio to
-(a) and to (b) (to (d) with ``--fast-only``), and how many of (c)'s texts equal the reference's. The machine's load hits the settings one
-after the other, so compare ratios from one run, not absolute numbers across runs. With ``--json``
+(a) and to (b) (to (d) with ``--fast-only``), and how many of (c)'s texts equal the reference's.
+The machine's load hits the settings one after the other, so compare ratios from one run, not
+absolute numbers across runs. With ``--json``
 the last printed line is one JSON object with every number of the table.
 """
 

@@ -370,8 +370,8 @@ class Experiment:
 
     def responses(self, system: str, prompt_set: str, run=None) -> dict[str, str]:
         """Greedy responses of ``system`` (``"base"`` or a trained ``run``) to the prompt set, cached
-        (the model is loaded only when a prompt is missing); with ``generation.backend: server`` requested from the server (the base model by its name,
-        a run by its id: :mod:`dualloop.serving`)."""
+        (the model is loaded only when a prompt is missing); with ``generation.backend: server``
+        requested from the server (the base model by its name, a run by its id: :mod:`dualloop.serving`)."""
         if (system == BASE) != (run is None):
             raise ValueError(f"system {system!r}: pass run= for a trained system and no run for {BASE!r}")
         prompts = {pid: record["messages"] for pid, record in self.prompts(prompt_set).items()}
