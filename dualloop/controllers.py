@@ -220,6 +220,11 @@ def normalized_binary_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(p * F.logsigmoid(logits) + (1 - p) * F.logsigmoid(-logits)) / math.log(2.0)
 
 
+def _exp(log_value: float) -> float:
+    """exp, with +inf instead of OverflowError."""
+    return math.exp(log_value) if log_value < 700 else math.inf
+
+
 class DualLoop(Controller):
     """DualLoop-DPO's two-loop β (DualLoop-DPO, eqs. 2–3).
 
@@ -231,7 +236,10 @@ class DualLoop(Controller):
     ``β_base ← clip(β_base · exp(η e), β_min, β_max)``.
     Ablations: ``use_ema=False`` (α = 1), ``fast_loop=False`` (λ = 0), ``clip=False`` (no
     bounds), ``deadband=0``. The logged ``entropy`` is mean h_i over every training example of the
-    optimizer step (all micro-batches of the accumulation, all processes).
+    optimizer step (all micro-batches of the accumulation, all processes). The logged
+    ``controller/clip_acted`` counts the steps so far whose update the clip changed and
+    ``controller/deadband_held`` those where ``0 < |e| ≤ deadband`` kept β_base: while both are 0,
+    the ``clip=False`` and ``deadband=0`` ablations give the same β at every step.
     """
 
     needs_kl = True
@@ -282,6 +290,8 @@ class DualLoop(Controller):
         self._entropy_sum = 0.0  # over the training micro-batches since the last step()
         self._entropy_count = 0
         self._steps = 0
+        self._clip_acted = 0
+        self._deadband_held = 0
 
     @property
     def beta_base(self) -> float:
@@ -315,18 +325,22 @@ class DualLoop(Controller):
         self._kl_ema = stats.kl if self._kl_ema is None else (1 - alpha) * self._kl_ema + alpha * stats.kl
         error = (self._kl_ema - self.kl_target) / self.kl_target
         if abs(error) > self.deadband:
-            log_beta_base = math.log(self._beta_base) + self.eta * error  # in log space: no overflow
+            unclipped = math.log(self._beta_base) + self.eta * error  # in log space: no overflow
+            log_beta_base = unclipped
             if self.clip:
                 log_beta_base = min(max(log_beta_base, math.log(self.beta_min)), math.log(self.beta_max))
-            beta_base = math.exp(log_beta_base) if log_beta_base < 700 else math.inf
+            beta_base = _exp(log_beta_base)
             if self.clip:  # exact bounds, not exp(log(bound))
                 beta_base = min(max(beta_base, self.beta_min), self.beta_max)
+                self._clip_acted += beta_base != _exp(unclipped)
             if not math.isfinite(beta_base) or beta_base <= 0:
                 raise ValueError(
                     f"beta_base left (0, inf) after KL_ema={self._kl_ema} (kl={stats.kl}) "
                     f"with clip=False; use clip=True or a smaller eta"
                 )
             self._beta_base = beta_base
+        elif error != 0:
+            self._deadband_held += 1
         self._steps += 1
 
     def state_dict(self) -> dict[str, Any]:
@@ -338,10 +352,16 @@ class DualLoop(Controller):
             "entropy_sum": self._entropy_sum,
             "entropy_count": self._entropy_count,
             "steps": self._steps,
+            "clip_acted": self._clip_acted,
+            "deadband_held": self._deadband_held,
         }
 
     def metrics(self) -> dict[str, float]:
-        out = {"beta/base": self._beta_base}
+        out = {
+            "beta/base": self._beta_base,
+            "controller/clip_acted": self._clip_acted,
+            "controller/deadband_held": self._deadband_held,
+        }
         for key, value in (("entropy", self._entropy), ("kl", self._kl), ("kl_ema", self._kl_ema)):
             if value is not None:
                 out[key] = value

@@ -137,18 +137,25 @@ def test_each_phase_writes_its_summary_with_accuracies_and_paired_differences(sm
             assert low <= entry["accuracy_diff"] <= high
 
 
-def test_phase6_runs_report_the_eval_loss_on_the_pairs_set_aside(smoke_run):
+def test_phase6_evaluates_only_the_dynamics_runs_and_all_train_without_the_pairs_set_aside(smoke_run):
     out, _ = smoke_run
-    phase6 = [
-        p.parent
+    phase6 = {
+        p.parent: json.loads(p.read_text())
         for p in (out / "registry").glob("*/config.json")
         if json.loads(p.read_text())["data"].get("eval_pairs")
-    ]
+    }
     assert len(phase6) == 6  # DPO, AdaDPO (C = 2 and 1.5), DualLoop + AdaDPO, Table 2: simpo, adaptive-simpo
-    for run in phase6:
+    evaluated = 0
+    for run, config in phase6.items():
         rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
-        assert [row["step"] for row in rows if "eval_loss" in row] == [1, 2]  # eval_steps 1 on smoke
-        assert all(math.isfinite(row["eval_rewards/accuracies"]) for row in rows if "eval_loss" in row)
+        eval_steps = [row["step"] for row in rows if "eval_loss" in row]
+        if config["training"].get("eval_strategy") == "no":
+            assert eval_steps == []
+        else:  # the dynamics figure's two runs
+            evaluated += 1
+            assert eval_steps == [1, 2]  # eval_steps 1 on smoke
+            assert all(math.isfinite(row["eval_rewards/accuracies"]) for row in rows if "eval_loss" in row)
+    assert evaluated == 2
 
 
 def test_phases_share_trained_runs_through_the_registry(smoke_run):
