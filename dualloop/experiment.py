@@ -606,22 +606,22 @@ SWITCH_COUNTERS = {("clip", False): "controller/clip_acted", ("deadband", 0.0): 
 def train_ablation(experiment: Experiment, full_run, controller_kwargs: Mapping[str, Any]):
     """The run of DualLoop-DPO with ``controller_kwargs`` (an ablation of phase 3).
 
-    ``full_run`` is ``experiment.train("dualloop")``. An ablation that only removes the clip or the
-    dead-band changes β_base only at steps where that switch acts; when the full run's log says it
-    never acted (``controller/clip_acted`` or ``controller/deadband_held`` is 0 at its last step),
+    ``full_run`` is ``experiment.train("dualloop")``. An ablation that only removes the clip and/or
+    the dead-band changes β_base only at steps where that switch acts; when the full run's log says
+    it never acted (``controller/clip_acted`` / ``controller/deadband_held`` 0 at its last step),
     the ablation sets the same β at every step and trains the same model, so ``full_run`` is
     returned, with a printed line saying so. Every other ablation is trained.
     """
-    if len(controller_kwargs) == 1:
-        ((key, value),) = controller_kwargs.items()
-        counter = SWITCH_COUNTERS.get((key, value))
-        rows = full_run.history()
-        logged = [row for row in rows if counter is not None and counter in row]
-        last_step = max((row.get("step", 0) for row in rows), default=0)
-        if logged and logged[-1]["step"] == last_step and logged[-1][counter] == 0:
+    counters = [SWITCH_COUNTERS.get(item) for item in controller_kwargs.items()]
+    rows = full_run.history()
+    last_step = max((row.get("step", 0) for row in rows), default=0)
+    logged = [row for row in rows if "controller/clip_acted" in row]
+    if counters and None not in counters and logged and logged[-1]["step"] == last_step:
+        if all(logged[-1][counter] == 0 for counter in counters):
             print(
-                f"dualloop.experiment: {key}={value!r}: {counter} is 0 over the {last_step} steps of the full "
-                f"DualLoop run {full_run.id}, so this ablation is that run (same β at every step); not retrained",
+                f"dualloop.experiment: {dict(controller_kwargs)}: {' and '.join(map(str, counters))} 0 over the "
+                f"{last_step} steps of the full DualLoop run {full_run.id}, so this ablation is that run "
+                "(the same β at every step); not retrained",
                 flush=True,
             )
             return full_run

@@ -470,3 +470,43 @@ def test_bad_statistics_raise_naming_the_field():
         )
     with pytest.raises(ValueError, match="load_state_dict"):
         DualLoop().load_state_dict({"beta_base": 0.1})
+
+
+def test_dualloop_counts_the_steps_where_the_clip_acted_and_the_dead_band_held():
+    stats = lambda kl: BatchStats(margins=torch.zeros(2), kl=kl)  # noqa: E731
+    # β_base = 2 = β_max; KL = 0.08 → e = 1 → log β_base + 0.01 > log 2: the clip keeps β_base at 2
+    controller = DualLoop(beta_init=2.0, beta_max=2.0, use_ema=False)
+    controller.step(stats(0.08))
+    assert controller.beta_base == 2.0
+    assert controller.metrics()["controller/clip_acted"] == 1
+    # KL = 0 → e = −1 → β_base = 2·e^(−0.01), inside the bounds: the clip does not act
+    controller.step(stats(0.0))
+    assert controller.beta_base == pytest.approx(2.0 * math.exp(-0.01), rel=1e-15)
+    # KL = 0.042 → e = 0.05 ≤ 0.1: the dead-band holds; KL = 0.04 → e = 0: nothing to hold
+    controller.step(stats(0.042))
+    controller.step(stats(0.04))
+    assert controller.metrics()["controller/clip_acted"] == 1
+    assert controller.metrics()["controller/deadband_held"] == 1
+    assert controller.state_dict()["clip_acted"] == 1 and controller.state_dict()["deadband_held"] == 1
+
+
+@given(st.integers(0, 10_000), st.floats(0.001, 0.5))
+@settings(max_examples=40, deadline=None)
+def test_while_a_switch_has_not_acted_its_ablation_sets_the_same_beta(seed, eta):
+    """The premise of phase 3's reuse: no-clip (no-dead-band) equals the full controller at every step
+    while controller/clip_acted (controller/deadband_held) is 0, and departs at the step it turns 1."""
+    kls = [random.Random(seed + t).uniform(0.0, 0.3) for t in range(30)]
+    for counter, ablation in (
+        ("controller/clip_acted", {"clip": False}),
+        ("controller/deadband_held", {"deadband": 0.0}),
+    ):
+        full = DualLoop(eta=eta, beta_max=0.3)
+        ablated = DualLoop(eta=eta, beta_max=0.3, **ablation)
+        for kl in kls:
+            full.step(BatchStats(margins=torch.zeros(1), kl=kl))
+            ablated.step(BatchStats(margins=torch.zeros(1), kl=kl))
+            if full.metrics()[counter] == 0:
+                assert ablated.beta_base == full.beta_base
+            else:
+                assert ablated.beta_base != full.beta_base
+                break

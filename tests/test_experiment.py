@@ -293,3 +293,55 @@ def test_responses_cached_for_every_prompt_load_no_model(tmp_path, monkeypatch):
     monkeypatch.setattr(dualloop.models, "load_policy", lambda settings: pytest.fail("a model was loaded"))
     monkeypatch.setattr("dualloop.generation.load_policy", lambda settings: pytest.fail("a model was loaded"))
     assert built.responses("base", "verifiable-heldout") == first
+
+
+class _LoggedRun:
+    """A finished run as train_ablation sees it: an id and its history rows."""
+
+    def __init__(self, rows):
+        self.id, self.rows = "full", rows
+
+    def history(self):
+        return self.rows
+
+
+class _Trains:
+    def __init__(self):
+        self.calls = []
+
+    def train(self, method, **overrides):
+        self.calls.append((method, overrides))
+        return "trained"
+
+
+def _counted_history(clip_acted, deadband_held, steps=3):
+    rows = [
+        {"step": step, "loss": 0.6, "controller/clip_acted": clip_acted, "controller/deadband_held": deadband_held}
+        for step in range(1, steps + 1)
+    ]
+    return [*rows, {"step": steps, "train_runtime": 1.0}]
+
+
+@pytest.mark.parametrize(
+    "rows, arguments, reused",
+    [
+        (_counted_history(0, 2), {"clip": False}, True),
+        (_counted_history(0, 2), {"deadband": 0.0}, False),
+        (_counted_history(1, 0), {"clip": False}, False),
+        (_counted_history(1, 0), {"deadband": 0}, True),
+        (_counted_history(0, 0), {"use_ema": False}, False),  # a switch the full run always uses
+        (_counted_history(0, 0), {"clip": False, "deadband": 0.0}, True),
+        ([{"step": 1, "loss": 0.6}], {"clip": False}, False),  # logged before the counters existed
+        ([*_counted_history(0, 0, steps=2), {"step": 4, "loss": 0.5}], {"clip": False}, False),  # last step unlogged
+    ],
+)
+def test_an_ablation_reuses_the_full_run_only_when_its_switch_never_acted(rows, arguments, reused, capsys):
+    from dualloop.experiment import train_ablation
+
+    experiment, full = _Trains(), _LoggedRun(rows)
+    run = train_ablation(experiment, full, arguments)
+    if reused:
+        assert run is full and experiment.calls == []
+        assert "not retrained" in capsys.readouterr().out
+    else:
+        assert run == "trained" and experiment.calls == [("dualloop", {"controller_kwargs": arguments})]
