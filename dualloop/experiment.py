@@ -65,6 +65,9 @@ DATA_KEYS = {
     "eval_pairs": 0,
     "augmented": True,
 }
+# Training settings that say where outputs are cached, not what is trained: not part of a run's
+# identity (a relative reference_cache_dir is a folder of the registry).
+CACHE_SETTINGS = ("reference_cache_dir",)
 # Prompt sets whose prompts carry verifiable instructions: strict and loose accuracy per system.
 CHECKED_PROMPT_SETS = ("verifiable-heldout", "ifbench")
 # evaluation.first_prompt: the prompts evaluated are n_prompts from this position of the set on.
@@ -201,7 +204,11 @@ class Experiment:
         training = method_settings(method, {**self.training, **training_overrides})
         # None where None is the default anyway (``controller_kwargs=None``) names the same run as leaving it out
         unset = {f.name for f in dataclasses.fields(AdaptiveDPOConfig) if f.default is None}
-        training = {key: value for key, value in training.items() if value is not None or key not in unset}
+        training = {
+            key: value
+            for key, value in training.items()
+            if (value is not None or key not in unset) and key not in CACHE_SETTINGS
+        }
         return {
             "seed": self.seed,
             "method": method,
@@ -297,12 +304,14 @@ class Experiment:
         policy = load_policy(self.model)
         on_cpu = not torch.cuda.is_available()
         evaluates = {"eval_strategy": "steps"} if self.data["eval_pairs"] else {}
+        cache = self.training.get("reference_cache_dir")
+        caching = {"reference_cache_dir": str(self.registry_dir / cache)} if cache else {}
         args = AdaptiveDPOConfig(
             output_dir=str(run.path),
             seed=self.seed,
             use_cpu=on_cpu,
             bf16=not on_cpu,
-            **{"report_to": [], "gradient_checkpointing": not on_cpu, **evaluates, **config["training"]},
+            **{"report_to": [], "gradient_checkpointing": not on_cpu, **evaluates, **config["training"], **caching},
         )
         training, held_out = self.split_pairs()
         dataset = Dataset.from_list(to_trl_rows(training))

@@ -345,3 +345,11 @@ def test_an_ablation_reuses_the_full_run_only_when_its_switch_never_acted(rows, 
         assert "not retrained" in capsys.readouterr().out
     else:
         assert run == "trained" and experiment.calls == [("dualloop", {"controller_kwargs": arguments})]
+
+
+def test_reference_cache_dir_is_a_registry_folder_outside_a_runs_identity(tmp_path):
+    cached = experiment(tmp_path, training={"reference_cache_dir": "reference"})
+    assert cached.run_config("dualloop") == experiment(tmp_path).run_config("dualloop")
+    run = cached.train("static")
+    assert "reference_cache_dir" not in run.config["training"]
+    assert len(list((tmp_path / "registry" / "reference").glob("*.pt"))) == 1  # one micro-batch met

@@ -462,3 +462,73 @@ def test_every_method_trains_a_few_steps_on_smollm2(tmp_path):
         rows = [row for row in history(tmp_path / method) if "loss" in row]
         assert len(rows) == 3 and all(math.isfinite(row["loss"]) for row in rows)
     print(f"SmolLM2-135M, 5 methods x 3 steps: {time.perf_counter() - started:.1f} s")
+
+
+def test_reference_cache_reads_back_what_the_forward_wrote(tmp_path):
+    """A run reading the reference's outputs from the cache trains bit for bit as one computing them,
+    and runs the reference forward on no micro-batch it has met before."""
+    settings = dict(controller="dualloop", log_token_kl=True, max_steps=3)
+    cache_dir = tmp_path / "reference"
+    trained = {}
+    for name, cache in (("plain", None), ("filling", cache_dir), ("reading", cache_dir)):
+        trainer = adaptive_trainer(tmp_path / name, reference_cache_dir=str(cache) if cache else None, **settings)
+        calls: list[int] = []
+        hook = backbone(trainer.model).register_forward_hook(lambda *args, calls=calls: calls.append(1))
+        trainer.train()
+        hook.remove()
+        lora = {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_" in k}
+        trained[name] = (history(tmp_path / name), lora, len(calls), trainer.reference_cache)
+    assert trained["plain"][3] is None and trained["plain"][2] == 6  # policy and reference, 3 micro-batches
+    filling, reading = trained["filling"][3], trained["reading"][3]
+    assert (filling.hits, filling.misses, reading.hits, reading.misses) == (0, 3, 3, 0)
+    assert len(list(cache_dir.glob("*.pt"))) == 3 and not list(cache_dir.glob("*.tmp"))
+    assert trained["reading"][2] == 3  # the policy's forwards only
+    for name in ("filling", "reading"):
+        assert trained[name][0] == trained["plain"][0]  # every logged value: loss, β, token KL, rewards
+        for key, value in trained["plain"][1].items():
+            assert torch.equal(trained[name][1][key], value), key
+
+
+def test_reference_cache_keys_and_fingerprint():
+    from dualloop.trainer.reference_cache import ReferenceCache, weights_fingerprint
+
+    def frozen_model(seed: int, trainable: str = "model.layers.0.mlp.up_proj.weight"):
+        model = smoke_model(seed)[0]
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(name == trainable)
+        return model
+
+    model = frozen_model(0)
+    frozen = weights_fingerprint(model, frozen_only=True)
+    everything = weights_fingerprint(model, frozen_only=False)
+    assert frozen == weights_fingerprint(frozen_model(0), frozen_only=True)
+    assert frozen != weights_fingerprint(frozen_model(1), frozen_only=True)
+    with torch.no_grad():
+        model.get_parameter("model.layers.0.mlp.up_proj.weight").add_(1.0)  # trainable: not the reference's
+    assert weights_fingerprint(model, frozen_only=True) == frozen
+    assert weights_fingerprint(model, frozen_only=False) != everything
+    with torch.no_grad():
+        model.get_parameter("model.layers.0.mlp.down_proj.weight").add_(1e-6)  # frozen: the reference changed
+    assert weights_fingerprint(model, frozen_only=True) != frozen
+
+    cache = ReferenceCache("unused", frozen)
+    ids = torch.tensor([[1, 2, 3]])
+    key = cache.key({"input_ids": ids}, keep_hidden=True)
+    assert key == cache.key({"input_ids": ids.clone()}, keep_hidden=True)
+    assert key != cache.key({"input_ids": torch.tensor([[1, 2, 4]])}, keep_hidden=True)
+    assert key != cache.key({"labels": ids}, keep_hidden=True)
+    assert key != cache.key({"input_ids": ids}, keep_hidden=False)
+    assert key != ReferenceCache("unused", "another model").key({"input_ids": ids}, keep_hidden=True)
+
+
+def test_reference_cache_refuses_a_random_reference(tmp_path):
+    model, tokenizer = smoke_model(0)
+    model.config.attention_dropout = 0.1
+    with pytest.raises(ValueError, match=r"config\.attention_dropout=0\.1 .* cannot be cached"):
+        AdaptiveDPOTrainer(
+            model,
+            args=AdaptiveDPOConfig(**training_args(tmp_path, reference_cache_dir=str(tmp_path / "reference"))),
+            train_dataset=pairs(),
+            processing_class=tokenizer,
+            peft_config=lora_config(ModelSettings(name_or_path="smoke")),
+        )

@@ -3,6 +3,7 @@
 - :mod:`~dualloop.trainer.arguments`: ``AdaptiveDPOConfig`` and the controller and method tables;
 - :mod:`~dualloop.trainer.objectives`: the losses by ``loss_type`` and the margin each gives the controllers;
 - :mod:`~dualloop.trainer.heads`: response log-probs through TRL's fused head, hidden states, vocabulary statistics;
+- :mod:`~dualloop.trainer.reference_cache`: the frozen reference's outputs per micro-batch, shared by runs;
 - :mod:`~dualloop.trainer.callbacks`: the controller as checkpointed Trainer state, the history, the printed lines;
 - :mod:`~dualloop.trainer.adaptive_dpo`: ``AdaptiveDPOTrainer``.
 """

@@ -8,7 +8,9 @@ the Trainer's public ``compute_loss``, ``training_step`` and ``log``:
 1. one policy forward and (when the loss, the controller or the logging needs it) one reference
    forward through TRL's fused head (``fused_lm_head=True``; on a CPU scoring only the response
    positions, :mod:`dualloop.trainer.trl_private`), keeping the response positions' hidden
-   states when full-vocabulary statistics are needed (:mod:`dualloop.trainer.heads`);
+   states when full-vocabulary statistics are needed (:mod:`dualloop.trainer.heads`); with
+   ``reference_cache_dir`` the reference's outputs of a micro-batch already met are read back
+   instead (:mod:`dualloop.trainer.reference_cache`);
 2. each pair's margin (:mod:`dualloop.trainer.objectives`) gathered over all processes;
    ``controller.decide`` gives every example's β and loss weight; this process keeps its rows;
 3. the loss ``Σ w_i L_i / Σ w_i`` over the global micro-batch;
@@ -48,6 +50,7 @@ from dualloop.trainer.heads import (
     vocabulary_statistics,
 )
 from dualloop.trainer.objectives import LOSSES, SequenceLogps
+from dualloop.trainer.reference_cache import ReferenceCache, check_deterministic, weights_fingerprint
 from dualloop.trainer.trl_private import compact_scoring_on_cpu
 
 __all__ = ["AdaptiveDPOTrainer"]
@@ -85,6 +88,7 @@ class AdaptiveDPOTrainer(DPOTrainer):
         if args.reference_logits_needed:
             check_plain_logits(self._policy_module())
             check_plain_logits(self._reference_module())
+        self.reference_cache = self._make_reference_cache(args)
         self.objective = LOSSES[args.loss_type[0]]
         controller_kwargs, horizon_from_trainer = controller_arguments(args)
         self.add_callback(
@@ -122,6 +126,20 @@ class AdaptiveDPOTrainer(DPOTrainer):
             return use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
         return contextlib.nullcontext()
 
+    def _make_reference_cache(self, args: AdaptiveDPOConfig) -> ReferenceCache | None:
+        if args.reference_cache_dir is None or not args.reference_needed or self.precompute_ref_logps:
+            return None
+        if self.accelerator.num_processes > 1:
+            raise ValueError(
+                f"reference_cache_dir={args.reference_cache_dir!r} works in a single process; this run has "
+                f"{self.accelerator.num_processes}: leave reference_cache_dir unset"
+            )
+        reference = self._reference_module()
+        check_deterministic(reference)
+        fingerprint = weights_fingerprint(reference, frozen_only=reference is self._policy_module())
+        print(f"dualloop.trainer: reference outputs cached in {args.reference_cache_dir}", flush=True)
+        return ReferenceCache(args.reference_cache_dir, fingerprint)
+
     def _forward(self, model, inputs, labels: torch.Tensor, keep_hidden: bool):
         """Summed log-probs ``[2B]`` of the policy and of the reference (None when not needed), chosen rows
         first, and with ``keep_hidden`` the response positions' hidden states ``[N, H]`` of both."""
@@ -146,6 +164,17 @@ class AdaptiveDPOTrainer(DPOTrainer):
         if self.precompute_ref_logps:
             ref_logps = torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]]).to(policy_logps)
             return policy_logps, ref_logps, policy_hidden, None
+        cache, key = self.reference_cache, None
+        if cache is not None:
+            key = cache.key(
+                {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "labels": labels},
+                keep_hidden=keep_hidden,
+                autocast=str(self.accelerator.mixed_precision),
+            )
+            cached = cache.get(key)
+            if cached is not None:
+                hidden = cached["hidden"].to(policy_logps.device) if keep_hidden else None
+                return policy_logps, cached["logps"].to(policy_logps.device), policy_hidden, hidden
         reference_model = self.model if self.ref_model is None else self.ref_model
         with (
             torch.no_grad(),
@@ -155,7 +184,10 @@ class AdaptiveDPOTrainer(DPOTrainer):
             captured_hidden_states(backbone(self._reference_module()), keep_hidden) as captured,
         ):
             reference = reference_model(**model_kwargs, labels=labels, fused_lm_head=True)
-        return policy_logps, reference.log_probs[:, -scored:].sum(1), policy_hidden, response_hidden(captured)
+        ref_logps, ref_hidden = reference.log_probs[:, -scored:].sum(1), response_hidden(captured)
+        if cache is not None and key is not None:
+            cache.put(key, {"logps": ref_logps, **({"hidden": ref_hidden} if ref_hidden is not None else {})})
+        return policy_logps, ref_logps, policy_hidden, ref_hidden
 
     def _vocabulary_statistics(self, policy_hidden, ref_hidden, labels: torch.Tensor, num_rows: int):
         """Token KL per sequence and ε-DPO's log-probs, each model's hidden states through its own head."""

@@ -212,6 +212,14 @@ class AdaptiveDPOConfig(DPOConfig):
             "full-vocabulary pass on every micro-batch)."
         },
     )
+    reference_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder in which the frozen reference's outputs are cached per micro-batch and reused by later "
+            "runs that meet the same micro-batch, bit for bit (dualloop.trainer.reference_cache); single process, "
+            "no dropout. None runs the reference on every micro-batch."
+        },
+    )
     history_file: str = field(
         default="history.jsonl",
         metadata={"help": "File in `output_dir` to which every log row is appended as one JSON line."},
