@@ -529,19 +529,19 @@ def kl_win_rate_figure(
 def accuracy_kl_figure(summaries: Sequence[Mapping], *, names: Mapping[str, str] | None = None, title: str = ""):
     """Held-out strict accuracy (95 % Wilson whiskers) against the KL each run reached
     (``systems.<name>.kl`` of phase summaries, dualloop.summary): DualLoop-DPO's eq. (1) trade-off,
-    one point per trained run (a run named in several summaries is drawn once), the base model at 0.
-    Each point has its own colour and marker; runs that reached the same KL and accuracy (e.g. an
-    ablation whose switch never acted) share one point, labelled with all their names."""
+    one point per trained run (a run in several summaries is drawn once), the base model at 0.
+    Each point has its own colour and marker; runs that reached the same KL and accuracy, and one run
+    under several names (an ablation whose switch never acted reuses the full run), share one point,
+    labelled with all their names."""
     points: dict[tuple[float, float], list] = {}
-    drawn: set = set()
     for summary_values in summaries:
         for system, entry in summary_values["systems"].items():
-            key = entry.get("run") or system
-            if key in drawn or entry.get("kl") is None:
+            if entry.get("kl") is None:
                 continue
-            drawn.add(key)
             at = (round(entry["kl"], 4), round(entry["strict_accuracy"], 4))
-            points.setdefault(at, [entry, []])[1].append(display_name(system, names))
+            labels = points.setdefault(at, [entry, []])[1]
+            if display_name(system, names) not in labels:
+                labels.append(display_name(system, names))
     figure, (axis,) = _figure(8.0, 4.0)
     markers = "osD^vP*Xh<>p"
     for index, (entry, labels) in enumerate(points.values()):

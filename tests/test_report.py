@@ -224,6 +224,7 @@ def test_accuracy_kl_figure_gives_each_run_its_own_point_and_merges_runs_that_co
             "base": {"run": None, "kl": 0.0, "strict_accuracy": 0.225, "strict_ci": [0.17, 0.29]},
             "dualloop": system("a", 0.437, 0.29),
             "dualloop-no-clip": system("b", 0.437, 0.29),  # a switch that never acted: the same run's numbers
+            "dualloop-no-deadband": system("a", 0.437, 0.29),  # the full run, reused under the ablation's name
             "static-0.1": system("c", 0.655, 0.34),
         }
     }
@@ -231,7 +232,7 @@ def test_accuracy_kl_figure_gives_each_run_its_own_point_and_merges_runs_that_co
     figure = accuracy_kl_figure([phase_3, phase_5], names={"dualloop": "DualLoop-DPO"})
     axis = figure.axes[0]
     labels = [text.get_text() for text in axis.get_legend().get_texts()]
-    assert labels == ["Base", "DualLoop-DPO = dualloop-no-clip", "static-0.1", "beta-dpo"]
+    assert labels == ["Base", "DualLoop-DPO = dualloop-no-clip = dualloop-no-deadband", "static-0.1", "beta-dpo"]
     lines = [container.lines[0] for container in axis.containers]
     assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in lines] == [
         (0.0, 22.5),
