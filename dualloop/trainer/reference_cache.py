@@ -72,10 +72,15 @@ def weights_fingerprint(model: torch.nn.Module, *, frozen_only: bool) -> str:
     ]
     tensors += list(model.named_buffers())
     for name, tensor in sorted(tensors, key=lambda item: item[0]):
-        data = tensor.detach().contiguous().cpu()
-        digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}".encode())
-        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+        _add_tensor(digest, name, tensor)
     return digest.hexdigest()
+
+
+def _add_tensor(digest, name: str, tensor: torch.Tensor) -> None:
+    """Feed a tensor's name, dtype, shape and bytes to a hash."""
+    data = tensor.detach().contiguous().cpu()
+    digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}".encode())
+    digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 class ReferenceCache:
@@ -91,9 +96,7 @@ class ReferenceCache:
         """SHA-256 of the fingerprint, the named tensors (dtype, shape, bytes) and the settings."""
         digest = hashlib.sha256(self.fingerprint.encode())
         for name in sorted(tensors):
-            data = tensors[name].detach().contiguous().cpu()
-            digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}".encode())
-            digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+            _add_tensor(digest, name, tensors[name])
         digest.update(repr(sorted(settings.items())).encode())
         return digest.hexdigest()
 
