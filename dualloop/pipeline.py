@@ -189,6 +189,20 @@ def _shipped_prompt_sets(parameters: dict[str, Any]) -> list[str]:
     return [name for name in named if name in CHECKED_PROMPT_SETS or name in OFFLINE_PROMPT_SETS]
 
 
+def _matmul_speed(size: int = 1024, repeats: int = 8) -> str:
+    """This machine's fp32 matmul throughput at this moment, in torch's threads, as a phrase for the
+    log: a shared machine's speed drifts, and the phases' times mean little without it."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    gflops = 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+    return f"fp32 matmul {gflops:.0f} GFLOP/s on {torch.get_num_threads()} threads"
+
+
 def _redact_file(path: Path) -> None:
     if path.is_file():
         text = path.read_text(encoding="utf-8")
@@ -207,7 +221,7 @@ def _run(plans: list[tuple[Phase, dict[str, Any]]], out: Path, profile: str) -> 
     for phase, parameters in plans:
         target = out / "notebooks" / phase.notebook.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        log(f"phase {phase.number:02d} ({phase.name}): running")
+        log(f"phase {phase.number:02d} ({phase.name}): running; this machine now: {_matmul_speed()}")
         started = time.monotonic()
         printed = _PhaseOutput(log, phase)
         try:
@@ -234,6 +248,9 @@ def _run(plans: list[tuple[Phase, dict[str, Any]]], out: Path, profile: str) -> 
             ) from None
         printed.close()
         _redact_file(target)
-        log(f"phase {phase.number:02d} ({phase.name}): done in {time.monotonic() - started:.1f} s → {target}")
+        elapsed = time.monotonic() - started
+        log(
+            f"phase {phase.number:02d} ({phase.name}): done in {elapsed:.1f} s → {target}; this machine now: {_matmul_speed()}"
+        )
         executed.append(target)
     return executed
