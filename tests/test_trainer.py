@@ -532,3 +532,18 @@ def test_reference_cache_refuses_a_random_reference(tmp_path):
             processing_class=tokenizer,
             peft_config=lora_config(ModelSettings(name_or_path="smoke")),
         )
+
+
+def test_reference_cache_file_round_trip_and_a_damaged_file_is_a_miss(tmp_path, capsys):
+    from dualloop.trainer.reference_cache import ReferenceCache
+
+    cache = ReferenceCache(tmp_path, "model")
+    outputs = {"logps": torch.tensor([-1.5, -2.25], dtype=torch.float64), "hidden": torch.randn(3, 4)}
+    cache.put("k", outputs)
+    read = cache.get("k")
+    assert read is not None and all(torch.equal(read[name], value) for name, value in outputs.items())
+    assert [p.name for p in tmp_path.iterdir()] == ["k.pt"]  # no temporary file left
+    (tmp_path / "k.pt").write_bytes(b"cut short")
+    assert cache.get("k") is None and not (tmp_path / "k.pt").exists()
+    assert "k.pt is unreadable" in capsys.readouterr().out
+    assert (cache.hits, cache.misses) == (1, 1)

@@ -101,13 +101,20 @@ class ReferenceCache:
         return digest.hexdigest()
 
     def get(self, key: str) -> dict[str, torch.Tensor] | None:
-        """The outputs stored under ``key`` (on the CPU), or None."""
+        """The outputs stored under ``key`` (on the CPU), or None; a file that cannot be read is
+        removed (with a printed line) and counts as missing, so the forward writes it again."""
         path = self.folder / f"{key}.pt"
-        if not path.is_file():
-            self.misses += 1
-            return None
-        self.hits += 1
-        return torch.load(path, map_location="cpu", weights_only=True)
+        if path.is_file():
+            try:
+                outputs = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as error:  # a damaged file: recompute rather than stop a training run
+                print(f"dualloop.trainer: {path} is unreadable ({error!r}); running the reference again", flush=True)
+                path.unlink(missing_ok=True)
+            else:
+                self.hits += 1
+                return outputs
+        self.misses += 1
+        return None
 
     def put(self, key: str, outputs: Mapping[str, torch.Tensor]) -> None:
         """Store ``outputs`` under ``key``: written to a temporary file, then renamed, so a kill
