@@ -539,9 +539,9 @@ def accuracy_kl_figure(summaries: Sequence[Mapping], *, names: Mapping[str, str]
             if entry.get("kl") is None:
                 continue
             at = (round(entry["kl"], 4), round(entry["strict_accuracy"], 4))
-            labels = points.setdefault(at, [entry, []])[1]
-            if display_name(system, names) not in labels:
-                labels.append(display_name(system, names))
+            labels, label = points.setdefault(at, [entry, []])[1], display_name(system, names)
+            if label not in labels:
+                labels.append(label)
     figure, (axis,) = _figure(8.0, 4.0)
     markers = "osD^vP*Xh<>p"
     for index, (entry, labels) in enumerate(points.values()):

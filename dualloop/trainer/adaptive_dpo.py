@@ -185,7 +185,7 @@ class AdaptiveDPOTrainer(DPOTrainer):
         ):
             reference = reference_model(**model_kwargs, labels=labels, fused_lm_head=True)
         ref_logps, ref_hidden = reference.log_probs[:, -scored:].sum(1), response_hidden(captured)
-        if cache is not None and key is not None:
+        if key is not None:
             cache.put(key, {"logps": ref_logps, **({"hidden": ref_hidden} if ref_hidden is not None else {})})
         return policy_logps, ref_logps, policy_hidden, ref_hidden
 
