@@ -8,6 +8,9 @@ TORCH ?= torch==2.13.0
 EXTRAS ?= dev
 PROFILE ?= cpu
 MAIN_PHASES ?= 0,2
+# `make reproduce` / `make figures`: phases at once (each after the phases it reads from, the cores
+# split between them). Two on the CPU profiles; one on `paper`, whose phases each want the whole GPU.
+JOBS ?= $(if $(filter paper,$(PROFILE)),1,2)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dualloop-installed
@@ -34,7 +37,7 @@ main: setup
 	$(PY) -m dualloop reproduce --profile $(PROFILE) --phases $(MAIN_PHASES) --out runs/$(PROFILE)
 
 reproduce: setup
-	$(PY) -m dualloop reproduce --profile $(PROFILE) --out runs/$(PROFILE)
+	$(PY) -m dualloop reproduce --profile $(PROFILE) --jobs $(JOBS) --out runs/$(PROFILE)
 
 # pytest exits 5 when it collected no test: that is a failure here too.
 test: setup

@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--phases", type=_phase_numbers, default=None, help="comma-separated phase numbers (default: all), e.g. 0,2"
     )
+    reproduce.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="phases run at once, each after the phases it reads from, the cores split between them (default 1)",
+    )
     train = commands.add_parser("train", help="train a method (or reuse its finished run)")
     train.add_argument("--method", required=True, help="static, annealed, dualloop, beta-dpo, epsilon-dpo or adadpo")
     train.add_argument("--steps", type=int, default=None, help="optimizer steps (training.max_steps)")
@@ -166,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
             overrides = parse_overrides(args.overrides)
             try:
-                reproduce(args.profile, phases=args.phases, out=args.out, overrides=overrides)
+                reproduce(args.profile, phases=args.phases, out=args.out, overrides=overrides, jobs=args.jobs)
             except PhaseFailed as failure:
                 print(f"dualloop: {failure}", file=sys.stderr)
                 return 2 if failure.error_name == "CostCapExceeded" else 1

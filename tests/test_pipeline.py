@@ -2,6 +2,7 @@
 
 import functools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -129,3 +130,81 @@ def test_notebooks_are_committed_without_outputs():
         for cell in notebook.cells:
             if cell.cell_type == "code":
                 assert not cell.outputs and cell.execution_count is None, f"{path.name} has outputs"
+
+
+def phase_notebook(path, source, after=()):
+    """A phase notebook: a parameters cell (output_dir) and one code cell; ``after`` its metadata."""
+    parameters = nbformat.v4.new_code_cell('output_dir: str = "."  # where to write')
+    parameters.metadata["tags"] = ["parameters"]
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [parameters, nbformat.v4.new_code_cell(source)]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    if after:
+        notebook.metadata["dualloop"] = {"after": list(after)}
+    nbformat.write(notebook, path)
+
+
+def parallel_notebooks(tmp_path, first_source):
+    """01_first (``first_source``), 02_second after it (reads its file) and 03_free, which runs after
+    nothing; each writes the threads its kernel was given."""
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    params = tmp_path / "params"
+    (params / "profiles").mkdir(parents=True)
+    (params / "profiles" / "smoke.yaml").write_text("{}\n")
+    threads = (
+        "import os, pathlib\npathlib.Path(output_dir, '{name}.threads').write_text(os.environ['OMP_NUM_THREADS'])\n"
+    )
+    phase_notebook(notebooks / "01_first.ipynb", threads.format(name="01") + first_source)
+    phase_notebook(
+        notebooks / "02_second.ipynb",
+        threads.format(name="02") + "print('read', pathlib.Path(output_dir, 'first.txt').read_text())",
+        after=["01_first"],
+    )
+    phase_notebook(notebooks / "03_free.ipynb", threads.format(name="03") + "print('free')")
+    return notebooks, params
+
+
+def test_jobs_run_phases_at_once_each_after_the_phases_it_reads_from(tmp_path):
+    first = "import time\ntime.sleep(3)\npathlib.Path(output_dir, 'first.txt').write_text('from phase 1')"
+    notebooks, params = parallel_notebooks(tmp_path, first)
+    out = tmp_path / "out"
+    executed = reproduce("smoke", out=out, notebooks_dir=notebooks, params_dir=params, jobs=2)
+    assert [path.name for path in executed] == ["01_first.ipynb", "02_second.ipynb", "03_free.ipynb"]
+    log = (out / "reproduce.log").read_text()
+    assert "phases 01_first, 02_second, 03_free → " in log and "; up to 2 phases at a time" in log
+    assert "] phase 02: read from phase 1\n" in log
+    assert log.index("phase 01 (01_first): done") < log.index("phase 02 (02_second): running")
+    assert log.index("phase 03 (03_free): running") < log.index("phase 01 (01_first): done")  # at once
+    cores = len(os.sched_getaffinity(0))
+    # 01 and 03 started together and split the cores
+    assert (out / "01.threads").read_text() == (out / "03.threads").read_text() == str(max(1, cores // 2))
+
+
+def test_with_jobs_a_failing_phase_lets_the_running_ones_finish_and_starts_none_after_it(tmp_path):
+    notebooks, params = parallel_notebooks(tmp_path, "raise RuntimeError('phase 1 broke')")
+    out = tmp_path / "out"
+    with pytest.raises(PhaseFailed) as failure:
+        reproduce("smoke", out=out, notebooks_dir=notebooks, params_dir=params, jobs=2)
+    assert str(failure.value).startswith("phase 01 (01_first) failed in cell In [")
+    assert "RuntimeError: phase 1 broke" in str(failure.value)
+    assert (out / "notebooks" / "03_free.ipynb").is_file()  # it ran beside the failing one
+    assert not (out / "notebooks" / "02_second.ipynb").exists()  # it reads from the failed phase
+
+
+def test_every_phase_runs_after_earlier_phases_only():
+    phases = dualloop.pipeline.discover_phases(REPO_ROOT / "notebooks")
+    order = {phase.name: phase.number for phase in phases}
+    for phase in phases:
+        for name in phase.after:
+            assert name in order and order[name] < phase.number, f"{phase.name} runs after {name}"
+    assert {phase.name: phase.after for phase in phases}["05_dynamic_baselines"] == (
+        "01_beta_sweep",
+        "02_main_comparison",
+        "03_ablations",  # its accuracy-KL figure reads phase 3's summary
+    )
+
+
+def test_cli_refuses_fewer_than_one_job(tmp_path, capsys):
+    assert main(["reproduce", "--profile", "smoke", "--phases", "0", "--out", str(tmp_path), "--jobs", "0"]) == 2
+    assert capsys.readouterr().err == "dualloop: --jobs must be at least 1, got 0\n"
