@@ -40,6 +40,7 @@ from transformers import (
 )
 
 from dualloop.names import did_you_mean
+from dualloop.threads import follow_runner
 
 SMOKE = "smoke"
 OFFLINE_MODEL = "smollm2-135m-instruct"
@@ -377,8 +378,10 @@ def load_policy(settings: ModelSettings) -> LoadedPolicy:
 
     Prints one plain line saying which path it chose (smoke / offline / hub or local; LoRA on the
     CPU or QLoRA NF4 on CUDA). Asking for CUDA or QLoRA without CUDA raises ``RuntimeError``
-    unless ``settings.allow_fallback`` is true.
+    unless ``settings.allow_fallback`` is true. Under ``reproduce --jobs``, it first takes the
+    phase's current share of the cores (:func:`dualloop.threads.follow_runner`).
     """
+    follow_runner()
     device, quantization = _resolve_device(settings)
     dtype = _DTYPES[settings.dtype]
     if settings.name_or_path == SMOKE:

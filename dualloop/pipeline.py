@@ -13,7 +13,9 @@ sections an :class:`~dualloop.experiment.Experiment` is built from) before the f
 the log, the executed notebooks and the failure messages are redacted (:mod:`dualloop.redaction`).
 
 ``--jobs N`` runs up to N phases at once, each in its own process and kernel, splitting the cores
-between the phases running (``OMP_NUM_THREADS``; a phase started alone takes them all). A phase
+between the phases running: a kernel starts on its share (``OMP_NUM_THREADS``) and takes its new
+share at its next training, generation or scoring whenever a phase starts or ends
+(:mod:`dualloop.threads`). A phase
 starts once the selected phases it reads from have finished: a notebook names them in its metadata,
 ``{"dualloop": {"after": ["01_beta_sweep", ...]}}``. On 2 cores two phases on one thread each do
 more work per second than one phase on two (small matrices scale poorly across threads), and the
@@ -28,6 +30,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -45,6 +48,8 @@ from dualloop.config import (
 )
 from dualloop.locking import file_lock
 from dualloop.redaction import redact
+from dualloop.threads import ENV as THREADS_ENV
+from dualloop.threads import write_share
 
 __all__ = ["Phase", "PhaseFailed", "discover_phases", "select_phases", "reproduce"]
 
@@ -283,11 +288,13 @@ def _execute(phase: Phase, parameters: dict[str, Any], out: Path, log: _Progress
 
 
 def _execute_with_threads(
-    phase: Phase, parameters: dict[str, Any], out: Path, threads: int
+    phase: Phase, parameters: dict[str, Any], out: Path, threads: int, share_file: Path
 ) -> tuple[Path | None, str, str]:
-    """:func:`_execute` in a worker process whose kernel gets ``threads`` threads; returns (executed
-    notebook, "", "") or, when the phase failed, (None, message, exception name)."""
+    """:func:`_execute` in a worker process: its kernel starts on ``threads`` threads and follows
+    ``share_file`` afterwards (:mod:`dualloop.threads`); returns (executed notebook, "", "") or, when
+    the phase failed, (None, message, exception name)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)  # read by the kernel's torch when it starts
+    os.environ[THREADS_ENV] = str(share_file)
     import torch
 
     torch.set_num_threads(threads)  # this worker's own probe (_matmul_speed)
@@ -299,25 +306,37 @@ def _execute_with_threads(
 
 def _run_at_once(plans: list[tuple[Phase, dict[str, Any]]], out: Path, jobs: int) -> list[Path]:
     """Run the phases in worker processes, up to ``jobs`` at a time, each once the selected phases it
-    runs after have finished; the cores are split between the phases running when one starts."""
+    runs after have finished; whenever a phase starts or ends, the cores are split anew between the
+    phases running (each takes its share at its next training, generation or scoring)."""
     selected = {phase.name for phase, _ in plans}
     cores = len(os.sched_getaffinity(0))
+    shares = out / ".threads"
     waiting, done = list(plans), set[str]()
     running: dict[Future, Phase] = {}
     executed: dict[Phase, Path] = {}
     failure: PhaseFailed | None = None
+
+    def share_cores() -> int:
+        share = max(1, cores // max(1, len(running)))
+        for phase in running.values():
+            write_share(shares / phase.name, share)
+        return share
+
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch threads fixed by the parent
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool:
         while waiting or running:
             if failure is None:
                 ready = [plan for plan in waiting if all(n in done or n not in selected for n in plan[0].after)]
                 starting = ready[: jobs - len(running)]
-                threads = max(1, cores // (len(running) + len(starting))) if starting else cores
-                for plan in starting:
-                    waiting.remove(plan)
-                    running[pool.submit(_execute_with_threads, *plan, out, threads)] = plan[0]
+                share = max(1, cores // max(1, len(running) + len(starting)))
+                for phase, parameters in starting:
+                    waiting.remove((phase, parameters))
+                    write_share(shares / phase.name, share)
+                    future = pool.submit(_execute_with_threads, phase, parameters, out, share, shares / phase.name)
+                    running[future] = phase
             if not running:
                 break
+            share_cores()  # after this round's starts: a phase never reads a share meant for fewer phases
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 phase = running.pop(future)
@@ -327,6 +346,7 @@ def _run_at_once(plans: list[tuple[Phase, dict[str, Any]]], out: Path, jobs: int
                 else:
                     executed[phase] = target
                     done.add(phase.name)
+    shutil.rmtree(shares, ignore_errors=True)
     if failure is not None:
         raise failure
     return [executed[phase] for phase, _ in plans]

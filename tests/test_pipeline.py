@@ -208,3 +208,48 @@ def test_every_phase_runs_after_earlier_phases_only():
 def test_cli_refuses_fewer_than_one_job(tmp_path, capsys):
     assert main(["reproduce", "--profile", "smoke", "--phases", "0", "--out", str(tmp_path), "--jobs", "0"]) == 2
     assert capsys.readouterr().err == "dualloop: --jobs must be at least 1, got 0\n"
+
+
+def test_with_jobs_a_phase_left_alone_takes_all_cores_at_its_next_piece_of_work(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    params = tmp_path / "params"
+    (params / "profiles").mkdir(parents=True)
+    (params / "profiles" / "smoke.yaml").write_text("{}\n")
+    phase_notebook(notebooks / "01_short.ipynb", "print('short')")
+    long_phase = (
+        "import os, pathlib, time, torch\n"
+        "from dualloop.threads import ENV, follow_runner\n"
+        "share = pathlib.Path(os.environ[ENV])\n"
+        "started = torch.get_num_threads()\n"
+        "deadline = time.monotonic() + 120\n"
+        "while share.read_text() != str(len(os.sched_getaffinity(0))) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.2)\n"
+        "follow_runner()  # what load_policy calls before each training, generation or scoring\n"
+        "pathlib.Path(output_dir, 'threads.txt').write_text(f'{started} {torch.get_num_threads()}')"
+    )
+    phase_notebook(notebooks / "02_long.ipynb", long_phase)
+    out = tmp_path / "out"
+    reproduce("smoke", out=out, notebooks_dir=notebooks, params_dir=params, jobs=2)
+    cores = len(os.sched_getaffinity(0))
+    assert (out / "threads.txt").read_text() == f"{max(1, cores // 2)} {cores}"
+    assert "dualloop.threads: now" in (out / "reproduce.log").read_text() or cores == 1
+    assert not (out / ".threads").exists()  # the shares are gone with the run
+
+
+def test_follow_runner_changes_nothing_outside_reproduce_jobs(tmp_path, monkeypatch):
+    import torch
+
+    from dualloop.threads import ENV, follow_runner, write_share
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv(ENV, raising=False)
+    follow_runner()
+    assert torch.get_num_threads() == before
+    write_share(tmp_path / "share", 1)
+    monkeypatch.setenv(ENV, str(tmp_path / "share"))
+    try:
+        follow_runner()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
