@@ -33,12 +33,18 @@ def test_walkthrough_runs_on_the_smoke_profile_and_writes_figures_and_results(tm
     assert len(re.findall(r"this machine now: fp32 matmul \d+ GFLOP/s on \d+ threads", log)) == 2
 
 
-def failing_notebooks(tmp_path):
+def empty_project(tmp_path):
+    """An empty notebooks folder and a params folder with an empty smoke profile."""
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     params = tmp_path / "params"
     (params / "profiles").mkdir(parents=True)
     (params / "profiles" / "smoke.yaml").write_text("{}\n")
+    return notebooks, params
+
+
+def failing_notebooks(tmp_path):
+    notebooks, params = empty_project(tmp_path)
     notebook = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell('output_dir: str = "."  # where to write')
     cell.metadata["tags"] = ["parameters"]
@@ -147,11 +153,7 @@ def phase_notebook(path, source, after=()):
 def parallel_notebooks(tmp_path, first_source):
     """01_first (``first_source``), 02_second after it (reads its file) and 03_free, which runs after
     nothing; each writes the threads its kernel was given."""
-    notebooks = tmp_path / "notebooks"
-    notebooks.mkdir()
-    params = tmp_path / "params"
-    (params / "profiles").mkdir(parents=True)
-    (params / "profiles" / "smoke.yaml").write_text("{}\n")
+    notebooks, params = empty_project(tmp_path)
     threads = (
         "import os, pathlib\npathlib.Path(output_dir, '{name}.threads').write_text(os.environ['OMP_NUM_THREADS'])\n"
     )
@@ -211,11 +213,7 @@ def test_cli_refuses_fewer_than_one_job(tmp_path, capsys):
 
 
 def test_with_jobs_a_phase_left_alone_takes_all_cores_at_its_next_piece_of_work(tmp_path):
-    notebooks = tmp_path / "notebooks"
-    notebooks.mkdir()
-    params = tmp_path / "params"
-    (params / "profiles").mkdir(parents=True)
-    (params / "profiles" / "smoke.yaml").write_text("{}\n")
+    notebooks, params = empty_project(tmp_path)
     phase_notebook(notebooks / "01_short.ipynb", "print('short')")
     long_phase = (
         "import os, pathlib, time, torch\n"
