@@ -316,11 +316,9 @@ def _run_at_once(plans: list[tuple[Phase, dict[str, Any]]], out: Path, jobs: int
     executed: dict[Phase, Path] = {}
     failure: PhaseFailed | None = None
 
-    def share_cores() -> int:
-        share = max(1, cores // max(1, len(running)))
+    def share_cores() -> None:
         for phase in running.values():
-            write_share(shares / phase.name, share)
-        return share
+            write_share(shares / phase.name, max(1, cores // len(running)))
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch threads fixed by the parent
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool:
