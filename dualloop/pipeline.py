@@ -15,9 +15,8 @@ the log, the executed notebooks and the failure messages are redacted (:mod:`dua
 ``--jobs N`` runs up to N phases at once, each in its own process and kernel, splitting the cores
 between the phases running: a kernel starts on its share (``OMP_NUM_THREADS``) and takes its new
 share at its next training, generation or scoring whenever a phase starts or ends
-(:mod:`dualloop.threads`). A phase
-starts once the selected phases it reads from have finished: a notebook names them in its metadata,
-``{"dualloop": {"after": ["01_beta_sweep", ...]}}``. On 2 cores two phases on one thread each do
+(:mod:`dualloop.threads`). A phase starts once the selected phases it reads from have finished: a
+notebook names them in its metadata, ``{"dualloop": {"after": ["01_beta_sweep", ...]}}``. On 2 cores two phases on one thread each do
 more work per second than one phase on two (small matrices scale poorly across threads), and the
 results do not change: on the ``cpu`` model a training's adapter is the same bytes and greedy answers
 the same texts at 1 and 2 threads. When a phase fails, the phases running finish, none starts, and
@@ -329,7 +328,6 @@ def _run_at_once(plans: list[tuple[Phase, dict[str, Any]]], out: Path, jobs: int
                 share = max(1, cores // max(1, len(running) + len(starting)))
                 for phase, parameters in starting:
                     waiting.remove((phase, parameters))
-                    write_share(shares / phase.name, share)
                     future = pool.submit(_execute_with_threads, phase, parameters, out, share, shares / phase.name)
                     running[future] = phase
             if not running:
