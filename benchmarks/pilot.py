@@ -1,7 +1,7 @@
 """Pilot: static-β DPO under a few schedules on the offline set; held-out accuracy and KL per schedule.
 
     python benchmarks/pilot.py --profile cpu --grid max_steps=16,24 learning_rate=5e-4,1e-3 beta=0.1 \\
-        [--also beta=0.05,0.3] [--also augmented=false] [--prompts 200:250] [--out runs/pilot]
+        [--also beta=0.05,0.3] [--also augmented=false] [--prompts 200:250] [--seeds 0 1 2] [--out runs/pilot]
 
 Each schedule is one static-β training run (the profile's settings with the grid's values; runs
 are kept in the registry of ``--out``, so a rerun trains nothing new), answered greedily on the
@@ -13,6 +13,10 @@ Wilson intervals, the paired strict difference to the base model with its exact 
 interval, and the final KL (mean of the last 4 logged values of the exact token KL ``kl/token``,
 nats per token, and of the log-ratio estimate ``kl/logratio``) and training loss; and the figure
 ``OUT/pilot_accuracy_kl.{png,pdf}``: strict accuracy against the token KL of each schedule.
+
+``--seeds 0 1 2`` trains every schedule under each seed (each its own run) and adds, per schedule, the
+gain over the base model pooled over seeds and prompts (``dualloop.stats.pooled_over_seeds``) with each
+seed's gain: a schedule is chosen for a gain that holds across seeds, not for one seed's.
 
 ``--grid`` is a product of values; each ``--also`` adds the schedules of the first grid point with
 those values changed. Keys: ``max_steps`` (integer >= 1), ``learning_rate`` and ``beta`` (> 0),
@@ -105,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2")
     parser.add_argument("--also", nargs="+", action="append", default=[], metavar="KEY=V1,V2")
     parser.add_argument("--prompts", default="200:250", help="START:END of the held-out prompts")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="seeds of every schedule (default: the profile's)"
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "pilot")
     args = parser.parse_args(argv)
     try:
@@ -120,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from dualloop.__main__ import experiment_from_profile
     from dualloop.data import load_verifiable_heldout
-    from dualloop.stats import accuracy, paired_accuracy_difference
+    from dualloop.stats import accuracy, paired_accuracy_difference, pooled_over_seeds
     from dualloop.summary import read_scores
 
     available = len(load_verifiable_heldout())
@@ -136,14 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     ]
     base_experiment = experiment_from_profile(args.profile, args.out, overrides)
     base_scores = read_scores(base_experiment.instruction_scores("base", "verifiable-heldout"))
-    rows = []
-    for point in points:
+    seeds = args.seeds or [base_experiment.seed]
+    rows, per_seed_passes = [], {}
+    for point, seed in itertools.product(points, seeds):
         sets = [f"{GRID_KEYS[key]}.{key}={value}" for key, value in point.items()]
-        experiment = experiment_from_profile(args.profile, args.out, overrides + sets)
+        experiment = experiment_from_profile(args.profile, args.out, overrides + sets, seed=seed)
         training = {k: v for k, v in point.items() if GRID_KEYS[k] == "training"}
         run = experiment.train("static", **training)
         name = f"pilot-{run.id}"
         scores = read_scores(experiment.instruction_scores(name, "verifiable-heldout", run))
+        per_seed_passes.setdefault(_label(point), []).append([scores[p]["strict"] for p in base_scores])
         strict = accuracy([scores[p]["strict"] for p in base_scores])
         loose = accuracy([scores[p]["loose"] for p in base_scores])
         gain = paired_accuracy_difference(
@@ -152,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             {
                 "schedule": point,
+                "seed": seed,
                 "run": run.id,
                 "n": strict.n,
                 "strict_accuracy": strict.rate,
@@ -166,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         print(
-            f"pilot: {_label(point)}: strict {strict.rate:.3f}, gain {gain.difference:+.3f} "
+            f"pilot: {_label(point)} seed {seed}: strict {strict.rate:.3f}, gain {gain.difference:+.3f} "
             f"[{gain.low:+.3f}, {gain.high:+.3f}], token KL {rows[-1]['kl_token']}",
             flush=True,
         )
@@ -178,13 +188,34 @@ def main(argv: list[str] | None = None) -> int:
         f"| base model | {_cell(base_strict.rate, base_strict.low, base_strict.high)} | "
         f"{_cell(base_loose.rate, base_loose.low, base_loose.high)} | – | 0 | 0 | – |",
     ]
+    several = len(seeds) > 1
     for row in rows:
+        seed_label = f" seed={row['seed']}" if several else ""
         lines.append(
-            f"| {_label(row['schedule'])} | {_cell(row['strict_accuracy'], *row['strict_ci'])} | "
+            f"| {_label(row['schedule'])}{seed_label} | {_cell(row['strict_accuracy'], *row['strict_ci'])} | "
             f"{_cell(row['loose_accuracy'], *row['loose_ci'])} | "
             f"{_cell(row['strict_gain_vs_base'], *row['strict_gain_ci'], signed=True)} | "
             f"{_number(row['kl_token'])} | {_number(row['kl_logratio'])} | {_number(row['final_loss'])} |"
         )
+    pooled = []
+    if several:  # each schedule's gain over the base model, pooled over seeds and prompts (crossed)
+        base_passes = [base_scores[p]["strict"] for p in base_scores]
+        for label, by_seed in per_seed_passes.items():
+            gain = pooled_over_seeds([[float(a) - float(b) for a, b in zip(passes, base_passes)] for passes in by_seed])
+            pooled.append(
+                {
+                    "schedule": label,
+                    "seeds": seeds,
+                    "strict_gain_vs_base": gain.estimate,
+                    "strict_gain_ci": [gain.low, gain.high],
+                    "gain_by_seed": list(gain.by_seed),
+                }
+            )
+            by_seed_text = " / ".join(f"{100 * g:+.1f}" for g in gain.by_seed)
+            lines.append(
+                f"| {label} pooled over seeds {', '.join(map(str, seeds))} (per seed {by_seed_text}) | – | – | "
+                f"{_cell(gain.estimate, gain.low, gain.high, signed=True)} | – | – | – |"
+            )
     table = "\n".join(lines) + "\n"
     print(table, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -194,8 +225,10 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "profile": args.profile,
                 "prompts": [first, last],
+                "seeds": seeds,
                 "base": {"strict_accuracy": base_strict.rate, "loose_accuracy": base_loose.rate},
                 "schedules": rows,
+                "pooled": pooled,
             },
             indent=1,
         )
@@ -221,7 +254,7 @@ def save_figure(pilot_json: Path, path_stem: Path) -> None:
     systems = {"base model": {"strict_accuracy": base.rate, "strict_ci": [base.low, base.high], "kl": 0.0}}
     systems.update(
         {
-            _label(row["schedule"]): {
+            _label(row["schedule"]) + (f" seed={row['seed']}" if len(pilot.get("seeds", [])) > 1 else ""): {
                 "strict_accuracy": row["strict_accuracy"],
                 "strict_ci": row["strict_ci"],
                 "kl": row["kl_token"],

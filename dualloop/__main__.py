@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve-command", help="print the vllm command serving the base model and the finished runs (by run id)"
     )
+    for command in (train, judge):
+        command.add_argument(
+            "--seed",
+            type=int,
+            default=None,
+            help="seed of training, data sampling and the judges' position coin (default: the profile's); "
+            "each (method, seed) is its own run",
+        )
     for command in (reproduce, train, judge, serve):
         command.add_argument("--profile", required=True, help="smoke, cpu or paper (params/profiles/<name>.yaml)")
         command.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<profile>)")
@@ -76,10 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def experiment_from_profile(
-    profile: str, out: Path | None, overrides: list[str], training_overrides: dict | None = None
+    profile: str,
+    out: Path | None,
+    overrides: list[str],
+    training_overrides: dict | None = None,
+    seed: int | None = None,
 ):
     """The :class:`~dualloop.experiment.Experiment` of a profile file with dotted ``--set`` overrides (and
-    ``training_overrides``, e.g. ``--steps``), every value validated first."""
+    ``training_overrides``, e.g. ``--steps``), every value validated first; ``seed`` (``--seed``) replaces
+    the profile's seed."""
     from dualloop.experiment import Experiment
 
     path = REPO_ROOT / "params" / "profiles" / f"{check_profile_name(profile)}.yaml"
@@ -94,20 +107,21 @@ def experiment_from_profile(
     sections["training"] = merge(sections["training"], training_overrides or {})
     check_values(sections, "--set" if overrides else str(path))
     try:
-        return Experiment.from_parameters(
+        experiment = Experiment.from_parameters(
             profile=profile, output_dir=out or REPO_ROOT / "runs" / profile, seed=values.get("seed", 0), **sections
         )
     except (ValueError, TypeError) as error:
         raise ParamsError(f"{path}: {error}") from None
+    return experiment if seed is None else experiment.with_seed(seed)
 
 
 def _train(args) -> int:
     overrides = {} if args.steps is None else {"max_steps": args.steps}
     if args.steps is not None and args.steps < 1:
         raise ParamsError(f"--steps {args.steps}: must be an integer >= 1")
-    experiment = experiment_from_profile(args.profile, args.out, args.overrides, overrides)
+    experiment = experiment_from_profile(args.profile, args.out, args.overrides, overrides, seed=args.seed)
     run = experiment.train(args.method, **overrides)
-    print(f"dualloop: run {run.id} ({args.method}) complete: {run.path}")
+    print(f"dualloop: run {run.id} ({args.method}, seed {experiment.seed}) complete: {run.path}")
     return 0
 
 
@@ -118,7 +132,7 @@ def _judge(args) -> int:
     from dualloop.registry import Run
     from dualloop.stats import win_rate_of
 
-    experiment = experiment_from_profile(args.profile, args.out, args.overrides)
+    experiment = experiment_from_profile(args.profile, args.out, args.overrides, seed=args.seed)
     systems, runs = [], {}
     for given in (args.a, args.b):
         if Path(given).is_dir():  # a finished run of the registry: named by its folder
@@ -132,7 +146,7 @@ def _judge(args) -> int:
             if given != BASE:
                 runs[given] = experiment.train(given)
     name = f"{args.prompts}__{systems[0]}__vs__{systems[1]}"  # one judging of a comparison at a time
-    with file_lock(experiment.results_dir / "decisions" / name):
+    with file_lock(experiment.results_dir / "decisions" / experiment.seed_folder / name):
         path = experiment.compare(*systems, args.prompts, runs=runs)
         decisions = read_decisions(path)
     for judge in sorted({d.judge for d in decisions}):

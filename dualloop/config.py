@@ -204,9 +204,24 @@ POSITIVE = ("learning_rate", "beta", "beta_init", "beta0", "kl_target")
 COUNTS = ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "n_prompts", "total_steps")
 
 
+def check_seeds(seeds: Any) -> list[int]:
+    """A phase's ``seeds``: a non-empty list of distinct integers; anything else is one ParamsError naming ``seeds``."""
+    if not isinstance(seeds, list) or not seeds:
+        raise ParamsError(f"seeds={seeds!r} must be a non-empty list of integers, e.g. [0, 1, 2]")
+    for index, seed in enumerate(seeds):
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ParamsError(f"seeds[{index}]={seed!r} must be an integer")
+        if seed in seeds[:index]:
+            raise ParamsError(f"seeds[{index}]={seed!r} repeats a seed: each seed is one run per method")
+    return list(seeds)
+
+
 def _check_value(path: str, value: Any) -> None:
     name = path.rsplit(".", 1)[-1]
-    if isinstance(value, dict):
+    if path == "seeds":
+        if value is not None:  # None: the profile's one seed
+            check_seeds(value)
+    elif isinstance(value, dict):
         for key, item in value.items():
             _check_value(f"{path}.{key}", item)
     elif isinstance(value, list):

@@ -37,6 +37,7 @@ __all__ = [
 
 ANNEALING_SCHEDULES = ("linear", "cosine")
 FAST_LOOP_SCOPES = ("batch", "example")
+KL_EMA_INITS = ("target", "first")  # where DualLoop-DPO's KL EMA starts (DualLoop docstring)
 BETA_DPO_FLOOR = 1e-3
 DEFAULT_VOCAB_CHUNK = 256  # token positions whose full-vocabulary rows are materialized at once
 
@@ -231,9 +232,13 @@ class DualLoop(Controller):
     Fast loop (each micro-batch, eq. 2): ``p_i = σ(β_base M_i)``, ``h_i`` its normalized binary
     entropy, ``H̃ = mean_i h_i``; ``β_total = β_base (1 + λ H̃)`` for every example (scope
     ``"batch"``) or ``β_base (1 + λ h_i)`` per example (scope ``"example"``).
-    Slow loop (each optimizer step, eq. 3): ``KL_ema ← KL`` on the first step, then
-    ``(1−α) KL_ema + α KL``; ``e = (KL_ema − KL_target)/KL_target``; if ``|e| > deadband``,
-    ``β_base ← clip(β_base · exp(η e), β_min, β_max)``.
+    Slow loop (each optimizer step, eq. 3): ``KL_ema ← (1−α) KL_ema + α KL``;
+    ``e = (KL_ema − KL_target)/KL_target``; if ``|e| > deadband``,
+    ``β_base ← clip(β_base · exp(η e), β_min, β_max)``. The paper does not say where KL_ema starts:
+    ``kl_ema_init="target"`` (default) starts it at KL_target — no error until observed KLs move it —
+    because the first observed KL of a LoRA run is exactly 0 (the adapter starts at zero, so the
+    policy is the reference), and an EMA started there would lower β for the first ~1/α steps while
+    the KL rises; ``"first"`` sets ``KL_ema ← KL`` on the first step.
     Ablations: ``use_ema=False`` (α = 1), ``fast_loop=False`` (λ = 0), ``clip=False`` (no
     bounds), ``deadband=0``. The logged ``entropy`` is mean h_i over every training example of the
     optimizer step (all micro-batches of the accumulation, all processes). The logged
@@ -258,6 +263,7 @@ class DualLoop(Controller):
         use_ema: bool = True,
         clip: bool = True,
         fast_loop_scope: str = "batch",
+        kl_ema_init: str = "target",
     ) -> None:
         beta_init = _positive("beta_init", beta_init)
         self.kl_target = _positive("kl_target", kl_target)
@@ -281,10 +287,12 @@ class DualLoop(Controller):
             )
         if fast_loop_scope not in FAST_LOOP_SCOPES:
             raise ValueError(f"fast_loop_scope must be one of {FAST_LOOP_SCOPES}, got {fast_loop_scope!r}")
+        if kl_ema_init not in KL_EMA_INITS:
+            raise ValueError(f"kl_ema_init must be one of {KL_EMA_INITS}, got {kl_ema_init!r}")
         self.fast_loop, self.use_ema, self.clip = bool(fast_loop), bool(use_ema), bool(clip)
         self.fast_loop_scope = fast_loop_scope
         self._beta_base = beta_init
-        self._kl_ema: float | None = None
+        self._kl_ema: float | None = self.kl_target if kl_ema_init == "target" else None
         self._kl: float | None = None
         self._entropy: float | None = None
         self._entropy_sum = 0.0  # over the training micro-batches since the last step()

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dualloop.config import check_seeds
 from dualloop.generation import GenerationSettings
 from dualloop.judges.endpoints import JUDGES, judge_entries
 from dualloop.models import ModelSettings
@@ -65,6 +66,10 @@ DATA_KEYS = {
     "eval_pairs": 0,
     "augmented": True,
 }
+# Controller arguments added after runs of the registry existed, written into a run's identity so that
+# a run trained under the earlier behaviour is not reused: DualLoop-DPO's KL EMA used to start at the
+# first observed KL (kl_ema_init="first"); it now starts at the KL target.
+IDENTITY_CONTROLLER_DEFAULTS = {"dualloop": {"kl_ema_init": "target"}}
 # Training settings that say where outputs are cached, not what is trained: not part of a run's
 # identity (a relative reference_cache_dir is a folder of the registry).
 CACHE_SETTINGS = ("reference_cache_dir",)
@@ -142,6 +147,11 @@ class Experiment:
 
         training_fields = {f.name for f in dataclasses.fields(AdaptiveDPOConfig)}
         _checked("training", training, dict.fromkeys(training_fields))
+        if "seed" in training:
+            raise ValueError(
+                f"training.seed={training['seed']!r}: the seed is the top-level `seed`, shared by training, data "
+                "sampling and the judges (train/judge: --seed N; reproduce: --set seed=N or --set seeds=[...])"
+            )
         data = _checked("data", data, DATA_KEYS)
         _check_choice("data", "train", data["train"], TRAIN_SETS)
         if not isinstance(data["augmented"], bool):
@@ -177,6 +187,25 @@ class Experiment:
             evaluation,
         )
 
+    seed_folder: str = ""  # "" for the profile's seed; "seed-<n>" for another (decisions and scores go there)
+
+    def with_seed(self, seed: int) -> Experiment:
+        """The same settings under another seed (training, data subsample and label noise, the smoke
+        model's initialisation, the judges' position coin): each (method, seed) is its own run of the
+        registry, and its decisions and instruction scores are kept under ``seed-<n>/``. The
+        experiment's own seed returns the experiment itself."""
+        (seed,) = check_seeds([seed])
+        if seed == self.seed:
+            return self
+        model = dataclasses.replace(self.model, seed=seed)
+        return dataclasses.replace(self, seed=seed, model=model, seed_folder=f"seed-{seed}")
+
+    def seeded(self, seeds: Sequence[int] | None) -> dict[int, Experiment]:
+        """seed -> :meth:`with_seed` for a phase's ``seeds`` (None or empty list: the experiment's own
+        seed); a non-list, a repeated or a non-integer seed is a ``ValueError`` naming ``seeds``."""
+        chosen = [self.seed] if seeds is None else check_seeds(list(seeds) if isinstance(seeds, tuple) else seeds)
+        return {seed: self.with_seed(seed) for seed in chosen}
+
     # ---------------------------------------------------------------- folders
 
     @property
@@ -202,6 +231,9 @@ class Experiment:
         from dualloop.trainer import AdaptiveDPOConfig, method_settings
 
         training = method_settings(method, {**self.training, **training_overrides})
+        added = IDENTITY_CONTROLLER_DEFAULTS.get(training["controller"])
+        if added:
+            training["controller_kwargs"] = {**added, **(training.get("controller_kwargs") or {})}
         # None where None is the default anyway (``controller_kwargs=None``) names the same run as leaving it out
         unset = {f.name for f in dataclasses.fields(AdaptiveDPOConfig) if f.default is None}
         training = {
@@ -497,6 +529,7 @@ class Experiment:
         path = (
             self.results_dir
             / "decisions"
+            / self.seed_folder
             / f"{prompt_set}__{system_a}__vs__{system_b}{'__both-orders' if both else ''}.jsonl"
         )
         made = self.judges(PROMPT_SET_CRITERIA[prompt_set], both_orders=both)
@@ -530,7 +563,7 @@ class Experiment:
             )
         prompts = self.prompts(prompt_set)
         answers = self.responses(system, prompt_set, run)
-        path = self.results_dir / "accuracy" / f"{prompt_set}__{system}.jsonl"
+        path = self.results_dir / "accuracy" / self.seed_folder / f"{prompt_set}__{system}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8") as handle:
             for prompt_id, record in prompts.items():
@@ -552,29 +585,57 @@ class Experiment:
     def summarize(
         self, phase: str, prompt_set: str, decisions_files: Sequence[Path], *, runs: Mapping[str, Any]
     ) -> Path:
-        """Write the phase summary ``results/<phase>.json`` (:mod:`dualloop.summary`) of the
-        comparisons in ``decisions_files``: every system's strict and loose accuracy (on a prompt
-        set with a checker; :meth:`instruction_scores`) and per comparison and judge the win rate
-        beside the paired accuracy difference. ``runs``: system -> Run of the trained systems; each
-        system's entry also names its run (``run``, None for the base model) and the KL it reached
-        (``kl``: :func:`dualloop.summary.final_token_kl`, 0 for the base model)."""
+        """:meth:`summarize_seeds` of this experiment's seed alone."""
+        return self.summarize_seeds(phase, prompt_set, {self.seed: decisions_files}, runs={self.seed: runs})
+
+    def summarize_seeds(
+        self,
+        phase: str,
+        prompt_set: str,
+        decisions_files: Mapping[int, Sequence[Path]],
+        *,
+        runs: Mapping[int, Mapping[str, Any]],
+    ) -> Path:
+        """Write the phase summary ``results/<phase>.json`` (:func:`dualloop.summary.seeds_summary`) of
+        the comparisons in ``decisions_files`` (seed -> files): every system's strict and loose
+        accuracy (on a prompt set with a checker; :meth:`instruction_scores`) and per comparison and
+        judge the win rate beside the paired accuracy difference, per seed and, with several seeds,
+        pooled over seeds and prompts. ``runs``: seed -> system -> Run of the trained systems. Each
+        system's entry also names its run (``run``; ``runs`` per seed with several seeds; None for the
+        base model), the KL it reached (``kl``: :func:`dualloop.summary.final_token_kl`, 0 for the base
+        model; with several seeds the mean, and ``kl_by_seed``) and what its β controller did
+        (``controller``: seed -> :func:`dualloop.controller_facts.run_facts`)."""
         from dualloop import summary
+        from dualloop.controller_facts import run_facts
         from dualloop.judges import read_decisions
 
-        decisions = [d for path in decisions_files for d in read_decisions(path)]
-        systems = list(dict.fromkeys(s for d in decisions for s in (d.system_a, d.system_b)))
-        score_files = (
-            {system: self.instruction_scores(system, prompt_set, runs.get(system)) for system in systems}
-            if prompt_set in CHECKED_PROMPT_SETS
-            else {}
+        experiments = self.seeded(list(decisions_files))
+        per_seed = {}
+        for seed, files in decisions_files.items():
+            decisions = [d for path in files for d in read_decisions(path)]
+            systems = list(dict.fromkeys(s for d in decisions for s in (d.system_a, d.system_b)))
+            score_files = (
+                {s: experiments[seed].instruction_scores(s, prompt_set, runs[seed].get(s)) for s in systems}
+                if prompt_set in CHECKED_PROMPT_SETS
+                else {}
+            )
+            per_seed[seed] = (decisions, score_files)
+        result = summary.seeds_summary(
+            phase, self.profile, prompt_set, per_seed, method=self.evaluation["win_rate_method"]
         )
-        result = summary.phase_summary(
-            phase, self.profile, prompt_set, decisions, score_files, method=self.evaluation["win_rate_method"]
-        )
+        seeds = result["seeds"]
         for system, entry in result["systems"].items():
-            run = runs.get(system)
-            entry["run"] = run.id if run is not None else None
-            entry["kl"] = summary.final_token_kl(run.history_path) if run is not None else 0.0
+            trained = [runs[seed].get(system) for seed in seeds]
+            kls = [summary.final_token_kl(run.history_path) if run is not None else 0.0 for run in trained]
+            if len(seeds) == 1:
+                entry["run"] = trained[0].id if trained[0] is not None else None
+                entry["kl"] = kls[0]
+            else:
+                entry["runs"] = [run.id if run is not None else None for run in trained]
+                entry["kl_by_seed"] = kls
+                entry["kl"] = None if None in kls else sum(kls) / len(kls)
+            if trained[0] is not None:
+                entry["controller"] = {str(seed): run_facts(run) for seed, run in zip(seeds, trained)}
         return summary.write_summary(self.results_dir, result)
 
 
@@ -612,10 +673,17 @@ def best_static_beta(experiment: Experiment, default: float) -> float:
 SWITCH_COUNTERS = {("clip", False): "controller/clip_acted", ("deadband", 0.0): "controller/deadband_held"}
 
 
-def train_ablation(experiment: Experiment, full_run, controller_kwargs: Mapping[str, Any]):
-    """The run of DualLoop-DPO with ``controller_kwargs`` (an ablation of phase 3).
+def train_ablation(
+    experiment: Experiment,
+    full_run,
+    controller_kwargs: Mapping[str, Any],
+    *,
+    constants: Mapping[str, Any] | None = None,
+):
+    """The run of DualLoop-DPO with ``controller_kwargs`` (an ablation of phase 3: its switches) over the
+    controller ``constants`` the full run trained with.
 
-    ``full_run`` is ``experiment.train("dualloop")``. An ablation that only removes the clip and/or
+    ``full_run`` is ``experiment.train("dualloop", controller_kwargs=constants)``. An ablation that only removes the clip and/or
     the dead-band changes β_base only at steps where that switch acts; when the full run's log says
     it never acted (``controller/clip_acted`` / ``controller/deadband_held`` 0 at its last step),
     the ablation sets the same β at every step and trains the same model, so ``full_run`` is
@@ -634,4 +702,4 @@ def train_ablation(experiment: Experiment, full_run, controller_kwargs: Mapping[
                 flush=True,
             )
             return full_run
-    return experiment.train("dualloop", controller_kwargs=dict(controller_kwargs))
+    return experiment.train("dualloop", controller_kwargs={**(constants or {}), **controller_kwargs})

@@ -238,7 +238,10 @@ def judge_table(
     """DualLoop-DPO's Table 3: one row per opponent, one column per judge (in order of appearance,
     relabelled by judge_labels, e.g. {"gpt-4o-mini": "Primary"}), and "Aggregated": the pooled
     decisions of all judges (dualloop.stats.pool). With a phase ``summary`` (dualloop.summary) that
-    has accuracy differences, a last column gives the paired strict accuracy difference of each row."""
+    has accuracy differences, a last column gives the paired strict accuracy difference of each row.
+    A summary of several seeds gives every cell pooled over seeds and prompts (:func:`_seeded_judge_table`)."""
+    if summary is not None and len(summary.get("seeds") or []) > 1:
+        return _seeded_judge_table(summary, judge_labels=judge_labels, names=names, caption=caption)
     judges: list[str] = []
     for d in decisions:
         if d.judge not in judges:
@@ -247,7 +250,7 @@ def judge_table(
     rows, unparseable = [], 0
     for opponent, group in _group(decisions, lambda d: d.system_b).items():
         by_judge = _group(group, lambda d: d.judge)
-        row, per_judge = [f"vs. {display_name(opponent, names)}"], []
+        row, per_judge = [f"vs. {_system_label(summary or {}, opponent, names)}"], []
         for judge in judges:
             if judge not in by_judge:
                 row.append("-")
@@ -265,6 +268,39 @@ def judge_table(
     columns = ["Method"] + [(judge_labels or {}).get(j, j) for j in judges] + ["Aggregated"]
     columns += ["Δ strict accuracy"] if differences else []
     return Table(columns, rows, caption, _unparseable_note(unparseable))
+
+
+def _seeded_judge_table(
+    summary: Mapping, *, judge_labels: Mapping[str, str] | None, names: Mapping[str, str] | None, caption: str
+) -> Table:
+    """:func:`judge_table` from a several-seed summary: per judge the pooled win rate of its comparison
+    row, "Aggregated" the judges pooled per prompt (``pairs``), the pooled strict difference and each
+    seed's."""
+    judges = list(dict.fromkeys(e["judge"] for e in summary["comparisons"]))
+    entries = {(e["a"], e["b"], e["judge"]): e for e in summary["comparisons"]}
+    pairs = {(p["a"], p["b"]): p for p in summary.get("pairs", [])}
+    rows = []
+    for a, b in dict.fromkeys((e["a"], e["b"]) for e in summary["comparisons"]):
+        cells = [
+            _fraction_cell(entries[(a, b, j)]["win_rate"], entries[(a, b, j)]["ci"]) if (a, b, j) in entries else "-"
+            for j in judges
+        ]
+        strict = next(
+            (entries[(a, b, j)] for j in judges if entries.get((a, b, j), {}).get("accuracy") == "strict"), None
+        )
+        rows.append(
+            [
+                f"vs. {_system_label(summary, b, names)}",
+                *cells,
+                _fraction_cell(pairs[(a, b)]["win_rate"], pairs[(a, b)]["ci"]),
+                _fraction_cell(strict["accuracy_diff"], strict["accuracy_diff_ci"], signed=True) if strict else "-",
+                _by_seed_cell([row["accuracy_diff"] for row in strict["by_seed"]], signed=True) if strict else "-",
+            ]
+        )
+    seeds = summary["seeds"]
+    columns = ["Method"] + [(judge_labels or {}).get(j, j) for j in judges]
+    columns += ["Aggregated", "Δ strict accuracy", f"Δ strict by seed ({', '.join(map(str, seeds))})"]
+    return Table(columns, rows, caption, [_seeds_note(seeds) + " Win rates count ties as half."])
 
 
 def reliability_table(
@@ -309,17 +345,55 @@ def _fraction_cell(value: float | None, interval: Sequence[float] | None, *, sig
 
 def accuracy_table(summary: Mapping, *, names: Mapping[str, str] | None = None, caption: str = "") -> Table:
     """IFEval prompt-level strict and loose accuracy of every system of a phase summary
-    (dualloop.summary), with 95 % Wilson intervals."""
+    (dualloop.summary), with 95 % Wilson intervals; a several-seed summary's pooled values with their
+    intervals, each seed's strict accuracy and the spread over seeds."""
+    seeds = summary.get("seeds") or []
+    several = len(seeds) > 1
     rows = [
         [
             display_name(system, names),
             str(entry["n"]),
             _fraction_cell(entry["strict_accuracy"], entry["strict_ci"]),
             _fraction_cell(entry["loose_accuracy"], entry["loose_ci"]),
+            *(
+                [_by_seed_cell(entry["strict_by_seed"]), f"{round_half_up(100 * entry['strict_spread']):.1f}"]
+                if several
+                else []
+            ),
         ]
         for system, entry in summary["systems"].items()
     ]
-    return Table(["System", "N", "Strict accuracy", "Loose accuracy"], rows, caption)
+    columns = ["System", "N", "Strict accuracy", "Loose accuracy"]
+    notes = ["95% Wilson intervals."]
+    if several:
+        columns += [f"Strict by seed ({', '.join(map(str, seeds))})", "Spread (points)"]
+        notes = [
+            _seeds_note(seeds) + " N is the number of prompts; spread is max − min of the seeds' strict accuracies."
+        ]
+    return Table(columns, rows, caption, notes)
+
+
+def _system_label(summary: Mapping, system: str, names: Mapping[str, str] | None) -> str:
+    """The system's display name, marked "(β ≈ static)" when its controller is an adaptive one and its β
+    moved less than :data:`dualloop.controller_facts.STATIC_LIKE` in every seed (a method that did not
+    adapt; the static controller, also under AdaDPO's loss, is static by design and is not marked)."""
+    facts = (summary.get("systems", {}).get(system) or {}).get("controller") or {}
+    adaptive = all(f.get("controller") not in (None, "static") for f in facts.values())
+    static_like = facts and adaptive and all(f["static_like"] for f in facts.values())
+    return display_name(system, names) + (" (β ≈ static)" if static_like else "")
+
+
+def _by_seed_cell(values: Sequence[float | None], *, signed: bool = False) -> str:
+    """Per-seed percentages, e.g. "34.0 / 15.0 / 46.0" (signed: "+4.5 / -5.0")."""
+    sign = "+" if signed else ""
+    return " / ".join("-" if v is None else f"{round_half_up(100 * v):{sign}.1f}" for v in values)
+
+
+def _seeds_note(seeds: Sequence[int]) -> str:
+    return (
+        f"Pooled over seeds {', '.join(map(str, seeds))}: the mean over seeds and prompts with a 95% interval from "
+        "the crossed seeds × prompts random-effects variance (dualloop.stats.pooled_over_seeds)."
+    )
 
 
 def summary_comparison_table(
@@ -336,17 +410,25 @@ def summary_comparison_table(
     grouped: dict[tuple[str, str], list[Mapping]] = {}
     for entry in summary["comparisons"]:
         grouped.setdefault((entry["a"], entry["b"]), []).append(entry)
+    seeds = summary.get("seeds") or []
+    several = len(seeds) > 1
+    pairs = {(p["a"], p["b"]): p for p in summary.get("pairs", [])}
     rows = []
     for (system_a, system_b), entries in grouped.items():
-        wins = sum(e["wins"] for e in entries)
-        ties = sum(e["ties"] for e in entries)
-        n = sum(e["n"] for e in entries)
-        pooled = win_rate(wins + ties / 2, n, method, alpha, ties=ties)
         differences = {e["accuracy"]: e for e in entries if e.get("accuracy")}
+        if several:
+            pair = pairs[(system_a, system_b)]
+            rate, interval, n, ties = pair["win_rate"], pair["ci"], pair["n"], pair["ties"]
+        else:
+            ties = sum(e["ties"] for e in entries)
+            n = sum(e["n"] for e in entries)
+            pooled = win_rate(sum(e["wins"] for e in entries) + ties / 2, n, method, alpha, ties=ties)
+            rate, interval = pooled.rate, (pooled.low, pooled.high)
+        strict = differences.get("strict")
         rows.append(
             [
-                f"{display_name(system_a, names)} vs. {display_name(system_b, names)}",
-                _fraction_cell(pooled.rate, (pooled.low, pooled.high)),
+                f"{_system_label(summary, system_a, names)} vs. {_system_label(summary, system_b, names)}",
+                _fraction_cell(rate, interval),
                 str(n),
                 str(ties),
                 *(
@@ -355,17 +437,95 @@ def summary_comparison_table(
                     else "-"
                     for c in ("strict", "loose")
                 ),
+                *(
+                    [_by_seed_cell([row["accuracy_diff"] for row in strict["by_seed"]], signed=True) if strict else "-"]
+                    if several
+                    else []
+                ),
             ]
         )
     level = f"{100 * (1 - alpha):g}%"
     columns = ["Comparison", f"Win rate [{level} CI]", "N", "Ties", "Δ strict accuracy", "Δ loose accuracy"]
+    if several:
+        columns.append(f"Δ strict by seed ({', '.join(map(str, seeds))})")
+        notes = [
+            _seeds_note(seeds)
+            + " Win rates count ties as half (judges pooled per prompt); N and ties count decisions over all seeds."
+        ]
+    else:
+        notes = [
+            (
+                f"Win rates count ties as half ({method} interval, judges pooled); accuracy differences are paired "
+                f"over the same prompts with exact McNemar-based {level} intervals."
+            )
+        ]
+        notes += [f"One seed ({seeds[0]})."] if seeds else []
+    return Table(columns, rows, caption, notes)
+
+
+def controller_table(summary: Mapping, *, names: Mapping[str, str] | None = None, caption: str = "") -> Table:
+    """Per trained system and seed, what its β controller did (``systems.<name>.controller`` of a phase
+    summary, :func:`dualloop.controller_facts.controller_facts`): β_base's first and last value, how far
+    it moved ("≈ static" under :data:`dualloop.controller_facts.STATIC_LIKE`), the β the loss used, and
+    for DualLoop-DPO the final KL EMA against its target, the steps with the EMA inside the dead-band,
+    and the steps where the dead-band held β_base and where the clip changed it."""
+    rows = []
+    for system, entry in summary["systems"].items():
+        for seed, facts in (entry.get("controller") or {}).items():
+            dualloop = "kl_ema_last" in facts
+            moved = f"{round_half_up(100 * facts['beta_relative_range']):.0f}%, ×{facts['largest_step_change']:.3g}" + (
+                " (≈ static)" if facts["static_like"] else ""
+            )
+            rows.append(
+                [
+                    display_name(system, names),
+                    str(seed),
+                    f"{facts['beta_base_first']:.3g} → {facts['beta_base_last']:.3g}",
+                    moved,
+                    "–".join(f"{v:.3g}" for v in facts["beta_used_range"]),
+                    f"{facts['kl_ema_last']:.3g} / {facts['kl_target']:.3g}" if dualloop else "-",
+                    f"{facts['steps_in_band']} of {facts['steps']}" if dualloop else "-",
+                    str(facts["deadband_held"]) if dualloop else "-",
+                    str(facts["clip_acted"]) if dualloop else "-",
+                ]
+            )
+    columns = [
+        "System",
+        "Seed",
+        "β_base first → last",
+        "β_base moved, largest step",
+        "β used",
+        "KL EMA end / target",
+        "Steps in band",
+        "Dead-band held",
+        "Clip acted",
+    ]
     notes = [
-        (
-            f"Win rates count ties as half ({method} interval, judges pooled); accuracy differences are paired "
-            f"over the same prompts with exact McNemar-based {level} intervals."
-        )
+        "From each run's training log. β_base moved: (max − min) / first value over the logged steps, and the largest factor between two consecutive steps; the band is "
+        "the dead-band target · (1 ± deadband); dead-band held and clip acted count optimizer steps."
     ]
     return Table(columns, rows, caption, notes)
+
+
+def reuse_notes(summary: Mapping, full: str) -> list[str]:
+    """A note for each system whose run is the run of ``full`` in some seed (an ablation whose switch never
+    acted reuses the full run, :func:`dualloop.experiment.train_ablation`): its row is not a result."""
+    entries = summary["systems"]
+    runs_of = {name: entry.get("runs") or [entry.get("run")] for name, entry in entries.items()}
+    seeds = summary.get("seeds") or [None]
+    notes = []
+    for name, runs in runs_of.items():
+        if name == full or full not in runs_of:
+            continue
+        same = [
+            str(seed) for seed, run, full_run in zip(seeds, runs, runs_of[full]) if run is not None and run == full_run
+        ]
+        if same:
+            notes.append(
+                f"{name}: its switch never acted in the full run (seed {', '.join(same)}), so its row there is the full "
+                "run itself, not an ablation result."
+            )
+    return notes
 
 
 def read_history(path: str | Path) -> list[dict]:
@@ -429,6 +589,30 @@ def win_rate_figure(
     return figure
 
 
+def difference_figure(
+    summary: Mapping, *, criterion: str = "strict", names: Mapping[str, str] | None = None, title: str = ""
+):
+    """The paired accuracy difference a − b of every comparison of a phase summary under ``criterion``:
+    the (pooled) difference with its 95 % interval as a bar and, for a several-seed summary, each seed's
+    difference as a hollow dot beside it, and a line at 0 (a claim needs the interval to exclude it)."""
+    entries = [e for e in summary["comparisons"] if e.get("accuracy") == criterion]
+    figure, (axis,) = _figure(max(3.5, 1.4 * len(entries) + 1), 3.4)
+    for index, entry in enumerate(entries):
+        value, (low, high) = 100 * entry["accuracy_diff"], (100 * v for v in entry["accuracy_diff_ci"])
+        axis.bar([index], [value], yerr=[[value - low], [high - value]], capsize=4, color="#4c72b0")
+        seeds = [100 * row["accuracy_diff"] for row in entry.get("by_seed", [])]
+        if seeds:
+            axis.scatter([index + 0.25] * len(seeds), seeds, facecolors="none", edgecolors="black", s=20, zorder=3)
+    axis.axhline(0, color="grey", linewidth=1)
+    labels = [f"{display_name(e['a'], names)}\nvs. {display_name(e['b'], names)}" for e in entries]
+    axis.set_xticks(range(len(entries)), labels, fontsize=8)
+    seeds = summary.get("seeds") or []
+    per_seed = f"; dots: seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else ""
+    axis.set_ylabel(f"Δ {criterion} accuracy (points), 95% CI{per_seed}", fontsize=8)
+    axis.set_title(title)
+    return figure
+
+
 def trajectory_figure(histories: Mapping[str, str | Path], *, kl_target: float | None = None, title: str = ""):
     """beta, KL and entropy per step, one line per method (histories: method name -> history.jsonl).
 
@@ -438,6 +622,33 @@ def trajectory_figure(histories: Mapping[str, str | Path], *, kl_target: float |
     what was logged.
     """
     figure, axes = _figure(11, 3.2, ncols=3)
+    _draw_trajectories(axes, histories, kl_target=kl_target)
+    figure.suptitle(title)
+    return figure
+
+
+def seed_trajectory_figure(
+    histories: Mapping[int, Mapping[str, str | Path]],
+    *,
+    kl_target: float | None = None,
+    deadband: float | None = None,
+    title: str = "",
+):
+    """:func:`trajectory_figure` for every seed, one row of panels per seed (histories: seed ->
+    method -> history.jsonl), each method in the same colour in every row; with ``deadband`` the KL
+    panel shades DualLoop-DPO's dead-band ``target · (1 ± deadband)`` around ``kl_target``."""
+    import matplotlib.figure
+
+    figure = matplotlib.figure.Figure(figsize=(11, 3.0 * len(histories)), layout="constrained")
+    axes = figure.subplots(len(histories), 3, squeeze=False)
+    for row, (seed, by_method) in zip(axes, histories.items()):
+        _draw_trajectories(row, by_method, kl_target=kl_target, deadband=deadband)
+        row[0].set_title(f"seed {seed}", fontsize=9, loc="left")
+    figure.suptitle(title)
+    return figure
+
+
+def _draw_trajectories(axes, histories: Mapping[str, str | Path], *, kl_target=None, deadband=None) -> None:
     panels = [
         (("beta",), "beta/base", r"$\beta$"),
         (("kl", "kl/token", "kl/logratio"), "kl_ema", "KL (nats/token)"),
@@ -460,11 +671,13 @@ def trajectory_figure(histories: Mapping[str, str | Path], *, kl_target: float |
             axis.set_xlabel("step")
     if kl_target is not None:
         axes[1].axhline(kl_target, color="grey", linestyle=":", linewidth=1, label="KL target")
+        if deadband:
+            axes[1].axhspan(
+                kl_target * (1 - deadband), kl_target * (1 + deadband), color="grey", alpha=0.2, label="dead-band"
+            )
     for axis in axes:
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=7)
-    figure.suptitle(title)
-    return figure
 
 
 def metrics_figure(histories: Mapping[str, str | Path], keys: Sequence[str], *, title: str = ""):
@@ -529,7 +742,8 @@ def kl_win_rate_figure(
 def accuracy_kl_figure(summaries: Sequence[Mapping], *, names: Mapping[str, str] | None = None, title: str = ""):
     """Held-out strict accuracy (95 % Wilson whiskers) against the KL each run reached
     (``systems.<name>.kl`` of phase summaries, dualloop.summary): DualLoop-DPO's eq. (1) trade-off,
-    one point per trained run (a run in several summaries is drawn once), the base model at 0.
+    one point per trained run (a run in several summaries is drawn once), the base model at 0; a system
+    of a several-seed summary is its pooled point with its interval plus one hollow marker per seed.
     Each point has its own colour and marker; runs that reached the same KL and accuracy, and one run
     under several names (an ablation whose switch never acted reuses the full run), share one point,
     labelled with all their names."""
@@ -555,6 +769,16 @@ def accuracy_kl_figure(summaries: Sequence[Mapping], *, names: Mapping[str, str]
             color=f"C{index % 10}",
             label=" = ".join(labels),
         )
+        if entry.get("kl_by_seed") and entry.get("strict_by_seed"):  # every seed, hollow, beside the pooled point
+            seeds = [(kl, 100 * acc) for kl, acc in zip(entry["kl_by_seed"], entry["strict_by_seed"]) if kl is not None]
+            axis.scatter(
+                [kl for kl, _ in seeds],
+                [acc for _, acc in seeds],
+                marker=markers[index % len(markers)],
+                facecolors="none",
+                edgecolors=f"C{index % 10}",
+                s=22,
+            )
     axis.set_xlabel("KL(π_θ ‖ π_ref) reached (nats/token, mean of the last logged steps)")
     axis.set_ylabel("held-out strict accuracy (%)")
     if points:

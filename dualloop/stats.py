@@ -440,3 +440,94 @@ def paired_accuracy_difference(
         "exact-mcnemar",
         alpha,
     )
+
+
+# --- several seeds: one estimate over seeds and prompts ----------------------------------------
+
+
+def _finite_value(name: str, value: float) -> float:
+    if not isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
+        raise ValueError(f"{name}={value!r} must be a number")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name}={value!r} must be finite")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class SeedPooled:
+    """The mean of a per-prompt quantity over S seeds × N prompts (the same prompts in every seed),
+    with its (1 - alpha) interval and the per-seed means.
+
+    ``var_seed``, ``var_prompt`` and ``var_residual`` are the estimated variance components of the
+    crossed model x[s, i] = μ + a_s + b_i + e_si (:func:`pooled_over_seeds`); ``se`` is the standard
+    error of ``estimate``.
+    """
+
+    estimate: float
+    low: float
+    high: float
+    se: float
+    by_seed: tuple[float, ...]
+    n_prompts: int
+    var_seed: float
+    var_prompt: float
+    var_residual: float
+    method: str
+    alpha: float
+
+
+def pooled_over_seeds(
+    values: Sequence[Sequence[float]], alpha: float = 0.05, bounds: tuple[float, float] = (-1.0, 1.0)
+) -> SeedPooled:
+    """The grand mean of ``values[s][i]`` (seed s, prompt i: a pass 0/1, a paired difference
+    a − b in {−1, 0, 1}, a win score in {0, ½, 1}) with a normal interval whose variance counts
+    both the seeds and the prompts.
+
+    Seeds and prompts are crossed (every seed answers the same N prompts), so the model is the
+    two-way random-effects model x[s, i] = μ + a_s + b_i + e_si with seed effects a (variance
+    σ²_a: how a method's training varies with the seed), prompt effects b (σ²_b: which prompts
+    favour it, shared by all seeds) and interaction e (σ²_e). With the mean squares of the S × N
+    table, MS_seed = N Σ_s (x̄_s − x̄)² / (S − 1), MS_prompt = S Σ_i (x̄_i − x̄)² / (N − 1) and
+    MS_residual = Σ_si (x_si − x̄_s − x̄_i + x̄)² / ((S − 1)(N − 1)), the moment (ANOVA)
+    estimators, each truncated at 0, are σ²_e = MS_residual, σ²_a = (MS_seed − MS_residual) / N,
+    σ²_b = (MS_prompt − MS_residual) / S, and Var(x̄) = σ²_a / S + σ²_b / N + σ²_e / (S N).
+    The interval is x̄ ± z_{1−α/2} √Var(x̄), kept inside ``bounds``. A seed that changes nothing
+    (the base model's greedy answers) contributes no seed variance, and the interval is then the
+    one-seed Wald interval of the shared answers; seeds that disagree beyond prompt noise widen it.
+    Needs S ≥ 2 seeds and N ≥ 2 prompts (one seed: use the one-seed statistics).
+    """
+    from scipy.stats import norm
+
+    alpha = _check_alpha(alpha)
+    rows = [[_finite_value(f"values[{s}][{i}]", v) for i, v in enumerate(row)] for s, row in enumerate(values)]
+    if len({len(row) for row in rows}) > 1:
+        raise ValueError(f"pooled_over_seeds: every seed must score the same prompts, got {[len(r) for r in rows]}")
+    table = np.asarray(rows, dtype=float)
+    if table.ndim != 2 or table.shape[0] < 2 or table.shape[1] < 2:
+        raise ValueError(f"pooled_over_seeds needs ≥ 2 seeds × ≥ 2 prompts of equal length, got shape {table.shape}")
+    seeds, prompts = table.shape
+    grand = float(table.mean())
+    seed_means, prompt_means = table.mean(axis=1), table.mean(axis=0)
+    ms_seed = prompts * float(((seed_means - grand) ** 2).sum()) / (seeds - 1)
+    ms_prompt = seeds * float(((prompt_means - grand) ** 2).sum()) / (prompts - 1)
+    residual = table - seed_means[:, None] - prompt_means[None, :] + grand
+    ms_residual = float((residual**2).sum()) / ((seeds - 1) * (prompts - 1))
+    var_seed = max(0.0, (ms_seed - ms_residual) / prompts)
+    var_prompt = max(0.0, (ms_prompt - ms_residual) / seeds)
+    variance = var_seed / seeds + var_prompt / prompts + ms_residual / (seeds * prompts)
+    se = math.sqrt(variance)
+    z = float(norm.ppf(1 - alpha / 2))
+    low, high = max(bounds[0], grand - z * se), min(bounds[1], grand + z * se)
+    return SeedPooled(
+        grand,
+        min(low, grand),
+        max(high, grand),
+        se,
+        tuple(float(m) for m in seed_means),
+        prompts,
+        var_seed,
+        var_prompt,
+        ms_residual,
+        "crossed-random-effects",
+        alpha,
+    )

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dualloop.judges import Decision
-from dualloop.stats import accuracy, paired_accuracy_difference, win_rate
+from dualloop.stats import OUTCOME_SCORES, SeedPooled, accuracy, paired_accuracy_difference, pooled_over_seeds, win_rate
 
 SYSTEM_FIELDS = ("n", "strict_accuracy", "strict_ci", "loose_accuracy", "loose_ci")
 COMPARISON_FIELDS = (
@@ -150,6 +150,179 @@ def phase_summary(
         "systems": {system: system_entry(rows, alpha) for system, rows in scores.items()},
         "comparisons": [comparison_entry(group, scores, method=method, alpha=alpha) for group in groups.values()],
     }
+
+
+def _prompt_scores(decisions: Sequence[Decision]) -> dict[str, float]:
+    """prompt id -> mean win score of system A over the prompt's parseable decisions (ties ½)."""
+    by_prompt: dict[str, list[float]] = {}
+    for decision in decisions:
+        outcome = decision.outcome()
+        if outcome is not None:
+            by_prompt.setdefault(decision.prompt_id, []).append(OUTCOME_SCORES[outcome])
+    return {prompt: sum(values) / len(values) for prompt, values in by_prompt.items()}
+
+
+def _common_prompts(what: str, keys_by_seed: Mapping[int, Sequence[str]]) -> list[str]:
+    """The prompt ids every seed has (sorted); an error naming ``what`` when no prompt is common."""
+    common = sorted(set.intersection(*(set(keys) for keys in keys_by_seed.values())))
+    if len(common) < 2:
+        raise ValueError(f"{what}: the seeds {sorted(keys_by_seed)} share {len(common)} judged prompts; need ≥ 2")
+    return common
+
+
+def _pooled(values_by_seed: Sequence[Sequence[float]], alpha: float, bounds: tuple[float, float]) -> SeedPooled:
+    return pooled_over_seeds(values_by_seed, alpha, bounds)
+
+
+def seeds_summary(
+    phase: str,
+    profile: str,
+    prompt_set: str,
+    per_seed: Mapping[int, tuple[Sequence[Decision], Mapping[str, str | Path]]],
+    *,
+    method: str = "wald",
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """The summary of a phase run under several seeds: ``per_seed`` maps each seed to its
+    (decisions, score files) as :func:`phase_summary` takes them.
+
+    One seed: exactly :func:`phase_summary`, plus ``"seeds": [seed]``. Several: ``"by_seed"`` holds
+    each seed's own summary, and ``systems`` / ``comparisons`` hold the pooled rows — the same fields,
+    with the estimate the mean over seeds and prompts and the interval of
+    :func:`dualloop.stats.pooled_over_seeds` (seeds × prompts crossed), plus the per-seed values
+    (``strict_by_seed``, ``loose_by_seed``, ``strict_spread``: max − min over seeds; per comparison
+    ``by_seed``: each seed's win rate and paired difference with their one-seed intervals) and the
+    variance components. ``pairs`` pools the judges of each (a, b) the same way (a prompt's score is
+    the mean over its judges' decisions), for tables that show one win rate per comparison.
+    """
+    if not per_seed:
+        raise ValueError("seeds_summary: no seed")
+    seeds = sorted(per_seed)
+    by_seed = {
+        seed: phase_summary(phase, profile, prompt_set, decisions, files, method=method, alpha=alpha)
+        for seed, (decisions, files) in per_seed.items()
+    }
+    if len(seeds) == 1:
+        return {**by_seed[seeds[0]], "seeds": seeds}
+    scores = {
+        seed: {system: read_scores(path) for system, path in files.items()} for seed, (_, files) in per_seed.items()
+    }
+    systems = {}
+    for system in by_seed[seeds[0]]["systems"]:
+        if not all(system in scores[seed] for seed in seeds):
+            continue
+        prompts = _common_prompts(f"system {system}", {seed: list(scores[seed][system]) for seed in seeds})
+        entry: dict[str, Any] = {"n": len(prompts), "seeds": seeds}
+        for criterion in ("strict", "loose"):
+            pooled = _pooled([[scores[s][system][p][criterion] for p in prompts] for s in seeds], alpha, (0.0, 1.0))
+            entry.update(
+                {
+                    f"{criterion}_accuracy": pooled.estimate,
+                    f"{criterion}_ci": [pooled.low, pooled.high],
+                    f"{criterion}_by_seed": list(pooled.by_seed),
+                    f"{criterion}_spread": max(pooled.by_seed) - min(pooled.by_seed),
+                }
+            )
+        systems[system] = entry
+    groups: dict[tuple[str, str, str], dict[int, list[Decision]]] = {}
+    for seed, (decisions, _) in per_seed.items():
+        for decision in decisions:
+            key = (decision.system_a, decision.system_b, decision.judge)
+            groups.setdefault(key, {}).setdefault(seed, []).append(decision)
+    comparisons = [
+        _pooled_comparison(key, by_judge, scores, by_seed, alpha)
+        for key, by_judge in groups.items()
+        if len(by_judge) == len(seeds)
+    ]
+    pairs: dict[tuple[str, str], dict[int, list[Decision]]] = {}
+    for (a, b, _), by_judge in groups.items():
+        for seed, decisions in by_judge.items():
+            pairs.setdefault((a, b), {}).setdefault(seed, []).extend(decisions)
+    return {
+        "phase": phase,
+        "profile": profile,
+        "prompt_set": prompt_set,
+        "seeds": seeds,
+        "estimator": "crossed-random-effects",
+        "systems": systems,
+        "comparisons": comparisons,
+        "pairs": [
+            _pooled_win_rate(a, b, decisions, alpha)
+            for (a, b), decisions in pairs.items()
+            if len(decisions) == len(seeds)
+        ],
+        "by_seed": {str(seed): by_seed[seed] for seed in seeds},
+    }
+
+
+def _pooled_win_rate(a: str, b: str, decisions: Mapping[int, Sequence[Decision]], alpha: float) -> dict[str, Any]:
+    """The win rate of a over b pooled over seeds and prompts (each prompt's score: the mean over its decisions)."""
+    seeds = sorted(decisions)
+    prompt_scores = {seed: _prompt_scores(decisions[seed]) for seed in seeds}
+    prompts = _common_prompts(f"{a} vs {b}", {seed: list(prompt_scores[seed]) for seed in seeds})
+    pooled = _pooled([[prompt_scores[s][p] for p in prompts] for s in seeds], alpha, (0.0, 1.0))
+    outcomes = [d.outcome() for seed in seeds for d in decisions[seed]]
+    return {
+        "a": a,
+        "b": b,
+        "n": sum(o is not None for o in outcomes),
+        "ties": outcomes.count("tie"),
+        "win_rate": pooled.estimate,
+        "ci": [pooled.low, pooled.high],
+        "win_rate_by_seed": list(pooled.by_seed),
+    }
+
+
+def _pooled_comparison(
+    key: tuple[str, str, str],
+    decisions: Mapping[int, Sequence[Decision]],
+    scores: Mapping[int, Mapping[str, Mapping[str, Mapping[str, bool]]]],
+    by_seed: Mapping[int, Mapping[str, Any]],
+    alpha: float,
+) -> dict[str, Any]:
+    """One (a, b, judge) row pooled over seeds: summed counts, pooled win rate and paired difference."""
+    a, b, judge = key
+    seeds = sorted(decisions)
+    rows = {
+        seed: next(e for e in by_seed[seed]["comparisons"] if (e["a"], e["b"], e["judge"]) == key) for seed in seeds
+    }
+    win = _pooled_win_rate(a, b, decisions, alpha)
+    entry: dict[str, Any] = {
+        "a": a,
+        "b": b,
+        "judge": judge,
+        **{field: sum(rows[s][field] for s in seeds) for field in ("n", "wins", "losses", "ties", "unparseable")},
+        "win_rate": win["win_rate"],
+        "ci": win["ci"],
+        "accuracy": rows[seeds[0]]["accuracy"],
+        "accuracy_diff": None,
+        "accuracy_diff_ci": None,
+        "seeds": seeds,
+        "by_seed": [
+            {"seed": s, **{f: rows[s][f] for f in ("n", "win_rate", "ci", "accuracy_diff", "accuracy_diff_ci")}}
+            for s in seeds
+        ],
+    }
+    criterion = entry["accuracy"]
+    if criterion is not None:
+        prompts = _common_prompts(f"{a} vs {b}", {s: [p for p in scores[s][a] if p in scores[s][b]] for s in seeds})
+        judged = set.intersection(*({d.prompt_id for d in decisions[s]} for s in seeds))
+        prompts = [p for p in prompts if p in judged]
+        pooled = _pooled(
+            [[float(scores[s][a][p][criterion]) - float(scores[s][b][p][criterion]) for p in prompts] for s in seeds],
+            alpha,
+            (-1.0, 1.0),
+        )
+        entry.update(
+            accuracy_diff=pooled.estimate,
+            accuracy_diff_ci=[pooled.low, pooled.high],
+            accuracy_diff_variance_components={
+                "seed": pooled.var_seed,
+                "prompt": pooled.var_prompt,
+                "residual": pooled.var_residual,
+            },
+        )
+    return entry
 
 
 def write_summary(results_dir: str | Path, summary: Mapping[str, Any]) -> Path:

@@ -87,9 +87,11 @@ def hand_dualloop(
     use_ema=True,
     clip=True,
     scope="batch",
+    kl_ema_init="target",
 ):
-    """DualLoop-DPO eqs. 2–3 with the EMA, dead-band and clipping of the controller, one step at a time."""
-    beta_base, kl_ema = beta_init, None
+    """DualLoop-DPO eqs. 2–3 with the EMA, dead-band and clipping of the controller, one step at a time;
+    the EMA starts at the target (or, with kl_ema_init="first", at the first KL)."""
+    beta_base, kl_ema = beta_init, (kl_target if kl_ema_init == "target" else None)
     betas, bases = [], []
     for margins, kl in zip(margin_batches, kls):
         entropies = []
@@ -120,6 +122,7 @@ ABLATIONS = {
     "no_deadband": {"deadband": 0.0},
     "example_scope": {"fast_loop_scope": "example"},
     "fast_eta_hits_bounds": {"eta": 0.8, "beta_init": 0.5},
+    "ema_starts_at_first_kl": {"kl_ema_init": "first"},
 }
 
 
@@ -138,6 +141,21 @@ def test_dualloop_trajectory_matches_hand_computation(ablation):
         assert controller.beta_base == pytest.approx(expected_bases[t], rel=1e-12)
     if ablation == "fast_eta_hits_bounds":
         assert min(expected_bases) == 0.05 and max(expected_bases) == 2.0
+
+
+def test_dualloop_kl_ema_starts_at_the_target_so_a_zero_first_kl_is_one_alpha_step_below_it():
+    # A LoRA run's first KL is exactly 0 (the adapter starts at zero). Started at the target, the EMA is
+    # (1 - 0.1) * 0.04 = 0.036 after it: e = -0.1, inside the dead-band, so β_base is held.
+    controller = DualLoop(kl_target=0.04, ema_alpha=0.1, deadband=0.1)
+    controller.step(stats_of([0.0], kl=0.0))
+    assert controller.kl_ema == pytest.approx(0.036, abs=1e-15) and controller.beta_base == 0.1
+    assert controller.metrics()["controller/deadband_held"] == 1
+    # Started at the first KL, the same step is e = -1: β_base = 0.1 * exp(0.01 * -1).
+    first = DualLoop(kl_target=0.04, ema_alpha=0.1, deadband=0.1, kl_ema_init="first")
+    first.step(stats_of([0.0], kl=0.0))
+    assert first.kl_ema == 0.0 and first.beta_base == pytest.approx(0.1 * math.exp(-0.01), rel=1e-12)
+    with pytest.raises(ValueError, match="kl_ema_init"):
+        DualLoop(kl_ema_init="zero")
 
 
 def test_dualloop_holds_beta_inside_deadband():

@@ -266,6 +266,19 @@ def test_cli_train_trains_then_reuses_and_judge_prints_the_win_rate(tmp_path):
             ["judge", "--profile", "smoke", "--a", "base", "--b", "base", "--prompts", "mtbench"],
             "did you mean 'mt-bench'?",
         ),
+        (
+            ["train", "--profile", "smoke", "--method", "static", "--set", "training.seed=1"],
+            "training.seed=1: the seed is the top-level `seed`",
+        ),
+        (
+            ["reproduce", "--profile", "smoke", "--phases", "2", "--set", "seeds=[]"],
+            "seeds=[] must be a non-empty list",
+        ),
+        (["reproduce", "--profile", "smoke", "--phases", "2", "--set", "seeds=[0, 0]"], "seeds[1]=0 repeats a seed"),
+        (
+            ["reproduce", "--profile", "smoke", "--phases", "2", "--set", "seeds=[0.5]"],
+            "seeds[0]=0.5 must be an integer",
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, arguments, message):
@@ -353,3 +366,28 @@ def test_reference_cache_dir_is_a_registry_folder_outside_a_runs_identity(tmp_pa
     run = cached.train("static")
     assert "reference_cache_dir" not in run.config["training"]
     assert len(list((tmp_path / "registry" / "reference").glob("*.pt"))) == 1  # one micro-batch met
+
+
+def test_each_seed_is_its_own_run_and_the_same_seed_reuses_it(tmp_path, capsys):
+    built = experiment(tmp_path)
+    first, second = built.train("static"), built.with_seed(1).train("static")
+    assert first.id != second.id and (first.config["seed"], second.config["seed"]) == (0, 1)
+    assert built.with_seed(1).train("static").id == second.id and "reusing" in capsys.readouterr().out
+    assert built.with_seed(0) is built and built.with_seed(1).seed_folder == "seed-1"
+    assert list(built.seeded(None)) == [0] and list(built.seeded([2, 1])) == [2, 1]
+    for bad, message in (
+        ([], "non-empty"),
+        ([1, 1], "repeats"),
+        ([True], "must be an integer"),
+        ("0", "non-empty list"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            built.seeded(bad)
+
+
+def test_a_dualloop_runs_identity_names_where_its_kl_ema_starts(tmp_path):
+    built = experiment(tmp_path)
+    assert built.run_config("dualloop")["training"]["controller_kwargs"] == {"kl_ema_init": "target"}
+    chosen = built.run_config("dualloop", controller_kwargs={"kl_target": 0.5, "kl_ema_init": "first"})
+    assert chosen["training"]["controller_kwargs"] == {"kl_ema_init": "first", "kl_target": 0.5}
+    assert "controller_kwargs" not in built.run_config("static")["training"]  # other methods keep their ids

@@ -74,3 +74,16 @@ def test_a_tiny_pilot_on_smoke_writes_its_table(tmp_path, capsys):
     assert all(row["n"] == 3 and row["kl_token"] is not None for row in result["schedules"])
     table = (tmp_path / "pilot.md").read_text()
     assert "| base model |" in table and "max_steps=1 beta=0.1" in table
+
+
+def test_a_pilot_over_two_seeds_pools_each_schedules_gain(tmp_path):
+    arguments = ["--profile", "smoke", "--grid", "max_steps=1", "beta=0.1", "--prompts", "0:3", "--seeds", "0", "1"]
+    assert pilot.main([*arguments, "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "pilot.json").read_text())
+    assert [row["seed"] for row in result["schedules"]] == [0, 1] and result["seeds"] == [0, 1]
+    assert result["schedules"][0]["run"] != result["schedules"][1]["run"]
+    (pooled,) = result["pooled"]
+    gains = [row["strict_gain_vs_base"] for row in result["schedules"]]
+    assert pooled["gain_by_seed"] == pytest.approx(gains)
+    assert pooled["strict_gain_vs_base"] == pytest.approx(sum(gains) / 2)
+    assert "pooled over seeds 0, 1" in (tmp_path / "pilot.md").read_text()

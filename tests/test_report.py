@@ -242,3 +242,117 @@ def test_accuracy_kl_figure_gives_each_run_its_own_point_and_merges_runs_that_co
     ]
     styles = {(line.get_color(), line.get_marker()) for line in lines}
     assert len(styles) == len(lines)  # no two points look alike
+
+
+def test_seed_trajectory_figure_draws_one_row_per_seed_with_the_deadband(tmp_path):
+    from dualloop.report import seed_trajectory_figure
+
+    histories = {
+        seed: {
+            "DualLoop-DPO": _write_history(
+                tmp_path / f"dualloop-{seed}.jsonl",
+                [{"step": s, "beta": 0.1, "beta/base": 0.1, "kl": 0.1 * s + seed, "kl_ema": 0.1 * s} for s in (1, 2)],
+            ),
+            "Static": _write_history(
+                tmp_path / f"static-{seed}.jsonl", [{"step": s, "beta": 0.2, "kl": 0.2} for s in (1, 2)]
+            ),
+        }
+        for seed in (0, 1)
+    }
+    figure = seed_trajectory_figure(histories, kl_target=0.5, deadband=0.1)
+    assert len(figure.axes) == 6
+    kl_row_two = figure.axes[4]
+    lines = {line.get_label(): line for line in kl_row_two.get_lines()}
+    assert list(lines["DualLoop-DPO"].get_ydata()) == pytest.approx([1.1, 1.2])  # seed 1's own log
+    band = [patch for patch in kl_row_two.patches if patch.get_label() == "dead-band"]
+    assert len(band) == 1 and (band[0].get_y(), band[0].get_height()) == pytest.approx((0.45, 0.1))
+
+
+def test_controller_table_lists_each_run_per_seed_and_reuse_notes_name_reused_ablations():
+    from dualloop.controller_facts import controller_facts
+    from dualloop.report import controller_table, reuse_notes
+
+    dual_rows = [
+        {
+            "step": 1,
+            "beta/base": 0.1,
+            "beta/min": 0.2,
+            "beta/max": 0.5,
+            "kl_ema": 0.45,
+            "controller/deadband_held": 1,
+            "controller/clip_acted": 0,
+        },
+        {
+            "step": 2,
+            "beta/base": 0.2,
+            "beta/min": 0.2,
+            "beta/max": 0.6,
+            "kl_ema": 0.7,
+            "controller/deadband_held": 1,
+            "controller/clip_acted": 1,
+        },
+    ]
+    static_rows = [{"step": s, "beta/base": 0.1, "beta/min": 0.1, "beta/max": 0.1} for s in (1, 2)]
+    summary = {
+        "seeds": [0, 1],
+        "systems": {
+            "dualloop": {"runs": ["r0", "r1"], "controller": {"0": controller_facts(dual_rows, kl_target=0.5)}},
+            "dualloop-no-clip": {"runs": ["x0", "r1"]},
+            "static-0.1": {"runs": ["s0", "s1"], "controller": {"1": controller_facts(static_rows)}},
+            "base": {"runs": [None, None]},
+        },
+    }
+    table = controller_table(summary)
+    assert table.rows == [
+        ["DualLoop-DPO", "0", "0.1 → 0.2", "100%, ×2", "0.2–0.6", "0.7 / 0.5", "1 of 2", "1", "1"],
+        ["static-0.1", "1", "0.1 → 0.1", "0%, ×1 (≈ static)", "0.1–0.1", "-", "-", "-", "-"],
+    ]
+    (note,) = reuse_notes(summary, "dualloop")
+    assert note.startswith("dualloop-no-clip: its switch never acted in the full run (seed 1)")
+
+
+def test_an_adaptive_method_whose_beta_did_not_move_is_marked_static_like_in_the_tables():
+    from dualloop.report import summary_comparison_table
+
+    def facts(static_like, controller="epsilon-dpo"):
+        return {"static_like": static_like, "controller": controller}
+
+    entry = {"a": "dualloop", "judge": "gold-checker", "n": 2, "wins": 1, "losses": 0, "ties": 1, "accuracy": None}
+    summary = {
+        "systems": {
+            "epsilon-dpo": {"controller": {"0": facts(True), "1": facts(True)}},
+            "beta-dpo": {"controller": {"0": facts(True), "1": facts(False)}},
+            "static-0.1": {"controller": {"0": facts(True, "static")}},
+            "adadpo": {"controller": {"0": facts(True, "static")}},
+        },
+        "comparisons": [{**entry, "b": name} for name in ("epsilon-dpo", "beta-dpo", "static-0.1", "adadpo")],
+    }
+    labels = [row[0] for row in summary_comparison_table(summary).rows]
+    assert labels == [
+        "DualLoop-DPO vs. epsilon-dpo (β ≈ static)",  # static-like in every seed
+        "DualLoop-DPO vs. beta-dpo",
+        "DualLoop-DPO vs. static-0.1",  # static by design
+        "DualLoop-DPO vs. AdaDPO",  # AdaDPO's loss under the static controller
+    ]
+
+
+def test_difference_figure_draws_the_pooled_interval_and_every_seed():
+    from dualloop.report import difference_figure
+
+    entry = {
+        "a": "dualloop",
+        "b": "base",
+        "accuracy": "strict",
+        "accuracy_diff": 0.05,
+        "accuracy_diff_ci": [0.01, 0.09],
+    }
+    seeds = [{"seed": s, "accuracy_diff": d} for s, d in ((0, 0.1), (1, -0.02), (2, 0.07))]
+    figure = difference_figure({"seeds": [0, 1, 2], "comparisons": [{**entry, "by_seed": seeds}]})
+    (axis,) = figure.axes
+    (bar,) = axis.patches
+    assert bar.get_height() == pytest.approx(5.0)
+    from matplotlib.collections import PathCollection
+
+    (dots,) = [c for c in axis.collections if isinstance(c, PathCollection)]
+    assert [y for _, y in dots.get_offsets()] == pytest.approx([10.0, -2.0, 7.0])
+    assert "dots: seeds 0, 1, 2" in axis.get_ylabel()

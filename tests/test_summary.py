@@ -123,3 +123,70 @@ def test_table3_carries_the_paired_strict_difference_of_each_row(tmp_path):
     assert table.columns[-1] == "Δ strict accuracy"
     assert table.rows[0][0] == "vs. beta-dpo" and table.rows[0][-1].startswith("+33.3% [")
     assert report.judge_table(decisions).columns[-1] == "Aggregated"  # without a summary, as before
+
+
+def _seed_files(tmp_path, seed, dual_strict, base_strict):
+    folder = tmp_path / f"seed-{seed}"
+    folder.mkdir()
+    return {
+        "dualloop": _scores(folder, "dualloop", dual_strict, dual_strict),
+        "base": _scores(folder, "base", base_strict, base_strict),
+    }
+
+
+def test_one_seed_gives_the_one_seed_summary_unchanged(tmp_path):
+    files = _seed_files(tmp_path, 0, [True, False, True], [False, False, True])
+    decisions = [_decision(f"p{i}", w) for i, w in enumerate(["a", "tie", "tie"])]
+    one = summary.seeds_summary("02", "cpu", "verifiable-heldout", {0: (decisions, files)})
+    assert one == {**summary.phase_summary("02", "cpu", "verifiable-heldout", decisions, files), "seeds": [0]}
+    assert report.summary_comparison_table(one).notes[-1] == "One seed (0)."
+
+
+def test_two_seeds_pool_the_paired_difference_by_hand_with_a_seed_without_discordant_prompts(tmp_path):
+    # Seed 0: dualloop - base per prompt = 1, 0, -1; seed 1: both pass the same prompts -> 0, 0, 0.
+    # As in test_stats: estimate 0, interval ±1.959964 * sqrt(0.5 / 6) = ±0.5657929.
+    per_seed = {
+        0: (
+            [_decision(f"p{i}", w) for i, w in enumerate(["a", "tie", "b"])],
+            _seed_files(tmp_path, 0, [True, True, False], [False, True, True]),
+        ),
+        1: (
+            [_decision(f"p{i}", w) for i, w in enumerate(["tie", "tie", "tie"])],
+            _seed_files(tmp_path, 1, [True, False, False], [True, False, False]),
+        ),
+    }
+    pooled = summary.seeds_summary("02", "cpu", "verifiable-heldout", per_seed)
+    assert pooled["seeds"] == [0, 1] and pooled["estimator"] == "crossed-random-effects"
+    (entry,) = pooled["comparisons"]
+    assert (entry["n"], entry["wins"], entry["losses"], entry["ties"]) == (6, 1, 1, 4)
+    assert entry["accuracy_diff"] == 0.0
+    assert entry["accuracy_diff_ci"] == pytest.approx([-0.5657929, 0.5657929], abs=1e-7)
+    assert [row["accuracy_diff"] for row in entry["by_seed"]] == [0.0, 0.0]
+    assert entry["by_seed"][1]["accuracy_diff_ci"] == [0.0, 0.0]  # seed 1: no discordant prompt, exact interval 0
+    # win scores per prompt: seed 0 = 1, .5, 0; seed 1 = .5, .5, .5 -> the same table shifted by 0.5, halved
+    assert entry["win_rate"] == 0.5 and entry["ci"] == pytest.approx([0.5 - 0.2828964, 0.5 + 0.2828964], abs=1e-7)
+    dual = pooled["systems"]["dualloop"]
+    assert dual["strict_by_seed"] == [2 / 3, 1 / 3] and dual["strict_accuracy"] == 0.5
+    assert dual["strict_spread"] == pytest.approx(1 / 3) and dual["n"] == 3
+    assert pooled["by_seed"]["1"]["systems"]["base"]["strict_accuracy"] == 1 / 3
+    (pair,) = pooled["pairs"]
+    assert pair["win_rate"] == entry["win_rate"] and pair["win_rate_by_seed"] == [0.5, 0.5]
+
+    table = report.summary_comparison_table(pooled)
+    assert table.columns[-1] == "Δ strict by seed (0, 1)" and table.rows[0][-1] == "+0.0 / +0.0"
+    assert table.rows[0][1] == "50.0% [21.7, 78.3]" and table.rows[0][2:4] == ["6", "4"]
+    accuracy = report.accuracy_table(pooled)
+    assert accuracy.columns[-2:] == ["Strict by seed (0, 1)", "Spread (points)"]
+    assert accuracy.rows[0][-2:] == ["66.7 / 33.3", "33.3"]
+    judges = report.judge_table([], summary=pooled)
+    assert judges.columns == ["Method", "gold-checker", "Aggregated", "Δ strict accuracy", "Δ strict by seed (0, 1)"]
+    assert judges.rows[0][0] == "vs. Base" and judges.rows[0][1] == judges.rows[0][2] == "50.0% [21.7, 78.3]"
+
+
+def test_seeds_that_judged_different_prompts_are_refused(tmp_path):
+    per_seed = {
+        0: ([_decision("p0", "a")], _seed_files(tmp_path, 0, [True], [False])),
+        1: ([_decision("p1", "a")], _seed_files(tmp_path, 1, [True, True], [False, False])),
+    }
+    with pytest.raises(ValueError, match=r"the seeds \[0, 1\] share 1 judged prompts"):
+        summary.seeds_summary("02", "cpu", "verifiable-heldout", per_seed)
