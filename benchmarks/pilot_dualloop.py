@@ -7,7 +7,7 @@ Each (config, seed) is one DualLoop-DPO training run of the profile (kept in the
 so a rerun trains nothing new). Nothing is generated or judged: the choice rests on the training
 dynamics only (does the KL EMA reach the target band and stay there; do the dead-band and the clip
 act), never on evaluation prompts. Printed per run: the controller facts
-(:func:`dualloop.controller_facts.controller_facts`) and the trajectory step by step (KL, KL EMA,
+(:func:`dualloop.controller_facts.run_facts`) and the trajectory step by step (KL, KL EMA,
 β_base); written to ``OUT/pilot_dualloop.json``.
 """
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from dualloop.__main__ import experiment_from_profile
-    from dualloop.controller_facts import controller_facts
+    from dualloop.controller_facts import run_facts
 
     experiment = experiment_from_profile(args.profile, args.out, [])
     rows = []
@@ -64,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             run = experiment.with_seed(seed).train("dualloop", controller_kwargs=config)
             history = run.history()
-            facts = controller_facts(
-                history, kl_target=config.get("kl_target", 0.04), deadband=config.get("deadband", 0.1)
-            )
+            facts = run_facts(run)  # the run's own constants over DualLoop-DPO's defaults
             trajectory = [
                 {key: row.get(key) for key in ("step", "kl", "kl_ema", "beta/base", "kl/token")}
                 for row in history

@@ -115,12 +115,22 @@ def experiment_from_profile(
     return experiment if seed is None else experiment.with_seed(seed)
 
 
+def method_arguments(profile: str, method: str, experiment) -> dict:
+    """The training overrides a profile gives ``method`` as the phases give it: for ``dualloop``, the
+    profile's ``dualloop:`` controller constants (``--set training.controller_kwargs.*`` over them), so
+    that ``train``/``judge`` name the same run as phases 02-07."""
+    constants = load_yaml(REPO_ROOT / "params" / "profiles" / f"{check_profile_name(profile)}.yaml").get("dualloop")
+    if method != "dualloop" or not constants:
+        return {}
+    return {"controller_kwargs": {**constants, **(experiment.training.get("controller_kwargs") or {})}}
+
+
 def _train(args) -> int:
     overrides = {} if args.steps is None else {"max_steps": args.steps}
     if args.steps is not None and args.steps < 1:
         raise ParamsError(f"--steps {args.steps}: must be an integer >= 1")
     experiment = experiment_from_profile(args.profile, args.out, args.overrides, overrides, seed=args.seed)
-    run = experiment.train(args.method, **overrides)
+    run = experiment.train(args.method, **overrides, **method_arguments(args.profile, args.method, experiment))
     print(f"dualloop: run {run.id} ({args.method}, seed {experiment.seed}) complete: {run.path}")
     return 0
 
@@ -144,7 +154,7 @@ def _judge(args) -> int:
         else:
             systems.append(given)
             if given != BASE:
-                runs[given] = experiment.train(given)
+                runs[given] = experiment.train(given, **method_arguments(args.profile, given, experiment))
     name = f"{args.prompts}__{systems[0]}__vs__{systems[1]}"  # one judging of a comparison at a time
     with file_lock(experiment.results_dir / "decisions" / experiment.seed_folder / name):
         path = experiment.compare(*systems, args.prompts, runs=runs)

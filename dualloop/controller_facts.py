@@ -8,8 +8,10 @@ One dictionary per run, and a one-line ``line`` that phase summaries and noteboo
   (DualLoop-DPO's fast loop and ε-DPO's per-example steps move it off β_base);
 - ``beta_relative_range``: (max − min) / first of β_base; ``largest_step_change``: the largest
   factor ``exp|ln(β_t / β_{t−1})|`` between consecutive logged steps;
-- ``static_like``: β_base moved by less than :data:`STATIC_LIKE` of its first value over the run:
-  the controller's mechanism did not act materially, and a comparison with it is one with static β;
+- ``static_like``: β_base moved by less than :data:`STATIC_LIKE` of its first value over the run and
+  the β the loss used spans less than that fraction of its lowest value (DualLoop-DPO's fast loop
+  can spread it while β_base stays): the controller's mechanism did not act materially, and a
+  comparison with it is one with static β;
 - for DualLoop-DPO (rows that log ``kl_ema``): ``kl_ema_last`` against ``kl_target``, the steps
   whose KL EMA lay inside the dead-band ``|KL_ema − target| ≤ deadband · target``
   (``steps_in_band``, ``first_step_in_band``), and the controller's own counters of the steps
@@ -22,7 +24,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["STATIC_LIKE", "controller_facts"]
+__all__ = ["STATIC_LIKE", "controller_facts", "facts_line", "run_facts"]
 
 # β_base moving by less than this fraction of its first value over a run counts as "≈ static".
 STATIC_LIKE = 0.10
@@ -45,15 +47,16 @@ def controller_facts(
     highs = [float(row["beta/max"]) for row in rows if "beta/max" in row]
     steps = [math.exp(abs(math.log(b / a))) for a, b in zip(bases, bases[1:]) if a > 0 and b > 0]
     relative = (max(bases) - min(bases)) / bases[0]
+    used = [min(lows), max(highs)] if lows and highs else [min(bases), max(bases)]
     facts: dict[str, Any] = {
         "steps": int(rows[-1].get("step", len(rows))),
         "beta_base_first": bases[0],
         "beta_base_last": bases[-1],
         "beta_base_range": [min(bases), max(bases)],
-        "beta_used_range": [min(lows), max(highs)] if lows and highs else [min(bases), max(bases)],
+        "beta_used_range": used,
         "beta_relative_range": relative,
         "largest_step_change": max(steps, default=1.0),
-        "static_like": relative < STATIC_LIKE,
+        "static_like": relative < STATIC_LIKE and (used[1] - used[0]) < STATIC_LIKE * used[0],
     }
     ema_rows = [row for row in rows if isinstance(row.get("kl_ema"), (int, float))]
     if ema_rows and kl_target is not None:

@@ -187,22 +187,25 @@ class Experiment:
             evaluation,
         )
 
-    seed_folder: str = ""  # "" for the profile's seed; "seed-<n>" for another (decisions and scores go there)
+    # The seed the experiment was built with; under another seed (with_seed) decisions and instruction
+    # scores go to the subfolder seed_folder, "seed-<n>".
+    home_seed: int | None = None
+    seed_folder: str = ""
 
     def with_seed(self, seed: int) -> Experiment:
         """The same settings under another seed (training, data subsample and label noise, the smoke
         model's initialisation, the judges' position coin): each (method, seed) is its own run of the
-        registry, and its decisions and instruction scores are kept under ``seed-<n>/``. The
-        experiment's own seed returns the experiment itself."""
+        registry, and its decisions and instruction scores are kept under ``seed-<n>/`` (the seed the
+        experiment was built with keeps the folders themselves)."""
         (seed,) = check_seeds([seed])
-        if seed == self.seed:
-            return self
+        home = self.seed if self.home_seed is None else self.home_seed
         model = dataclasses.replace(self.model, seed=seed)
-        return dataclasses.replace(self, seed=seed, model=model, seed_folder=f"seed-{seed}")
+        folder = "" if seed == home else f"seed-{seed}"
+        return dataclasses.replace(self, seed=seed, model=model, home_seed=home, seed_folder=folder)
 
     def seeded(self, seeds: Sequence[int] | None) -> dict[int, Experiment]:
-        """seed -> :meth:`with_seed` for a phase's ``seeds`` (None or empty list: the experiment's own
-        seed); a non-list, a repeated or a non-integer seed is a ``ValueError`` naming ``seeds``."""
+        """seed -> :meth:`with_seed` for a phase's ``seeds`` (None: the experiment's own seed alone); an
+        empty list, a repeated or a non-integer seed is a ``ValueError`` naming ``seeds``."""
         chosen = [self.seed] if seeds is None else check_seeds(list(seeds) if isinstance(seeds, tuple) else seeds)
         return {seed: self.with_seed(seed) for seed in chosen}
 
@@ -517,7 +520,7 @@ class Experiment:
         self, system_a: str, system_b: str, prompt_set: str, *, runs: Mapping[str, Any], both_orders: bool | None = None
     ) -> Path:
         """Judge ``system_a`` against ``system_b`` on ``prompt_set`` with every judge; returns the
-        decisions file ``results/decisions/<prompt_set>__<a>__vs__<b>[__both-orders].jsonl``
+        decisions file ``results/decisions/[seed-<n>/]<prompt_set>__<a>__vs__<b>[__both-orders].jsonl``
         (rewritten; judged in both orders when ``both_orders``, default the evaluation section's).
         Before any API call it prints each API judge's calls, tokens and US dollars
         (:mod:`dualloop.judges.cost`) and raises ``CostCapExceeded`` (a ValueError) when together
@@ -550,7 +553,7 @@ class Experiment:
     def instruction_scores(self, system: str, prompt_set: str, run=None) -> Path:
         """Check ``system``'s response to every prompt of a verifiable prompt set, strictly and
         loosely (IFEval's two criteria); returns the file
-        ``results/accuracy/<prompt_set>__<system>.jsonl`` (rewritten), one line per prompt:
+        ``results/accuracy/[seed-<n>/]<prompt_set>__<system>.jsonl`` (rewritten), one line per prompt:
         ``{"prompt_id", "instruction_ids", "strict": [bool per instruction], "loose": [...]}``."""
         import json
 

@@ -573,14 +573,31 @@ def win_rate_figure(
     alpha: float = 0.05,
     names: Mapping[str, str] | None = None,
     title: str = "",
+    summary: Mapping | None = None,
 ):
-    """Bars of system_a's win rate per comparison with (1 - alpha) interval whiskers and a 50 % line."""
+    """Bars of system_a's win rate per comparison with (1 - alpha) interval whiskers and a 50 % line.
+    With a several-seed phase ``summary`` the bars are its pooled win rates (``pairs``: seeds and
+    prompts crossed) and each seed's win rate is a hollow dot: the decisions of several seeds are not
+    independent draws, so they are not pooled as if they were."""
     rates = win_rates(decisions, method=method, alpha=alpha)
-    labels = [f"{display_name(a, names)}\nvs. {display_name(b, names)}" for a, b in rates]
     values = [100 * r.rate for r in rates.values()]
     errors = [[100 * (r.rate - r.low) for r in rates.values()], [100 * (r.high - r.rate) for r in rates.values()]]
+    seed_dots: list[list[float]] = [[] for _ in rates]
+    if summary is not None and len(summary.get("seeds") or []) > 1:
+        pairs = {(p["a"], p["b"]): p for p in summary["pairs"]}
+        chosen = [pairs[key] for key in rates]
+        values = [100 * p["win_rate"] for p in chosen]
+        errors = [
+            [v - 100 * p["ci"][0] for v, p in zip(values, chosen)],
+            [100 * p["ci"][1] - v for v, p in zip(values, chosen)],
+        ]
+        seed_dots = [[100 * w for w in p["win_rate_by_seed"]] for p in chosen]
+    labels = [f"{display_name(a, names)}\nvs. {display_name(b, names)}" for a, b in rates]
     figure, (axis,) = _figure(max(3.0, 1.3 * len(rates) + 1), 3.2)
     axis.bar(range(len(values)), values, yerr=errors, capsize=4, color="#4c72b0")
+    for index, dots in enumerate(seed_dots):
+        if dots:
+            axis.scatter([index + 0.25] * len(dots), dots, facecolors="none", edgecolors="black", s=20, zorder=3)
     axis.axhline(50, color="grey", linestyle=":", linewidth=1)
     axis.set_xticks(range(len(values)), labels, fontsize=8)
     axis.set_ylim(0, 100)

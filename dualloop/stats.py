@@ -61,13 +61,15 @@ def round_half_up(value: float, digits: int = 1) -> float:
     return math.floor(abs(value) * scale + 0.5 + 1e-9) / scale * (1 if value >= 0 else -1)
 
 
-def _check_number(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+def _check_number(name: str, value: float, *, negative: bool = False, boolean: bool = False) -> float:
+    """A finite number (a bool only with ``boolean``), not negative unless ``negative``."""
+    numbers = (int, float, np.integer, np.floating) + ((bool, np.bool_) if boolean else ())
+    if isinstance(value, bool) and not boolean or not isinstance(value, numbers):
         raise ValueError(f"{name}={value!r} must be a number")
     value = float(value)
     if math.isnan(value) or math.isinf(value):
         raise ValueError(f"{name}={value!r} must be finite")
-    if value < 0:
+    if value < 0 and not negative:
         raise ValueError(f"{name}={value!r} must not be negative")
     return value
 
@@ -445,14 +447,6 @@ def paired_accuracy_difference(
 # --- several seeds: one estimate over seeds and prompts ----------------------------------------
 
 
-def _finite_value(name: str, value: float) -> float:
-    if not isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
-        raise ValueError(f"{name}={value!r} must be a number")
-    if not math.isfinite(float(value)):
-        raise ValueError(f"{name}={value!r} must be finite")
-    return float(value)
-
-
 @dataclass(frozen=True)
 class SeedPooled:
     """The mean of a per-prompt quantity over S seeds × N prompts (the same prompts in every seed),
@@ -460,13 +454,14 @@ class SeedPooled:
 
     ``var_seed``, ``var_prompt`` and ``var_residual`` are the estimated variance components of the
     crossed model x[s, i] = μ + a_s + b_i + e_si (:func:`pooled_over_seeds`); ``se`` is the standard
-    error of ``estimate``.
+    error of ``estimate`` and ``df`` the Satterthwaite degrees of freedom of its interval.
     """
 
     estimate: float
     low: float
     high: float
     se: float
+    df: float
     by_seed: tuple[float, ...]
     n_prompts: int
     var_seed: float
@@ -491,15 +486,24 @@ def pooled_over_seeds(
     MS_residual = Σ_si (x_si − x̄_s − x̄_i + x̄)² / ((S − 1)(N − 1)), the moment (ANOVA)
     estimators, each truncated at 0, are σ²_e = MS_residual, σ²_a = (MS_seed − MS_residual) / N,
     σ²_b = (MS_prompt − MS_residual) / S, and Var(x̄) = σ²_a / S + σ²_b / N + σ²_e / (S N).
-    The interval is x̄ ± z_{1−α/2} √Var(x̄), kept inside ``bounds``. A seed that changes nothing
-    (the base model's greedy answers) contributes no seed variance, and the interval is then the
-    one-seed Wald interval of the shared answers; seeds that disagree beyond prompt noise widen it.
-    Needs S ≥ 2 seeds and N ≥ 2 prompts (one seed: use the one-seed statistics).
+    Var(x̄) is a linear combination Σ_k c_k MS_k of the mean squares (each component kept contributes
+    its MS and subtracts MS_residual, all over S N), so the interval is x̄ ± t_{1−α/2, ν} √Var(x̄) with
+    Satterthwaite's ν = (Σ_k c_k MS_k)² / Σ_k (c_k MS_k)² / df_k (df: S − 1, N − 1, (S − 1)(N − 1)):
+    when the seeds' disagreement dominates, ν is near S − 1 and the interval is as wide as a few seeds
+    allow; when the prompts dominate, ν is near N − 1 and t is about z. It is kept inside ``bounds``.
+    Seeds that change nothing (the same answers under every seed) give no seed or residual variance:
+    Var(x̄) is the shared answers' sample variance over N, with ν = N − 1. Needs S ≥ 2 seeds and
+    N ≥ 2 prompts (one seed: use the one-seed statistics).
     """
-    from scipy.stats import norm
+    from scipy.stats import t as student_t
 
     alpha = _check_alpha(alpha)
-    rows = [[_finite_value(f"values[{s}][{i}]", v) for i, v in enumerate(row)] for s, row in enumerate(values)]
+    if not bounds[0] < bounds[1]:
+        raise ValueError(f"pooled_over_seeds: bounds={bounds!r} must be (low, high) with low < high")
+    rows = [
+        [_check_number(f"values[{s}][{i}]", v, negative=True, boolean=True) for i, v in enumerate(row)]
+        for s, row in enumerate(values)
+    ]
     if len({len(row) for row in rows}) > 1:
         raise ValueError(f"pooled_over_seeds: every seed must score the same prompts, got {[len(r) for r in rows]}")
     table = np.asarray(rows, dtype=float)
@@ -512,17 +516,28 @@ def pooled_over_seeds(
     ms_prompt = seeds * float(((prompt_means - grand) ** 2).sum()) / (prompts - 1)
     residual = table - seed_means[:, None] - prompt_means[None, :] + grand
     ms_residual = float((residual**2).sum()) / ((seeds - 1) * (prompts - 1))
-    var_seed = max(0.0, (ms_seed - ms_residual) / prompts)
-    var_prompt = max(0.0, (ms_prompt - ms_residual) / seeds)
+    # a component is kept where its mean square exceeds the residual's beyond rounding
+    kept_seed, kept_prompt = (ms - ms_residual > 1e-12 * max(ms, ms_residual) for ms in (ms_seed, ms_prompt))
+    var_seed = (ms_seed - ms_residual) / prompts if kept_seed else 0.0
+    var_prompt = (ms_prompt - ms_residual) / seeds if kept_prompt else 0.0
     variance = var_seed / seeds + var_prompt / prompts + ms_residual / (seeds * prompts)
     se = math.sqrt(variance)
-    z = float(norm.ppf(1 - alpha / 2))
-    low, high = max(bounds[0], grand - z * se), min(bounds[1], grand + z * se)
+    # Var(x̄) as Σ c_k MS_k: a kept component adds its mean square and subtracts the residual's
+    terms = [
+        (kept_seed * ms_seed, seeds - 1),
+        (kept_prompt * ms_prompt, prompts - 1),
+        ((1 - kept_seed - kept_prompt) * ms_residual, (seeds - 1) * (prompts - 1)),
+    ]
+    terms = [(value / (seeds * prompts), df) for value, df in terms if value != 0]
+    df = variance**2 / sum(value**2 / df for value, df in terms) if terms and variance > 0 else math.inf
+    half = float(student_t.ppf(1 - alpha / 2, df)) * se if variance > 0 else 0.0
+    low, high = max(float(bounds[0]), grand - half), min(float(bounds[1]), grand + half)
     return SeedPooled(
         grand,
         min(low, grand),
         max(high, grand),
         se,
+        df,
         tuple(float(m) for m in seed_means),
         prompts,
         var_seed,

@@ -21,12 +21,12 @@ experiment wrote: per-prompt instruction scores (``results/accuracy/*.jsonl``,
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from dualloop.judges import Decision
-from dualloop.stats import OUTCOME_SCORES, SeedPooled, accuracy, paired_accuracy_difference, pooled_over_seeds, win_rate
+from dualloop.stats import OUTCOME_SCORES, accuracy, paired_accuracy_difference, pooled_over_seeds, win_rate
 
 SYSTEM_FIELDS = ("n", "strict_accuracy", "strict_ci", "loose_accuracy", "loose_ci")
 COMPARISON_FIELDS = (
@@ -162,16 +162,9 @@ def _prompt_scores(decisions: Sequence[Decision]) -> dict[str, float]:
     return {prompt: sum(values) / len(values) for prompt, values in by_prompt.items()}
 
 
-def _common_prompts(what: str, keys_by_seed: Mapping[int, Sequence[str]]) -> list[str]:
-    """The prompt ids every seed has (sorted); an error naming ``what`` when no prompt is common."""
-    common = sorted(set.intersection(*(set(keys) for keys in keys_by_seed.values())))
-    if len(common) < 2:
-        raise ValueError(f"{what}: the seeds {sorted(keys_by_seed)} share {len(common)} judged prompts; need ≥ 2")
-    return common
-
-
-def _pooled(values_by_seed: Sequence[Sequence[float]], alpha: float, bounds: tuple[float, float]) -> SeedPooled:
-    return pooled_over_seeds(values_by_seed, alpha, bounds)
+def _common_prompts(keys_by_seed: Mapping[int, Iterable[str]]) -> list[str]:
+    """The prompt ids every seed has, sorted."""
+    return sorted(set.intersection(*(set(keys) for keys in keys_by_seed.values())))
 
 
 def seeds_summary(
@@ -211,10 +204,13 @@ def seeds_summary(
     for system in by_seed[seeds[0]]["systems"]:
         if not all(system in scores[seed] for seed in seeds):
             continue
-        prompts = _common_prompts(f"system {system}", {seed: list(scores[seed][system]) for seed in seeds})
+        prompts = _common_prompts({seed: list(scores[seed][system]) for seed in seeds})
+        if len(prompts) < 2 or any(len(scores[seed][system]) != len(prompts) for seed in seeds):
+            raise ValueError(f"system {system}: the seeds {seeds} did not score the same ≥ 2 prompts")
         entry: dict[str, Any] = {"n": len(prompts), "seeds": seeds}
         for criterion in ("strict", "loose"):
-            pooled = _pooled([[scores[s][system][p][criterion] for p in prompts] for s in seeds], alpha, (0.0, 1.0))
+            table = [[scores[s][system][p][criterion] for p in prompts] for s in seeds]
+            pooled = pooled_over_seeds(table, alpha, (0.0, 1.0))
             entry.update(
                 {
                     f"{criterion}_accuracy": pooled.estimate,
@@ -256,21 +252,29 @@ def seeds_summary(
 
 
 def _pooled_win_rate(a: str, b: str, decisions: Mapping[int, Sequence[Decision]], alpha: float) -> dict[str, Any]:
-    """The win rate of a over b pooled over seeds and prompts (each prompt's score: the mean over its decisions)."""
+    """The win rate of a over b pooled over seeds and prompts (each prompt's score: the mean over its
+    parseable decisions) on the prompts every seed decided (``n_prompts``; ``prompts_dropped`` counts
+    the others); None, as with one seed, where fewer than 2 prompts were decided in every seed."""
     seeds = sorted(decisions)
     prompt_scores = {seed: _prompt_scores(decisions[seed]) for seed in seeds}
-    prompts = _common_prompts(f"{a} vs {b}", {seed: list(prompt_scores[seed]) for seed in seeds})
-    pooled = _pooled([[prompt_scores[s][p] for p in prompts] for s in seeds], alpha, (0.0, 1.0))
+    prompts = _common_prompts({seed: prompt_scores[seed] for seed in seeds})
+    judged = set().union(*({d.prompt_id for d in decisions[seed]} for seed in seeds))
     outcomes = [d.outcome() for seed in seeds for d in decisions[seed]]
-    return {
+    entry: dict[str, Any] = {
         "a": a,
         "b": b,
         "n": sum(o is not None for o in outcomes),
         "ties": outcomes.count("tie"),
-        "win_rate": pooled.estimate,
-        "ci": [pooled.low, pooled.high],
-        "win_rate_by_seed": list(pooled.by_seed),
+        "n_prompts": len(prompts),
+        "prompts_dropped": len(judged) - len(prompts),
+        "win_rate": None,
+        "ci": None,
+        "win_rate_by_seed": None,
     }
+    if len(prompts) >= 2:
+        pooled = pooled_over_seeds([[prompt_scores[s][p] for p in prompts] for s in seeds], alpha, (0.0, 1.0))
+        entry.update(win_rate=pooled.estimate, ci=[pooled.low, pooled.high], win_rate_by_seed=list(pooled.by_seed))
+    return entry
 
 
 def _pooled_comparison(
@@ -280,7 +284,8 @@ def _pooled_comparison(
     by_seed: Mapping[int, Mapping[str, Any]],
     alpha: float,
 ) -> dict[str, Any]:
-    """One (a, b, judge) row pooled over seeds: summed counts, pooled win rate and paired difference."""
+    """One (a, b, judge) row pooled over seeds: summed counts, pooled win rate and paired difference
+    (on the prompts every seed judged, unparseable verdicts included: the accuracies do not depend on them)."""
     a, b, judge = key
     seeds = sorted(decisions)
     rows = {
@@ -305,17 +310,18 @@ def _pooled_comparison(
     }
     criterion = entry["accuracy"]
     if criterion is not None:
-        prompts = _common_prompts(f"{a} vs {b}", {s: [p for p in scores[s][a] if p in scores[s][b]] for s in seeds})
-        judged = set.intersection(*({d.prompt_id for d in decisions[s]} for s in seeds))
-        prompts = [p for p in prompts if p in judged]
-        pooled = _pooled(
-            [[float(scores[s][a][p][criterion]) - float(scores[s][b][p][criterion]) for p in prompts] for s in seeds],
+        judged = _common_prompts({s: [d.prompt_id for d in decisions[s]] for s in seeds})
+        if len(judged) < 2:
+            raise ValueError(f"{a} vs {b}: the seeds {seeds} judged {len(judged)} prompts in common; need ≥ 2")
+        pooled = pooled_over_seeds(
+            [[float(scores[s][a][p][criterion]) - float(scores[s][b][p][criterion]) for p in judged] for s in seeds],
             alpha,
             (-1.0, 1.0),
         )
         entry.update(
             accuracy_diff=pooled.estimate,
             accuracy_diff_ci=[pooled.low, pooled.high],
+            accuracy_diff_df=pooled.df,
             accuracy_diff_variance_components={
                 "seed": pooled.var_seed,
                 "prompt": pooled.var_prompt,

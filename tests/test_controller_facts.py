@@ -6,10 +6,10 @@ from dualloop.controller_facts import STATIC_LIKE, controller_facts, run_facts
 from dualloop.experiment import Experiment
 
 
-def _rows(bases, kl_emas=None, deadband_held=0, clip_acted=0):
+def _rows(bases, kl_emas=None, deadband_held=0, clip_acted=0, spread=2.0):
     rows = []
     for step, base in enumerate(bases, start=1):
-        row = {"step": step, "loss": 0.6, "beta/base": base, "beta/min": base, "beta/max": 2 * base}
+        row = {"step": step, "loss": 0.6, "beta/base": base, "beta/min": base, "beta/max": spread * base}
         if kl_emas is not None:
             row.update(
                 {
@@ -41,9 +41,12 @@ def test_facts_of_a_dualloop_log_by_hand():
 
 
 def test_a_beta_that_moves_less_than_the_threshold_is_static_like():
-    # ε-DPO's β over 16 cpu steps moved 0.100 → 0.095: 5 % < 10 %.
-    facts = controller_facts(_rows([0.1, 0.098, 0.096, 0.095]))
+    # ε-DPO's β over 16 cpu steps moved 0.100 → 0.095: 5 % < 10 %, and its per-example β̃ = β / (1 ± ε)
+    # spans 2 % at ε = 0.01.
+    facts = controller_facts(_rows([0.1, 0.098, 0.096, 0.095], spread=1.02))
     assert STATIC_LIKE == 0.10 and facts["static_like"]
+    # DualLoop-DPO's fast loop spreads the β the loss uses (here 0.1-0.2) while β_base stays: not static-like
+    assert not controller_facts(_rows([0.1, 0.1, 0.1, 0.1]))["static_like"]
     assert facts["beta_relative_range"] == pytest.approx(0.05) and "≈ static" in facts["line"]
     assert "kl_ema_last" not in facts  # not a DualLoop-DPO log
     # step factors 0.1 / 0.098, 0.098 / 0.096, 0.096 / 0.095: the largest is 0.098 / 0.096

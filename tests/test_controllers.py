@@ -145,10 +145,10 @@ def test_dualloop_trajectory_matches_hand_computation(ablation):
 
 def test_dualloop_kl_ema_starts_at_the_target_so_a_zero_first_kl_is_one_alpha_step_below_it():
     # A LoRA run's first KL is exactly 0 (the adapter starts at zero). Started at the target, the EMA is
-    # (1 - 0.1) * 0.04 = 0.036 after it: e = -0.1, inside the dead-band, so β_base is held.
-    controller = DualLoop(kl_target=0.04, ema_alpha=0.1, deadband=0.1)
+    # (1 - 0.05) * 0.04 = 0.038 after it: e = -0.05, inside the 10 % dead-band, so β_base is held.
+    controller = DualLoop(kl_target=0.04, ema_alpha=0.05, deadband=0.1)
     controller.step(stats_of([0.0], kl=0.0))
-    assert controller.kl_ema == pytest.approx(0.036, abs=1e-15) and controller.beta_base == 0.1
+    assert controller.kl_ema == pytest.approx(0.038, abs=1e-15) and controller.beta_base == 0.1
     assert controller.metrics()["controller/deadband_held"] == 1
     # Started at the first KL, the same step is e = -1: β_base = 0.1 * exp(0.01 * -1).
     first = DualLoop(kl_target=0.04, ema_alpha=0.1, deadband=0.1, kl_ema_init="first")

@@ -373,7 +373,8 @@ def test_each_seed_is_its_own_run_and_the_same_seed_reuses_it(tmp_path, capsys):
     first, second = built.train("static"), built.with_seed(1).train("static")
     assert first.id != second.id and (first.config["seed"], second.config["seed"]) == (0, 1)
     assert built.with_seed(1).train("static").id == second.id and "reusing" in capsys.readouterr().out
-    assert built.with_seed(0) is built and built.with_seed(1).seed_folder == "seed-1"
+    assert built.with_seed(0).seed_folder == "" and built.with_seed(1).seed_folder == "seed-1"
+    assert built.with_seed(1).with_seed(0).seed_folder == ""  # the seed it was built with keeps the folders
     assert list(built.seeded(None)) == [0] and list(built.seeded([2, 1])) == [2, 1]
     for bad, message in (
         ([], "non-empty"),
@@ -391,3 +392,14 @@ def test_a_dualloop_runs_identity_names_where_its_kl_ema_starts(tmp_path):
     chosen = built.run_config("dualloop", controller_kwargs={"kl_target": 0.5, "kl_ema_init": "first"})
     assert chosen["training"]["controller_kwargs"] == {"kl_ema_init": "first", "kl_target": 0.5}
     assert "controller_kwargs" not in built.run_config("static")["training"]  # other methods keep their ids
+
+
+def test_train_and_judge_give_dualloop_the_profiles_constants_as_the_phases_do(tmp_path):
+    from dualloop.__main__ import experiment_from_profile, method_arguments
+
+    cpu = experiment_from_profile("cpu", tmp_path, [])
+    constants = load_yaml(REPO_ROOT / "params" / "profiles" / "cpu.yaml")["dualloop"]
+    assert method_arguments("cpu", "dualloop", cpu) == {"controller_kwargs": constants}
+    assert method_arguments("cpu", "static", cpu) == {} and method_arguments("smoke", "dualloop", cpu) == {}
+    edited = experiment_from_profile("cpu", tmp_path, ["training.controller_kwargs.lam=2.5"])
+    assert method_arguments("cpu", "dualloop", edited)["controller_kwargs"] == {**constants, "lam": 2.5}

@@ -93,6 +93,17 @@ def test_tables_are_written_as_markdown_and_latex_with_their_rows(smoke_run, tab
     assert "\\begin{tabular}" in (out / "tables" / f"{table}.tex").read_text()
 
 
+def test_phase2_keeps_each_seeds_decisions_and_checks_and_pools_them(smoke_run):
+    out, _ = smoke_run  # smoke: phase 02 under seeds 0 and 1
+    assert (out / "results" / "decisions" / "verifiable-heldout__dualloop__vs__base.jsonl").is_file()
+    assert (out / "results" / "decisions" / "seed-1" / "verifiable-heldout__dualloop__vs__base.jsonl").is_file()
+    assert (out / "results" / "accuracy" / "seed-1" / "verifiable-heldout__dualloop.jsonl").is_file()
+    result = json.loads((out / "results" / "02_main_comparison.json").read_text())
+    assert result["seeds"] == [0, 1] and sorted(result["by_seed"]) == ["0", "1"]
+    runs = result["systems"]["dualloop"]["runs"]
+    assert len(set(runs)) == 2 and set(result["systems"]["dualloop"]["controller"]) == {"0", "1"}
+
+
 def test_figures_are_written_as_png_and_pdf(smoke_run):
     out, _ = smoke_run
     for stem in (

@@ -278,7 +278,7 @@ def test_controller_table_lists_each_run_per_seed_and_reuse_notes_name_reused_ab
             "beta/base": 0.1,
             "beta/min": 0.2,
             "beta/max": 0.5,
-            "kl_ema": 0.45,
+            "kl_ema": 0.47,
             "controller/deadband_held": 1,
             "controller/clip_acted": 0,
         },

@@ -331,36 +331,41 @@ def test_no_discordant_prompt_gives_a_zero_difference_and_bad_input_is_named():
 
 
 def test_pooled_over_seeds_equals_the_crossed_anova_by_hand_with_a_seed_without_discordant_prompts():
-    # Paired differences a - b, 2 seeds x 3 prompts; seed 1 has no discordant prompt.
-    # Grand mean 0; seed means 0, 0 -> MS_seed 0; prompt means 0.5, 0, -0.5 -> MS_prompt = 2 * 0.5 / 2 = 0.5;
-    # residuals ±0.5 at prompts 0 and 2 of both seeds -> MS_residual = 1 / (1 * 2) = 0.5.
-    # var_seed = var_prompt = 0 (truncated), Var = 0.5 / (2 * 3) -> se = 0.2886751; z * se = 0.5657929.
-    pooled = pooled_over_seeds([[1, 0, -1], [0, 0, 0]])
-    assert pooled.estimate == 0.0 and pooled.by_seed == (0.0, 0.0) and pooled.n_prompts == 3
-    assert (pooled.var_seed, pooled.var_prompt, pooled.var_residual) == (0.0, 0.0, 0.5)
-    assert pooled.se == pytest.approx(math.sqrt(0.5 / 6), rel=1e-12)
-    assert (pooled.low, pooled.high) == pytest.approx((-0.5657929, 0.5657929), abs=1e-7)
+    # Paired differences a - b, 2 seeds x 6 prompts; seed 1 has no discordant prompt. Grand mean 1/6;
+    # seed means 1/3, 0 -> MS_seed = 6 * 2 * (1/6)^2 / 1 = 1/3; prompt means 1/2, 1/2, 1/2, 0, 0, -1/2 ->
+    # MS_prompt = 2 * (3/9 + 2/36 + 4/9) / 5 = 1/3; residuals ±1/3 (x3), ∓1/6 (x2), ∓2/3 per seed ->
+    # MS_residual = 2 * 5/6 / (1 * 5) = 1/3. Both components truncate to 0, Var = (1/3) / 12 = 1/36, se = 1/6,
+    # and the interval has the residual's (S - 1)(N - 1) = 5 degrees of freedom: t = 2.5705818.
+    pooled = pooled_over_seeds([[1, 1, 1, 0, 0, -1], [0, 0, 0, 0, 0, 0]])
+    assert pooled.estimate == pytest.approx(1 / 6) and pooled.by_seed == pytest.approx((1 / 3, 0.0))
+    assert (pooled.var_seed, pooled.var_prompt) == (0.0, 0.0) and pooled.var_residual == pytest.approx(1 / 3)
+    assert pooled.se == pytest.approx(1 / 6, rel=1e-12) and pooled.df == pytest.approx(5.0)
+    half = 2.5705818 / 6
+    assert (pooled.low, pooled.high) == pytest.approx((1 / 6 - half, 1 / 6 + half), abs=1e-7)
 
 
 def test_pooled_over_seeds_counts_seed_prompt_and_residual_variance_by_hand():
-    # 2 seeds x 4 prompts of passes. Grand 0.5; seed means 0.75, 0.25 -> MS_seed = 4 * 2 * 0.0625 / 1 = 0.5;
+    # 2 seeds x 4 prompts. Grand 0.5; seed means 0.75, 0.25 -> MS_seed = 4 * 2 * 0.0625 / 1 = 0.5;
     # prompt means 0.5, 0.5, 0, 1 -> MS_prompt = 2 * 0.5 / 3 = 1/3; every residual is ±0.25 ->
     # MS_residual = 8 * 0.0625 / 3 = 1/6. var_seed = (0.5 - 1/6) / 4 = 1/12, var_prompt = (1/3 - 1/6) / 2 = 1/12,
-    # Var = (1/12) / 2 + (1/12) / 4 + (1/6) / 8 = 1/12 -> se = 0.2886751; 0.5 + 0.5657929 is kept at the bound 1.
+    # Var = (MS_seed + MS_prompt - MS_residual) / 8 = 1/12 -> se = 0.2886751. Satterthwaite:
+    # (1/12)^2 / ((0.5/8)^2 / 1 + (1/24)^2 / 3 + (1/48)^2 / 3) = 1.5 degrees of freedom; t = 6.0 or so puts
+    # both ends at the bounds.
     pooled = pooled_over_seeds([[1, 1, 0, 1], [0, 0, 0, 1]])
     assert pooled.estimate == 0.5 and pooled.by_seed == (0.75, 0.25)
     assert pooled.var_seed == pytest.approx(1 / 12) and pooled.var_prompt == pytest.approx(1 / 12)
     assert pooled.var_residual == pytest.approx(1 / 6)
-    assert pooled.se == pytest.approx(math.sqrt(1 / 12), rel=1e-12)
-    assert pooled.low == pytest.approx(0.5 - 0.5657929, abs=1e-7) and pooled.high == 1.0
+    assert pooled.se == pytest.approx(math.sqrt(1 / 12), rel=1e-12) and pooled.df == pytest.approx(1.5)
+    assert (pooled.low, pooled.high) == (-1.0, 1.0)
 
 
-def test_seeds_that_change_nothing_give_the_one_seed_interval_of_the_shared_answers():
-    # The base model's greedy answers are the same under every seed: no seed variance, and the standard
-    # error is the one-seed sd / sqrt(N) (sample variance 1/3 of [1, 0, 1, 0]), not smaller.
+def test_seeds_that_change_nothing_give_the_shared_answers_sample_variance_with_n_minus_1_df():
+    # The same answers under every seed: no seed or residual variance; the standard error is the answers'
+    # sample sd (variance 1/3 of [1, 0, 1, 0]) over sqrt(N), not smaller for three seeds, and t has N - 1 = 3 df.
     pooled = pooled_over_seeds([[True, False, True, False]] * 3, bounds=(0.0, 1.0))
     assert pooled.var_seed == 0.0 and pooled.var_residual == 0.0
-    assert pooled.se == pytest.approx(math.sqrt((1 / 3) / 4), rel=1e-12)
+    assert pooled.se == pytest.approx(math.sqrt((1 / 3) / 4), rel=1e-12) and pooled.df == pytest.approx(3.0)
+    assert pooled.high == 1.0 and pooled.low == 0.0  # 0.5 ± 3.182 * 0.289, kept inside the bounds
 
 
 @pytest.mark.parametrize(
@@ -370,8 +375,9 @@ def test_seeds_that_change_nothing_give_the_one_seed_interval_of_the_shared_answ
         ([[1, 0], [1]], "same prompts"),
         ([[1, float("nan")], [0, 1]], "finite"),
         ([[1, "yes"], [0, 1]], "must be a number"),
+        ([[1, 0], [0, 1]], "bounds"),
     ],
 )
 def test_pooled_over_seeds_refuses_what_it_cannot_pool(values, message):
     with pytest.raises(ValueError, match=message):
-        pooled_over_seeds(values)
+        pooled_over_seeds(values, bounds=(1.0, 0.0) if message == "bounds" else (-1.0, 1.0))

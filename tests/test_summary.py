@@ -143,50 +143,77 @@ def test_one_seed_gives_the_one_seed_summary_unchanged(tmp_path):
 
 
 def test_two_seeds_pool_the_paired_difference_by_hand_with_a_seed_without_discordant_prompts(tmp_path):
-    # Seed 0: dualloop - base per prompt = 1, 0, -1; seed 1: both pass the same prompts -> 0, 0, 0.
-    # As in test_stats: estimate 0, interval ±1.959964 * sqrt(0.5 / 6) = ±0.5657929.
+    # Seed 0: dualloop - base per prompt = 1, 1, 1, 0, 0, -1; seed 1: both pass the same prompt -> all 0.
+    # As in test_stats: estimate 1/6, se 1/6, 5 degrees of freedom, interval 1/6 ± 2.5705818 / 6.
     per_seed = {
         0: (
-            [_decision(f"p{i}", w) for i, w in enumerate(["a", "tie", "b"])],
-            _seed_files(tmp_path, 0, [True, True, False], [False, True, True]),
+            [_decision(f"p{i}", w) for i, w in enumerate(["a", "a", "a", "tie", "tie", "b"])],
+            _seed_files(tmp_path, 0, [True, True, True, False, True, False], [False, False, False, False, True, True]),
         ),
         1: (
-            [_decision(f"p{i}", w) for i, w in enumerate(["tie", "tie", "tie"])],
-            _seed_files(tmp_path, 1, [True, False, False], [True, False, False]),
+            [_decision(f"p{i}", "tie") for i in range(6)],
+            _seed_files(tmp_path, 1, [True] + [False] * 5, [True] + [False] * 5),
         ),
     }
     pooled = summary.seeds_summary("02", "cpu", "verifiable-heldout", per_seed)
     assert pooled["seeds"] == [0, 1] and pooled["estimator"] == "crossed-random-effects"
     (entry,) = pooled["comparisons"]
-    assert (entry["n"], entry["wins"], entry["losses"], entry["ties"]) == (6, 1, 1, 4)
-    assert entry["accuracy_diff"] == 0.0
-    assert entry["accuracy_diff_ci"] == pytest.approx([-0.5657929, 0.5657929], abs=1e-7)
-    assert [row["accuracy_diff"] for row in entry["by_seed"]] == [0.0, 0.0]
+    assert (entry["n"], entry["wins"], entry["losses"], entry["ties"]) == (12, 3, 1, 8)
+    half = 2.5705818 / 6
+    assert entry["accuracy_diff"] == pytest.approx(1 / 6) and entry["accuracy_diff_df"] == pytest.approx(5.0)
+    assert entry["accuracy_diff_ci"] == pytest.approx([1 / 6 - half, 1 / 6 + half], abs=1e-7)
+    assert [row["accuracy_diff"] for row in entry["by_seed"]] == pytest.approx([1 / 3, 0.0])
     assert entry["by_seed"][1]["accuracy_diff_ci"] == [0.0, 0.0]  # seed 1: no discordant prompt, exact interval 0
-    # win scores per prompt: seed 0 = 1, .5, 0; seed 1 = .5, .5, .5 -> the same table shifted by 0.5, halved
-    assert entry["win_rate"] == 0.5 and entry["ci"] == pytest.approx([0.5 - 0.2828964, 0.5 + 0.2828964], abs=1e-7)
+    # win scores per prompt are 1/2 + (a - b)/2 here: the same table halved -> 7/12 ± half / 2
+    assert entry["win_rate"] == pytest.approx(7 / 12)
+    assert entry["ci"] == pytest.approx([7 / 12 - half / 2, 7 / 12 + half / 2], abs=1e-7)
     dual = pooled["systems"]["dualloop"]
-    assert dual["strict_by_seed"] == [2 / 3, 1 / 3] and dual["strict_accuracy"] == 0.5
-    assert dual["strict_spread"] == pytest.approx(1 / 3) and dual["n"] == 3
-    assert pooled["by_seed"]["1"]["systems"]["base"]["strict_accuracy"] == 1 / 3
+    assert dual["strict_by_seed"] == pytest.approx([4 / 6, 1 / 6]) and dual["strict_accuracy"] == pytest.approx(5 / 12)
+    assert dual["strict_spread"] == pytest.approx(0.5) and dual["n"] == 6
+    assert pooled["by_seed"]["1"]["systems"]["base"]["strict_accuracy"] == pytest.approx(1 / 6)
     (pair,) = pooled["pairs"]
-    assert pair["win_rate"] == entry["win_rate"] and pair["win_rate_by_seed"] == [0.5, 0.5]
+    assert pair["win_rate"] == entry["win_rate"] and pair["win_rate_by_seed"] == pytest.approx([2 / 3, 0.5])
+    assert (pair["n_prompts"], pair["prompts_dropped"]) == (6, 0)
 
     table = report.summary_comparison_table(pooled)
-    assert table.columns[-1] == "Δ strict by seed (0, 1)" and table.rows[0][-1] == "+0.0 / +0.0"
-    assert table.rows[0][1] == "50.0% [21.7, 78.3]" and table.rows[0][2:4] == ["6", "4"]
+    assert table.columns[-1] == "Δ strict by seed (0, 1)" and table.rows[0][-1] == "+33.3 / +0.0"
+    assert table.rows[0][2:4] == ["12", "8"]
+    low, high = (round(100 * (7 / 12 + sign * half / 2), 1) for sign in (-1, 1))
+    assert table.rows[0][1] == f"58.3% [{low:.1f}, {high:.1f}]"
     accuracy = report.accuracy_table(pooled)
     assert accuracy.columns[-2:] == ["Strict by seed (0, 1)", "Spread (points)"]
-    assert accuracy.rows[0][-2:] == ["66.7 / 33.3", "33.3"]
+    assert accuracy.rows[0][-2:] == ["66.7 / 16.7", "50.0"]
     judges = report.judge_table([], summary=pooled)
     assert judges.columns == ["Method", "gold-checker", "Aggregated", "Δ strict accuracy", "Δ strict by seed (0, 1)"]
-    assert judges.rows[0][0] == "vs. Base" and judges.rows[0][1] == judges.rows[0][2] == "50.0% [21.7, 78.3]"
+    assert judges.rows[0][0] == "vs. Base" and judges.rows[0][1] == judges.rows[0][2] == table.rows[0][1]
 
 
-def test_seeds_that_judged_different_prompts_are_refused(tmp_path):
+def test_an_unparseable_verdict_drops_that_prompt_from_the_pooled_win_rate_and_says_so(tmp_path):
+    files = {seed: _seed_files(tmp_path, seed, [True, False, True], [False, False, True]) for seed in (0, 1)}
     per_seed = {
-        0: ([_decision("p0", "a")], _seed_files(tmp_path, 0, [True], [False])),
-        1: ([_decision("p1", "a")], _seed_files(tmp_path, 1, [True, True], [False, False])),
+        0: ([_decision("p0", "a"), _decision("p1", None), _decision("p2", "tie")], files[0]),
+        1: ([_decision("p0", "a"), _decision("p1", "tie"), _decision("p2", "tie")], files[1]),
     }
-    with pytest.raises(ValueError, match=r"the seeds \[0, 1\] share 1 judged prompts"):
-        summary.seeds_summary("02", "cpu", "verifiable-heldout", per_seed)
+    pooled = summary.seeds_summary("02", "cpu", "verifiable-heldout", per_seed)
+    (pair,) = pooled["pairs"]
+    assert (pair["n_prompts"], pair["prompts_dropped"], pair["n"]) == (2, 1, 5)
+    assert pair["win_rate_by_seed"] == [0.75, 0.75]  # p0 and p2 only
+    (entry,) = pooled["comparisons"]
+    assert entry["unparseable"] == 1 and entry["accuracy_diff"] == pytest.approx(1 / 3)  # the checks use all 3
+    nothing = {seed: ([_decision(f"p{i}", None) for i in range(3)], files[seed]) for seed in (0, 1)}
+    (empty,) = summary.seeds_summary("02", "cpu", "verifiable-heldout", nothing)["pairs"]
+    assert empty["win_rate"] is None and empty["ci"] is None  # as with one seed: no parseable decision
+
+
+def test_seeds_that_scored_or_judged_different_prompts_are_refused(tmp_path):
+    files = {seed: _seed_files(tmp_path, seed, [True, True, False], [False, False, False]) for seed in (0, 1)}
+    judged_apart = {
+        0: ([_decision("p0", "a"), _decision("p1", "a")], files[0]),
+        1: ([_decision("p1", "a"), _decision("p2", "tie")], files[1]),
+    }
+    with pytest.raises(ValueError, match=r"the seeds \[0, 1\] judged 1 prompts in common"):
+        summary.seeds_summary("02", "cpu", "verifiable-heldout", judged_apart)
+    short = _scores(tmp_path / "seed-1", "dualloop-short", [True, True], [True, True])
+    scored_apart = {0: ([_decision("p0", "a")], files[0]), 1: ([_decision("p0", "a")], {**files[1], "dualloop": short})}
+    with pytest.raises(ValueError, match=r"system dualloop: the seeds \[0, 1\] did not score the same"):
+        summary.seeds_summary("02", "cpu", "verifiable-heldout", scored_apart)
