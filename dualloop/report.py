@@ -240,7 +240,7 @@ def judge_table(
     decisions of all judges (dualloop.stats.pool). With a phase ``summary`` (dualloop.summary) that
     has accuracy differences, a last column gives the paired strict accuracy difference of each row.
     A summary of several seeds gives every cell pooled over seeds and prompts (:func:`_seeded_judge_table`)."""
-    if summary is not None and len(summary.get("seeds") or []) > 1:
+    if _pooled_seeds(summary):
         return _seeded_judge_table(summary, judge_labels=judge_labels, names=names, caption=caption)
     judges: list[str] = []
     for d in decisions:
@@ -347,8 +347,8 @@ def accuracy_table(summary: Mapping, *, names: Mapping[str, str] | None = None, 
     """IFEval prompt-level strict and loose accuracy of every system of a phase summary
     (dualloop.summary), with 95 % Wilson intervals; a several-seed summary's pooled values with their
     intervals, each seed's strict accuracy and the spread over seeds."""
-    seeds = summary.get("seeds") or []
-    several = len(seeds) > 1
+    seeds = _pooled_seeds(summary)
+    several = bool(seeds)
     rows = [
         [
             display_name(system, names),
@@ -371,6 +371,18 @@ def accuracy_table(summary: Mapping, *, names: Mapping[str, str] | None = None, 
             _seeds_note(seeds) + " N is the number of prompts; spread is max − min of the seeds' strict accuracies."
         ]
     return Table(columns, rows, caption, notes)
+
+
+def _pooled_seeds(summary: Mapping | None) -> list[int]:
+    """The seeds of a several-seed phase summary (its rows are pooled); [] for one seed or none."""
+    seeds = list((summary or {}).get("seeds") or [])
+    return seeds if len(seeds) > 1 else []
+
+
+def _seed_dots(axis, x: float, values: Sequence[float]) -> None:
+    """Each seed's value as a hollow dot beside the pooled bar at ``x``."""
+    if values:
+        axis.scatter([x + 0.25] * len(values), values, facecolors="none", edgecolors="black", s=20, zorder=3)
 
 
 def _system_label(summary: Mapping, system: str, names: Mapping[str, str] | None) -> str:
@@ -411,7 +423,7 @@ def summary_comparison_table(
     for entry in summary["comparisons"]:
         grouped.setdefault((entry["a"], entry["b"]), []).append(entry)
     seeds = summary.get("seeds") or []
-    several = len(seeds) > 1
+    several = bool(_pooled_seeds(summary))
     pairs = {(p["a"], p["b"]): p for p in summary.get("pairs", [])}
     rows = []
     for (system_a, system_b), entries in grouped.items():
@@ -583,7 +595,7 @@ def win_rate_figure(
     values = [100 * r.rate for r in rates.values()]
     errors = [[100 * (r.rate - r.low) for r in rates.values()], [100 * (r.high - r.rate) for r in rates.values()]]
     seed_dots: list[list[float]] = [[] for _ in rates]
-    if summary is not None and len(summary.get("seeds") or []) > 1:
+    if _pooled_seeds(summary):
         pairs = {(p["a"], p["b"]): p for p in summary["pairs"]}
         chosen = [pairs[key] for key in rates]
         values = [100 * p["win_rate"] for p in chosen]
@@ -596,8 +608,7 @@ def win_rate_figure(
     figure, (axis,) = _figure(max(3.0, 1.3 * len(rates) + 1), 3.2)
     axis.bar(range(len(values)), values, yerr=errors, capsize=4, color="#4c72b0")
     for index, dots in enumerate(seed_dots):
-        if dots:
-            axis.scatter([index + 0.25] * len(dots), dots, facecolors="none", edgecolors="black", s=20, zorder=3)
+        _seed_dots(axis, index, dots)
     axis.axhline(50, color="grey", linestyle=":", linewidth=1)
     axis.set_xticks(range(len(values)), labels, fontsize=8)
     axis.set_ylim(0, 100)
@@ -617,14 +628,12 @@ def difference_figure(
     for index, entry in enumerate(entries):
         value, (low, high) = 100 * entry["accuracy_diff"], (100 * v for v in entry["accuracy_diff_ci"])
         axis.bar([index], [value], yerr=[[value - low], [high - value]], capsize=4, color="#4c72b0")
-        seeds = [100 * row["accuracy_diff"] for row in entry.get("by_seed", [])]
-        if seeds:
-            axis.scatter([index + 0.25] * len(seeds), seeds, facecolors="none", edgecolors="black", s=20, zorder=3)
+        _seed_dots(axis, index, [100 * row["accuracy_diff"] for row in entry.get("by_seed", [])])
     axis.axhline(0, color="grey", linewidth=1)
     labels = [f"{display_name(e['a'], names)}\nvs. {display_name(e['b'], names)}" for e in entries]
     axis.set_xticks(range(len(entries)), labels, fontsize=8)
-    seeds = summary.get("seeds") or []
-    per_seed = f"; dots: seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else ""
+    seeds = _pooled_seeds(summary)
+    per_seed = f"; dots: seeds {', '.join(map(str, seeds))}" if seeds else ""
     axis.set_ylabel(f"Δ {criterion} accuracy (points), 95% CI{per_seed}", fontsize=8)
     axis.set_title(title)
     return figure
