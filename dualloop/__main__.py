@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from dualloop.config import REPO_ROOT, ParamsError, check_profile_name, check_values, load_yaml, merge, parse_overrides
+from dualloop.methods import methods
 from dualloop.redaction import redact
 
 SECTIONS = ("model", "training", "data", "generation", "evaluation")
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="phases run at once, each after the phases it reads from, the cores split between them (default 1)",
     )
     train = commands.add_parser("train", help="train a method (or reuse its finished run)")
-    train.add_argument("--method", required=True, help="static, annealed, dualloop, beta-dpo, epsilon-dpo or adadpo")
+    train.add_argument(
+        "--method", required=True, help=f"a registered method: {', '.join(methods())} (dualloop.methods)"
+    )
     train.add_argument("--steps", type=int, default=None, help="optimizer steps (training.max_steps)")
     judge = commands.add_parser("judge", help="judge system A against system B on a prompt set")
     judge.add_argument(
@@ -160,7 +163,7 @@ def _judge(args) -> int:
         path = experiment.compare(*systems, args.prompts, runs=runs)
         decisions = read_decisions(path)
     for judge in sorted({d.judge for d in decisions}):
-        outcomes = [d.outcome() for d in decisions if d.judge == judge and d.outcome() is not None]
+        outcomes = [outcome for d in decisions if d.judge == judge and (outcome := d.outcome()) is not None]
         result = win_rate_of(outcomes, experiment.evaluation["win_rate_method"])
         rate, low, high = result.percent()
         unparseable = sum(d.judge == judge and d.outcome() is None for d in decisions)

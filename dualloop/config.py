@@ -239,26 +239,34 @@ def _check_value(path: str, value: Any) -> None:
         raise ParamsError(f"{path}={value!r} must be a finite number > 0")
 
 
-def _check_controller_kwargs(kwargs: Any) -> None:
-    """Each ``training.controller_kwargs`` value against the annotation of that argument in the controllers."""
-    import inspect
-
-    from dualloop.trainer import CONTROLLERS
-
+def _check_arguments(section: str, kwargs: Any, arguments: dict[str, Any], owner: str) -> None:
+    """Each ``training.<section>`` value against the annotation of that argument in some registered
+    controller or loss (``arguments``: name → annotation); which one uses it is checked when the run's
+    config is built (``AdaptiveDPOConfig``), each value by that controller's or loss's own rule."""
     if not isinstance(kwargs, dict):
-        raise ParamsError(f"training.controller_kwargs={kwargs!r} must be a mapping of controller arguments")
-    annotations = {
-        name: parameter.annotation
-        for controller in CONTROLLERS.values()
-        for name, parameter in inspect.signature(controller).parameters.items()
-    }
+        raise ParamsError(f"training.{section}={kwargs!r} must be a mapping of {owner} arguments")
     for key, value in kwargs.items():
-        if key not in annotations:
-            hint = did_you_mean(key, annotations) or f"; known arguments: {', '.join(sorted(annotations))}"
-            raise ParamsError(f"training.controller_kwargs.{key}: not an argument of any controller{hint}")
-        kind = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,)}.get(str(annotations[key]))
+        if key not in arguments:
+            hint = did_you_mean(key, arguments) or f"; known arguments: {', '.join(sorted(arguments))}"
+            raise ParamsError(f"training.{section}.{key}: not an argument of any {owner}{hint}")
+        kind = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,)}.get(str(arguments[key]))
         if kind and (not isinstance(value, kind) or isinstance(value, bool) and bool not in kind):
-            raise ParamsError(f"training.controller_kwargs.{key}={value!r} must be {annotations[key]}")
+            raise ParamsError(f"training.{section}.{key}={value!r} must be {arguments[key]}")
+
+
+def _registered_arguments() -> dict[str, dict[str, Any]]:
+    """The annotation of every argument of the registered controllers and losses."""
+    import dataclasses
+
+    from dualloop.controllers import CONTROLLERS
+    from dualloop.losses import LOSSES
+
+    return {
+        "controller_kwargs": {
+            name: f.type for controller in CONTROLLERS.values() for name, f in controller.arguments().items()
+        },
+        "loss_kwargs": {f.name: f.type for loss in LOSSES.values() for f in dataclasses.fields(loss.arguments)},
+    }
 
 
 def _check_training(training: dict[str, Any]) -> None:
@@ -281,8 +289,9 @@ def _check_training(training: dict[str, Any]) -> None:
         kind = (int, float) if isinstance(default, (int, float)) else (type(default),)
         if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, kind):
             raise ParamsError(f"training.{key}={value!r} must be {type(default).__name__} like its default {default!r}")
-    if training.get("controller_kwargs") is not None:
-        _check_controller_kwargs(training["controller_kwargs"])
+    for section, arguments in _registered_arguments().items():
+        if training.get(section) is not None:
+            _check_arguments(section, training[section], arguments, section.split("_")[0])
     if "report_to" in training:
         from dualloop.trainer.arguments import check_report_to
 

@@ -10,6 +10,10 @@
   chosen and rejected) raises :class:`DataError` naming the file, the row number (1-based) and
   the field; with ``on_error="skip"`` it is skipped and counted in the result's ``skipped``
   list, and the loader prints how many rows it skipped.
+- Your own data: :func:`load_preferences` reads preference pairs in any of TRL's preference formats
+  (plain, implicit prompt, conversational) from a local file or a hub id, and
+  :func:`load_prompt_file` your own evaluation prompts, optionally with IFEval-style verifiable
+  instructions for the gold checker; errors name the file, row, key path and value.
 - :func:`subsample` takes the paper's seeded 0.5 % (or any fraction or count).
 - The offline verifiable-instruction preference set is built by :mod:`dualloop.preference_set`
   and shipped in ``dualloop/offline_set/``; load it with :func:`load_verifiable_preferences` and
@@ -28,6 +32,8 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
+
+from dualloop.names import did_you_mean
 
 Message = dict[str, str]
 OnError = Literal["raise", "skip"]
@@ -104,7 +110,7 @@ def to_trl_rows(
     (TRL applies the chat template). standard: plain strings; only single-turn prompts (the
     user message), since a plain string cannot hold a conversation.
     """
-    rows = []
+    rows: list[dict[str, Any]] = []
     for number, pair in enumerate(pairs, start=1):
         if form == "conversational":
             rows.append(
@@ -132,6 +138,7 @@ def subsample(records: Sequence, *, fraction: float | None = None, n: int | None
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction={fraction} must be in (0, 1]")
         n = max(1, round(fraction * len(records)))
+    assert n is not None  # exactly one of fraction and n was given
     if not 0 <= n <= len(records):
         raise ValueError(f"n={n} must be between 0 and the number of records ({len(records)})")
     keep = sorted(random.Random(seed).sample(range(len(records)), n))
@@ -580,3 +587,356 @@ def load_verifiable_heldout(path: str | Path | None = None) -> list:
         except KeyError as error:
             raise DataError(str(path), number, error.args[0], "is missing") from None
     return prompts
+
+
+# ---------------------------------------------------------------------------------------------
+# your own preference pairs (TRL's preference formats) and your own evaluation prompts
+# ---------------------------------------------------------------------------------------------
+
+ROLES = ("system", "user", "assistant")
+# Row keys that name an evaluation prompt (first present wins): dualloop's own, then IFEval's "key".
+PROMPT_ID_KEYS = ("id", "prompt_id", "key")
+# Row keys of a prompt's verifiable instructions: IFEval/IFBench's name, then dualloop's.
+INSTRUCTION_KEYS = ("instruction_id_list", "instruction_ids")
+
+
+def _shown(value: Any, width: int = 60) -> str:
+    """``repr(value)``, cut to ``width`` characters: the value a row-level error shows."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _text_or_messages(value: Any, key: str, source: str, number: int) -> str | tuple[Message, ...]:
+    """A non-empty string, or a non-empty list of ``{"role", "content"}`` messages (other message
+    keys are dropped); an error names the key path (``chosen[1].role``) and the value."""
+    if value is None:
+        raise DataError(source, number, key, "is missing")
+    if isinstance(value, str):
+        if not value.strip():
+            raise DataError(source, number, key, f"is empty, got {_shown(value)}")
+        return value
+    if not isinstance(value, list):
+        raise DataError(
+            source,
+            number,
+            key,
+            f"must be a string or a list of {{role, content}} messages, got {type(value).__name__} {_shown(value)}",
+        )
+    if not value:
+        raise DataError(source, number, key, "is an empty list: it holds no message")
+    messages = []
+    for index, message in enumerate(value):
+        where = f"{key}[{index}]"
+        if not isinstance(message, Mapping):
+            raise DataError(
+                source,
+                number,
+                where,
+                f"must be a {{role, content}} message, got {type(message).__name__} {_shown(message)}",
+            )
+        for part in ("role", "content"):
+            if message.get(part) is None:
+                raise DataError(
+                    source, number, f"{where}.{part}", f"is missing from the message {_shown(dict(message))}"
+                )
+            if not isinstance(message[part], str):
+                kind = type(message[part]).__name__
+                raise DataError(
+                    source, number, f"{where}.{part}", f"must be a string, got {kind} {_shown(message[part])}"
+                )
+        if message["role"] not in ROLES:
+            raise DataError(
+                source,
+                number,
+                f"{where}.role",
+                f"must be one of {', '.join(ROLES)}, got {_shown(message['role'])}{did_you_mean(message['role'], ROLES)}",
+            )
+        messages.append({"role": message["role"], "content": message["content"]})
+    return tuple(messages)
+
+
+def _final_turn(messages: tuple[Message, ...], key: str, source: str, number: int, *, role: str, what: str) -> Message:
+    """The last of ``messages``, checked to be a non-empty ``role`` message (``what`` says why)."""
+    last, where = messages[-1], f"{key}[{len(messages) - 1}]"
+    if last["role"] != role:
+        raise DataError(source, number, f"{where}.role", f"must be {role!r} ({what}), got {_shown(last['role'])}")
+    if not last["content"].strip():
+        raise DataError(source, number, f"{where}.content", f"is empty, got {_shown(last['content'])}")
+    return last
+
+
+def _response(value: str | tuple[Message, ...], key: str, prompt: tuple[Message, ...], source: str, number: int) -> str:
+    """The response text of ``chosen``/``rejected`` in a row with an explicit prompt: a string, one
+    assistant message, or the whole conversation (the prompt's messages, then the assistant's)."""
+    if isinstance(value, str):
+        return value
+    last = _final_turn(value, key, source, number, role="assistant", what="the response the pair compares")
+    if len(value) > 1 and value[:-1] != prompt:
+        raise DataError(
+            source,
+            number,
+            key,
+            f"holds {len(value)} messages whose first {len(value) - 1} are not the row's 'prompt': give the "
+            f"assistant's response alone, or the whole conversation starting with the prompt; got {_shown(value)}",
+        )
+    return last["content"]
+
+
+def _implicit_text_prompt(chosen: str, rejected: str, source: str, number: int) -> tuple[str, str, str]:
+    """(prompt, chosen, rejected) of an implicit-prompt string row: the prompt is the common beginning,
+    cut back to a whitespace so that no word is split; the responses keep that whitespace."""
+    if chosen == rejected:
+        raise DataError(source, number, "chosen", "is identical to 'rejected'")
+    common = 0
+    for a, b in zip(chosen, rejected):
+        if a != b:
+            break
+        common += 1
+    if common == len(chosen) or common == len(rejected):
+        key = "chosen" if common == len(chosen) else "rejected"
+        other = "rejected" if key == "chosen" else "chosen"
+        raise DataError(source, number, key, f"is the beginning of {other!r}: it has no response of its own")
+    cut = max((i for i in range(common) if chosen[i].isspace()), default=-1)
+    while cut > 0 and chosen[cut - 1].isspace():
+        cut -= 1
+    if cut <= 0 or not chosen[:cut].strip():
+        raise DataError(
+            source,
+            number,
+            "chosen",
+            "shares no prompt with 'rejected': a row without 'prompt' needs both to begin with the same prompt "
+            f"text (TRL's implicit prompt), got {_shown(chosen)}",
+        )
+    return chosen[:cut], chosen[cut:], rejected[cut:]
+
+
+def _implicit_message_prompt(
+    chosen: tuple[Message, ...], rejected: tuple[Message, ...], source: str, number: int
+) -> tuple[tuple[Message, ...], str, str]:
+    """(prompt, chosen, rejected) of an implicit-prompt conversational row: the prompt is the leading
+    messages both share; each side must continue it with exactly one assistant message."""
+    if chosen == rejected:
+        raise DataError(source, number, "chosen", "is identical to 'rejected'")
+    common = 0
+    for a, b in zip(chosen, rejected):
+        if a != b:
+            break
+        common += 1
+    if common == 0:
+        raise DataError(
+            source,
+            number,
+            "chosen[0]",
+            "differs from 'rejected[0]': a row without 'prompt' needs both conversations to begin with the same "
+            f"prompt messages (TRL's implicit prompt), got {_shown(chosen[0])}",
+        )
+    responses = []
+    for key, conversation in (("chosen", chosen), ("rejected", rejected)):
+        rest = conversation[common:]
+        if len(rest) != 1:
+            raise DataError(
+                source,
+                number,
+                key,
+                f"continues the {common} prompt messages it shares with the other side with {len(rest)} messages, "
+                f"not one assistant response; got {_shown(rest)}",
+            )
+        responses.append(_final_turn(conversation, key, source, number, role="assistant", what="the response"))
+    prompt = chosen[:common]
+    _final_turn(prompt, "chosen", source, number, role="user", what="the shared prompt's last message")
+    return prompt, responses[0]["content"], responses[1]["content"]
+
+
+def parse_preference_row(row: Mapping[str, Any], source: str, number: int) -> PreferencePair:
+    """One row of TRL's preference formats as a :class:`PreferencePair`.
+
+    - plain: ``prompt``, ``chosen``, ``rejected`` strings (the prompt becomes one user message);
+    - implicit prompt: ``chosen`` and ``rejected`` only; their common beginning is the prompt (strings:
+      the shared text, cut back to a whitespace; conversations: the shared leading messages);
+    - conversational: lists of ``{"role", "content"}`` messages, with or without ``prompt``;
+      ``chosen``/``rejected`` are one assistant message or the whole conversation ending with it.
+
+    Other keys go to ``metadata``. A malformed row raises :class:`DataError` naming the key path
+    (``chosen[1].role``) and the value.
+    """
+    for key in ("chosen", "rejected"):
+        if row.get(key) is None:
+            raise DataError(
+                source,
+                number,
+                key,
+                f"is missing: a preference row has 'chosen' and 'rejected' (and optionally 'prompt'), got keys {sorted(row)}",
+            )
+    chosen = _text_or_messages(row["chosen"], "chosen", source, number)
+    rejected = _text_or_messages(row["rejected"], "rejected", source, number)
+    if isinstance(chosen, str) != isinstance(rejected, str):
+        like = "a string" if isinstance(chosen, str) else "a list of messages"
+        raise DataError(source, number, "rejected", f"must be {like} like 'chosen', got {_shown(row['rejected'])}")
+    metadata = {key: value for key, value in row.items() if key not in ("prompt", "chosen", "rejected")}
+    if row.get("prompt") is None:
+        if isinstance(chosen, str):
+            assert isinstance(rejected, str)  # same kind as chosen, checked above
+            text, chosen, rejected = _implicit_text_prompt(chosen, rejected, source, number)
+            prompt: tuple[Message, ...] = ({"role": "user", "content": text},)
+        else:
+            assert not isinstance(rejected, str)  # same kind as chosen, checked above
+            prompt, chosen, rejected = _implicit_message_prompt(chosen, rejected, source, number)
+    else:
+        given = _text_or_messages(row["prompt"], "prompt", source, number)
+        if isinstance(given, str):
+            prompt = ({"role": "user", "content": given},)
+        else:
+            prompt = given
+            _final_turn(prompt, "prompt", source, number, role="user", what="the message the responses answer")
+        chosen = _response(chosen, "chosen", prompt, source, number)
+        rejected = _response(rejected, "rejected", prompt, source, number)
+    return _pair(prompt, chosen, rejected, metadata, source, number)
+
+
+def load_preferences(
+    source: str | Path,
+    *,
+    split: str | None = None,
+    from_hub: bool = False,
+    on_error: OnError = "raise",
+) -> Loaded:
+    """Your own preference pairs, in any of TRL's preference formats (:func:`parse_preference_row`).
+
+    source: a local .jsonl / .jsonl.gz / .json / .parquet file, or a folder of them (every data file,
+    or those whose name holds ``split``); with ``from_hub=True`` a hub data set id, read through
+    ``datasets.load_dataset`` (``split`` default ``"train"``).
+    """
+    if source is None or not str(source).strip():
+        raise ValueError("load_preferences: give a local file or folder, or a hub data set id with from_hub=True")
+    if from_hub:
+        rows = _rows(None, split=split or "train", hub_id=str(source), from_hub=True)
+    else:
+        rows = _rows(source, split=split, hub_id=str(source), from_hub=False)
+    return _collect(rows, parse_preference_row, on_error, "preference pairs")
+
+
+def data_fingerprint(path: str | Path) -> str:
+    """The first 16 hex digits of the SHA-256 of a local data file, or of a folder's data files (their
+    names and bytes): what a run's identity holds so that an edited file trains a new run."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    for file in _local_files(path, None):
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode() + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _instructions(row: Mapping[str, Any], text: str, source: str, number: int) -> dict[str, list]:
+    """``{"instruction_ids", "kwargs"}`` of a prompt row with IFEval-style verifiable instructions
+    (``{}`` without them), each id and its arguments checked by building its gold checker."""
+    from dualloop.instructions import UNSUPPORTED_CHECKERS, check, supported_checkers
+
+    given = [key for key in INSTRUCTION_KEYS if row.get(key) is not None]
+    if not given:
+        return {}
+    if len(given) > 1:
+        raise DataError(source, number, given[1], f"and {given[0]!r} are both given: keep one")
+    key = given[0]
+    ids = row[key]
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise DataError(source, number, key, f"must be a non-empty list of instruction id strings, got {_shown(ids)}")
+    kwargs = row.get("kwargs")
+    if kwargs is None:
+        kwargs = [{}] * len(ids)
+    if not isinstance(kwargs, list) or len(kwargs) != len(ids):
+        raise DataError(
+            source,
+            number,
+            "kwargs",
+            f"must be a list of one argument object per instruction id ({len(ids)}), got {_shown(kwargs)}",
+        )
+    supported = supported_checkers()
+    cleaned = []
+    for index, (instruction_id, arguments) in enumerate(zip(ids, kwargs)):
+        if instruction_id in UNSUPPORTED_CHECKERS:
+            raise DataError(
+                source,
+                number,
+                f"{key}[{index}]",
+                f"is not supported offline (it {UNSUPPORTED_CHECKERS[instruction_id]}), got {instruction_id!r}",
+            )
+        if instruction_id not in supported:
+            raise DataError(
+                source,
+                number,
+                f"{key}[{index}]",
+                f"is not an instruction the gold checker knows, got {instruction_id!r}"
+                f"{did_you_mean(instruction_id, supported)}",
+            )
+        if arguments is not None and not isinstance(arguments, Mapping):
+            raise DataError(
+                source, number, f"kwargs[{index}]", f"must be an object of arguments, got {_shown(arguments)}"
+            )
+        arguments = {k: v for k, v in (arguments or {}).items() if v is not None}
+        try:
+            check("probe", [instruction_id], [arguments], text)
+        except (TypeError, ValueError) as error:
+            raise DataError(
+                source,
+                number,
+                f"kwargs[{index}]",
+                f"does not fit {instruction_id!r} ({error}), got {_shown(arguments)}",
+            ) from None
+        cleaned.append(arguments)
+    return {"instruction_ids": list(ids), "kwargs": cleaned}
+
+
+def load_prompt_file(path: str | Path, *, require_instructions: bool = False, on_error: OnError = "raise") -> Loaded:
+    """Your own evaluation prompts (:class:`PromptRecord`) from a .jsonl / .json / .parquet file (or a
+    folder of them): rows ``prompt`` (a string, or ``{"role", "content"}`` messages ending with the
+    user's), optionally an id (``id``, ``prompt_id`` or IFEval's ``key``; default a hash of the
+    prompt) and IFEval-style ``instruction_id_list`` (or ``instruction_ids``) with ``kwargs``, which the
+    gold instruction checker judges. ``require_instructions``: every row must carry instructions.
+    Other keys go to ``metadata``; a repeated id or prompt is a malformed row.
+    """
+    seen: dict[str, int] = {}
+    known = {"prompt", *PROMPT_ID_KEYS, *INSTRUCTION_KEYS, "kwargs"}
+
+    def parse(row, source, number):
+        if row.get("prompt") is None:
+            raise DataError(
+                source,
+                number,
+                "prompt",
+                f"is missing: a prompt row has 'prompt' (text or messages), got keys {sorted(row)}",
+            )
+        given = _text_or_messages(row["prompt"], "prompt", source, number)
+        messages = ({"role": "user", "content": given},) if isinstance(given, str) else given
+        text = _final_turn(messages, "prompt", source, number, role="user", what="the message answered")["content"]
+        id_key = next((key for key in PROMPT_ID_KEYS if row.get(key) is not None), None)
+        if id_key is None:
+            prompt_id = _prompt_id("prompt", json.dumps(messages, sort_keys=True))
+            repeated = ("prompt", f"repeats the prompt of row {seen.get(prompt_id)}, got {_shown(given)}")
+        else:
+            value = row[id_key]
+            if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+                raise DataError(
+                    source, number, id_key, f"must be a non-empty string or an integer, got {_shown(value)}"
+                )
+            prompt_id = str(value)
+            repeated = (id_key, f"repeats the id of row {seen.get(prompt_id)}, got {_shown(value)}")
+        if prompt_id in seen:
+            raise DataError(source, number, *repeated)
+        instructions = _instructions(row, text, source, number)
+        if require_instructions and not instructions:
+            raise DataError(
+                source,
+                number,
+                INSTRUCTION_KEYS[0],
+                "is missing: every prompt of this set needs its verifiable instructions "
+                "('instruction_id_list' or 'instruction_ids', with 'kwargs')",
+            )
+        seen[prompt_id] = number
+        extras = {key: value for key, value in row.items() if key not in known}
+        return PromptRecord(prompt_id, messages, {**extras, **instructions})
+
+    files = _local_files(Path(path), None)
+    rows = ((str(file), n, row) for file in files for n, row in enumerate(_read_rows(file), start=1))
+    return _collect(rows, parse, on_error, "evaluation prompts")

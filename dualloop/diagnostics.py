@@ -28,11 +28,11 @@ def length_controlled(
     if len(systems) != 1:
         raise ValueError(f"length_controlled needs the decisions of one comparison, got {sorted(systems)}")
     system_a, system_b = systems.pop()
-    kept = [d for d in decisions if d.winner is not None]
+    kept = [(d.winner, d.prompt_id) for d in decisions if d.winner is not None]
     return length_controlled_win_rate(
-        [PREFERENCE[d.winner] for d in kept],
-        [len(responses[system_a][d.prompt_id]) for d in kept],
-        [len(responses[system_b][d.prompt_id]) for d in kept],
+        [PREFERENCE[winner] for winner, _ in kept],
+        [len(responses[system_a][prompt_id]) for _, prompt_id in kept],
+        [len(responses[system_b][prompt_id]) for _, prompt_id in kept],
     )
 
 

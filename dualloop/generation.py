@@ -26,7 +26,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from transformers import (
@@ -41,9 +41,13 @@ from transformers import (
     StaticCache,
     StoppingCriteriaList,
 )
+from transformers.cache_utils import CacheLayerMixin
 
 from dualloop.jsonl import append_records, read_records
 from dualloop.models import ModelSettings, check_type, dataclass_from_dict, load_policy
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 # a prompt is one user message, or a conversation (list of {"role", "content"} messages)
 Prompt = str | list[dict[str, str]]
@@ -179,12 +183,13 @@ def _adapter_digest(adapter_dir: Path) -> str:
 
 def load_generator(
     settings: ModelSettings, adapter_dir: str | Path | None = None
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase, str]:
     """Load the base model of ``settings`` (with the LoRA adapter in ``adapter_dir`` merged in).
 
     Returns (model in eval mode, tokenizer, :func:`model_identity`).
     """
     identity = model_identity(settings, adapter_dir)
+    model: PreTrainedModel | PeftModel
     model, tokenizer, _, _ = load_policy(settings)
     if adapter_dir is not None:
         from peft import PeftModel
@@ -275,7 +280,7 @@ def local_responses(
 ) -> dict[str, list[str]]:
     """:func:`generate_responses` for the model of ``settings`` (with the adapter in ``adapter_dir``),
     loaded only when the cache misses a prompt: a rerun over cached generations loads no model."""
-    loaded: list[tuple[PreTrainedModel, PreTrainedTokenizerBase]] = []
+    loaded: list[tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]] = []
 
     def generate_batch(ids: list[str]) -> list[list[str]]:
         if not loaded:
@@ -350,9 +355,10 @@ def chat_text(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:
     "The answer is (") is continued rather than followed by a new assistant turn.
     """
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    # transformers types apply_chat_template's result as every form it can take; tokenize=False gives a str
     if messages[-1]["role"] == "assistant":
-        return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return cast(str, tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True))
+    return cast(str, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
 
 def _generate_batch(
@@ -441,7 +447,8 @@ def greedy_decode(
             batch.step(step, penalty, eos.view(-1))
             if bool(batch.done.all()):
                 break
-    return torch.cat([input_ids, batch.output[:, : step + 1]], dim=1)
+    # torch types cat() as returning a Tensor whatever the dtype; these are token ids
+    return cast(torch.LongTensor, torch.cat([input_ids, batch.output[:, : step + 1]], dim=1))
 
 
 def decodes_fast(model: PreTrainedModel) -> bool:
@@ -545,8 +552,8 @@ class _DecodeBatch:
         keep = (~self.done).nonzero().squeeze(1)
         lead = int(self.first_column[keep].min())
         states = [
-            (layer.keys[keep, :, lead : self.filled], layer.values[keep, :, lead : self.filled])
-            for layer in self.cache.layers
+            (keys[keep, :, lead : self.filled], values[keep, :, lead : self.filled])
+            for keys, values in map(_layer_states, self.cache.layers)
         ]
         self.rows, self.tokens, self.positions, self.done, self.history = (
             self.rows[keep],
@@ -592,17 +599,24 @@ def _prefill(
         if states is None:
             states = [
                 (
-                    layer.keys.new_zeros(len(contexts), layer.keys.shape[1], width, layer.keys.shape[3]),
-                    layer.values.new_zeros(len(contexts), layer.values.shape[1], width, layer.values.shape[3]),
+                    keys.new_zeros(len(contexts), keys.shape[1], width, keys.shape[3]),
+                    values.new_zeros(len(contexts), values.shape[1], width, values.shape[3]),
                 )
-                for layer in cache.layers
+                for keys, values in map(_layer_states, cache.layers)
             ]
-        for (keys, values), layer in zip(states, cache.layers):
+        for (keys, values), (layer_keys, layer_values) in zip(states, map(_layer_states, cache.layers)):
             for index, row in enumerate(group):
                 length = len(contexts[row])
-                keys[row, :, width - length :] = layer.keys[index, :, :length]
-                values[row, :, width - length :] = layer.values[index, :, :length]
+                keys[row, :, width - length :] = layer_keys[index, :, :length]
+                values[row, :, width - length :] = layer_values[index, :, :length]
     return states
+
+
+def _layer_states(layer: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keys and values of a filled cache layer: greedy_decode runs only models whose layers all
+    attend to the full context (:func:`decodes_fast`), and reads a cache once the decoder has filled it."""
+    assert isinstance(layer, CacheLayerMixin) and layer.keys is not None and layer.values is not None
+    return layer.keys, layer.values
 
 
 def _shared_prefix_length(contexts: list[torch.Tensor]) -> int:
@@ -624,8 +638,8 @@ def _copy_cache(cache: DynamicCache, rows: int, config) -> DynamicCache:
     """A new dynamic cache of ``rows`` rows, each starting from the one row of ``cache``."""
     copy = DynamicCache(config=config)
     if cache.get_seq_length():
-        for layer_index, layer in enumerate(cache.layers):
-            copy.update(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1), layer_index)
+        for layer_index, (keys, values) in enumerate(map(_layer_states, cache.layers)):
+            copy.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1), layer_index)
     return copy
 
 

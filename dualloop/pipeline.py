@@ -16,10 +16,9 @@ the log, the executed notebooks and the failure messages are redacted (:mod:`dua
 between the phases running: a kernel starts on its share (``OMP_NUM_THREADS``) and takes its new
 share at its next training, generation or scoring whenever a phase starts or ends
 (:mod:`dualloop.threads`). A phase starts once the selected phases it reads from have finished: a
-notebook names them in its metadata, ``{"dualloop": {"after": ["01_beta_sweep", ...]}}``. On 2 cores two phases on one thread each do
-more work per second than one phase on two (small matrices scale poorly across threads), and the
-results do not change: on the ``cpu`` model a training's adapter is the same bytes and greedy answers
-the same texts at 1 and 2 threads. When a phase fails, the phases running finish, none starts, and
+notebook names them in its metadata, ``{"dualloop": {"after": ["01_beta_sweep", ...]}}``. Small models' matrices scale poorly across
+threads, so several phases on a few threads each do more work per second than one phase on all of
+them (measured in ``benchmarks/README.md``). When a phase fails, the phases running finish, none starts, and
 the first failure is raised.
 """
 

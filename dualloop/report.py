@@ -6,9 +6,8 @@ training logs ``history.jsonl`` (one JSON object per logged step with "step" and
 table or figure can be re-drawn from the files alone.
 
 Tables (Markdown and LaTeX, ``Table.to_markdown()/to_latex()``, ``write_table``):
-- ``comparison_table``: DualLoop-DPO Table 1 — one row per comparison (system_a vs. system_b),
-  win rate and 95 % interval over all decisions (all judges pooled), with N and ties.
-- ``dataset_table``: Table 2 — one row per dataset, one column per opponent.
+- ``summary_comparison_table``: DualLoop-DPO Table 1 — one row per comparison of a phase summary
+  (dualloop.summary), win rate and interval per judge, accuracy difference, per seed and pooled.
 - ``judge_table``: Table 3 — one row per opponent, one column per judge, and the aggregate
   (the pooled decisions of all judges).
 - ``reliability_table`` (agreement and Cohen's kappa per judge pair) and ``flip_table`` (flip
@@ -20,7 +19,7 @@ Figures (``matplotlib.figure.Figure`` objects, saved as PNG and PDF by ``save_fi
 state and no global backend change, so they render headless and still display in a notebook):
 - ``win_rate_figure``: bars with interval whiskers per comparison.
 - ``trajectory_figure``: beta, KL and entropy per training step, one line per method.
-- ``kl_win_rate_figure``: final KL of each method's run against its win rate.
+- ``accuracy_kl_figure``: held-out accuracy against the KL each run reached (eq. (1)'s trade-off).
 """
 
 from __future__ import annotations
@@ -166,64 +165,6 @@ def _unparseable_note(count: int) -> list[str]:
     return [f"{count} unparseable decision(s) left out."] if count else []
 
 
-def comparison_table(
-    decisions: Sequence[Decision],
-    *,
-    method: str = "wald",
-    alpha: float = 0.05,
-    names: Mapping[str, str] | None = None,
-    caption: str = "",
-) -> Table:
-    """DualLoop-DPO Table 1: win rate and interval per comparison, all judges' decisions pooled."""
-    rows, unparseable = [], 0
-    for (system_a, system_b), group in _group(decisions, lambda d: (d.system_a, d.system_b)).items():
-        result, skipped = _win_rate(group, method, alpha)
-        unparseable += skipped
-        rows.append(
-            [
-                f"{display_name(system_a, names)} vs. {display_name(system_b, names)}",
-                _percent(result),
-                _interval(result),
-                str(result.n),
-                str(result.ties),
-            ]
-        )
-    level = f"{100 * (1 - alpha):g}% CI"
-    return Table(["Comparison", "Win Rate", level, "N", "Ties"], rows, caption, _unparseable_note(unparseable))
-
-
-def dataset_table(
-    decisions_by_dataset: Mapping[str, Sequence[Decision]],
-    *,
-    method: str = "wald",
-    alpha: float = 0.05,
-    show_interval: bool = True,
-    names: Mapping[str, str] | None = None,
-    caption: str = "",
-) -> Table:
-    """DualLoop-DPO Table 2: one row per dataset, one column per opponent (system_b), win rates of
-    system_a with judges pooled; "-" where a dataset lacks that comparison."""
-    opponents: list[str] = []
-    for decisions in decisions_by_dataset.values():
-        for d in decisions:
-            if d.system_b not in opponents:
-                opponents.append(d.system_b)
-    rows, unparseable = [], 0
-    for dataset, decisions in decisions_by_dataset.items():
-        by_opponent = _group(decisions, lambda d: d.system_b)
-        row = [dataset]
-        for opponent in opponents:
-            if opponent not in by_opponent:
-                row.append("-")
-                continue
-            result, skipped = _win_rate(by_opponent[opponent], method, alpha)
-            unparseable += skipped
-            row.append(_cell(result, show_interval))
-        rows.append(row)
-    columns = ["Dataset"] + [f"vs. {display_name(o, names)}" for o in opponents]
-    return Table(columns, rows, caption, _unparseable_note(unparseable))
-
-
 def judge_table(
     decisions: Sequence[Decision],
     *,
@@ -240,7 +181,7 @@ def judge_table(
     decisions of all judges (dualloop.stats.pool). With a phase ``summary`` (dualloop.summary) that
     has accuracy differences, a last column gives the paired strict accuracy difference of each row.
     A summary of several seeds gives every cell pooled over seeds and prompts (:func:`_seeded_judge_table`)."""
-    if _pooled_seeds(summary):
+    if summary is not None and _pooled_seeds(summary):
         return _seeded_judge_table(summary, judge_labels=judge_labels, names=names, caption=caption)
     judges: list[str] = []
     for d in decisions:
@@ -338,6 +279,7 @@ def _fraction_cell(value: float | None, interval: Sequence[float] | None, *, sig
     """A percentage with its interval ("31.0% [24.9, 37.8]"); "-" where there is no value."""
     if value is None:
         return "-"
+    assert interval is not None  # a value always comes with its interval (dualloop.summary)
     sign = "+" if signed else ""
     low, high = (round_half_up(100 * v) for v in interval)
     return f"{round_half_up(100 * value):{sign}.1f}% [{low:{sign}.1f}, {high:{sign}.1f}]"
@@ -595,7 +537,7 @@ def win_rate_figure(
     values = [100 * r.rate for r in rates.values()]
     errors = [[100 * (r.rate - r.low) for r in rates.values()], [100 * (r.high - r.rate) for r in rates.values()]]
     seed_dots: list[list[float]] = [[] for _ in rates]
-    if _pooled_seeds(summary):
+    if summary is not None and _pooled_seeds(summary):
         pairs = {(p["a"], p["b"]): p for p in summary["pairs"]}
         chosen = [pairs[key] for key in rates]
         values = [100 * p["win_rate"] for p in chosen]
@@ -733,38 +675,6 @@ def final_kl(path: str | Path, key: str = "kl", last: int = 10) -> float:
     return sum(tail) / len(tail)
 
 
-def kl_win_rate_figure(
-    runs: Mapping[str, tuple[str | Path, str | Path]],
-    *,
-    kl_key: str = "kl",
-    last: int = 10,
-    method: str = "wald",
-    alpha: float = 0.05,
-    title: str = "",
-):
-    """Each run's final KL (mean of its last `last` logged values) against its win rate with
-    interval whiskers. runs: label -> (history.jsonl, decisions file of that run as system_a)."""
-    figure, (axis,) = _figure(4.5, 3.5)
-    for index, (label, (history, decisions_path)) in enumerate(runs.items()):
-        result, _ = _win_rate(read_decisions(decisions_path), method, alpha)
-        kl = final_kl(history, kl_key, last)
-        axis.errorbar(
-            [kl],
-            [100 * result.rate],
-            yerr=[[100 * (result.rate - result.low)], [100 * (result.high - result.rate)]],
-            fmt="o",
-            capsize=4,
-            color=f"C{index}",
-            label=label,
-        )
-    axis.axhline(50, color="grey", linestyle=":", linewidth=1)
-    axis.set_xlabel(f"final {kl_key} (mean of last {last} steps)")
-    axis.set_ylabel(f"win rate (%) with {100 * (1 - alpha):g}% CI")
-    axis.legend(fontsize=7)
-    axis.set_title(title)
-    return figure
-
-
 def accuracy_kl_figure(summaries: Sequence[Mapping], *, names: Mapping[str, str] | None = None, title: str = ""):
     """Held-out strict accuracy (95 % Wilson whiskers) against the KL each run reached
     (``systems.<name>.kl`` of phase summaries, dualloop.summary): DualLoop-DPO's eq. (1) trade-off,
@@ -838,7 +748,8 @@ def generalization_table(
     judged = list(dict.fromkeys(e["prompt_set"] for e in comparisons if e["judge"] != "likelihood"))
     checked = summary["prompt_set"] if summary["systems"] else None
     systems = [system, *opponents]
-    rows, kinds = [], {}
+    rows: list[list[str]] = []
+    kinds: dict[str, list[str]] = {}
     for dataset in [*judged, *likelihood, *unscored]:
         entries = [e for e in comparisons if e["prompt_set"] == dataset]
         judges = ", ".join(dict.fromkeys(e["judge"] for e in entries))

@@ -131,13 +131,25 @@ def gradient_balance(pairs: list[tuple[float, float]], beta: float = 0.1, clip: 
     for p_w, p_l in pairs:
         row = {"P_w": p_w, "P_l": p_l}
         for name, loss in (
-            ("DPO", lambda *a: dpo_loss(*a, beta)),
-            ("AdaDPO", lambda *a: adadpo_loss(*a, beta, space="policy", clip=clip)),
+            (
+                "DPO",
+                lambda chosen, rejected, ref_chosen, ref_rejected: dpo_loss(
+                    chosen, rejected, ref_chosen, ref_rejected, beta
+                ),
+            ),
+            (
+                "AdaDPO",
+                lambda chosen, rejected, ref_chosen, ref_rejected: adadpo_loss(
+                    chosen, rejected, ref_chosen, ref_rejected, beta, space="policy", clip=clip
+                ),
+            ),
         ):
             probs = torch.tensor([p_w, p_l], dtype=torch.float64, requires_grad=True)
             logp, ref = probs.log(), torch.zeros(2, dtype=torch.float64)
             loss(logp[:1], logp[1:], ref[:1], ref[1:]).losses.sum().backward()
-            row[f"{name} |dL/dP_w| / |dL/dP_l|"] = abs(probs.grad[0].item()) / abs(probs.grad[1].item())
+            grad = probs.grad
+            assert grad is not None  # set by backward(): probs requires grad
+            row[f"{name} |dL/dP_w| / |dL/dP_l|"] = abs(grad[0].item()) / abs(grad[1].item())
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -6,8 +6,8 @@ the file through :data:`ENV`. :func:`follow_runner` reads it and sets torch's th
 where a phase begins a piece of work (:func:`dualloop.models.load_policy`: before every training,
 generation and likelihood scoring), on the kernel's main thread, where ``torch.set_num_threads``
 takes effect. A phase that started beside another one thus takes all cores for its next piece of
-work once it runs alone. Outside ``reproduce --jobs`` nothing changes. The thread count does not
-change results on the ``cpu`` model (README, "Batch, with papermill").
+work once it runs alone. Outside ``reproduce --jobs`` nothing changes. The thread count changes the order
+of floating-point sums, which can flip a near-tied greedy token (figures/README.md, reproducibility).
 """
 
 from __future__ import annotations

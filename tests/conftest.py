@@ -1,6 +1,7 @@
 """Shared fixtures. Tests never reach a model hub."""
 
 import os
+from typing import NamedTuple
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -15,3 +16,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class ApiKey(NamedTuple):
+    env: str
+    value: str
+
+
+@pytest.fixture
+def api_key(tmp_path, monkeypatch):
+    """A user's API key in the environment, under a name the redaction rule knows (it ends in API_KEY).
+
+    The test runs in ``tmp_path`` and fails if afterwards any file under it holds the key."""
+    key = ApiKey("USER_API_KEY", "sk-user-0123456789abcdef")
+    monkeypatch.setenv(key.env, key.value)
+    monkeypatch.chdir(tmp_path)
+    yield key
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert key.value.encode() not in path.read_bytes(), f"{path} holds the API key"

@@ -5,7 +5,14 @@ import json
 import nbformat
 import pytest
 
-from dualloop.config import ParamsError, parse_override, resolve_parameters
+from dualloop.config import (
+    ParamsError,
+    check_profile_name,
+    check_values,
+    parse_override,
+    parse_overrides,
+    resolve_parameters,
+)
 
 PROFILE_KEYS = {"seed", "model", "steps", "rate", "name"}  # what all notebooks declare together
 
@@ -91,3 +98,53 @@ def test_shipped_params_files_resolve_for_every_profile_and_notebook():
         for phase in phases:
             resolved = resolve_parameters(phase.notebook, profile, params_dir=REPO_ROOT / "params", profile_keys=keys)
             json.dumps(resolved)  # papermill records parameters in the notebook: plain values only
+
+
+# ---------------------------------------------------------------- hostile values: --set, parameters, profiles
+
+
+def test_set_at_any_depth_and_mapping_values_merge():
+    assert parse_override("training.controller_kwargs.lam=2.5") == ("training", {"controller_kwargs": {"lam": 2.5}})
+    merged = parse_overrides(
+        ["training.controller_kwargs.lam=2.5", "training.controller_kwargs.eta=0.02", "training.beta=0.2"]
+    )
+    assert merged == {"training": {"controller_kwargs": {"lam": 2.5, "eta": 0.02}, "beta": 0.2}}
+
+
+@pytest.mark.parametrize("text", ["training..lam=1", "=3", "training.beta", "training.beta=[1,"])
+def test_malformed_set_is_refused_by_name(text):
+    with pytest.raises(ParamsError, match="--set"):
+        parse_override(text)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "named"),
+    [
+        ({"training": {"learning_rate": "abc"}}, "training.learning_rate='abc'"),
+        ({"training": {"controller_kwargs": {"lam": "four"}}}, "training.controller_kwargs.lam='four'"),
+        ({"training": {"beta": float("nan")}}, "training.beta=nan must be a finite number"),
+        ({"training": {"learning_rate": -1e-4}}, "training.learning_rate=-0.0001 must be a finite number > 0"),
+        ({"training": {"max_steps": 0}}, "training.max_steps=0 must be an integer >= 1"),
+        ({"training": {"max_steps": 2.5}}, "training.max_steps=2.5 must be an integer >= 1"),
+        ({"evaluation": {"n_prompts": -195}}, "evaluation.n_prompts=-195 must be an integer >= 1"),
+        ({"training": {"controller_kwargs": {"kl_target": float("inf")}}}, "training.controller_kwargs.kl_target=inf"),
+        ({"training": {"controller_kwargs": {"lamb": 2}}}, "training.controller_kwargs.lamb.*did you mean 'lam'"),
+        ({"training": {"max_stepz": 3}}, "training.max_stepz: unknown key.*did you mean 'max_steps'"),
+        ({"training": {"gradient_checkpointing": "yes"}}, "training.gradient_checkpointing='yes' must be bool"),
+    ],
+)
+def test_bad_values_are_refused_naming_key_path_and_value(parameters, named):
+    with pytest.raises(ParamsError, match=named):
+        check_values(parameters, "test")
+
+
+def test_a_judge_without_its_api_key_is_refused_before_work(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ParamsError, match="gpt-4o-mini.*OPENAI_API_KEY"):
+        check_values({"evaluation": {"judges": ["gold", "gpt-4o-mini"]}}, "test")
+
+
+@pytest.mark.parametrize("profile", ["../profiles/smoke", "/tmp/smoke", "smoke.yaml", ""])
+def test_profiles_are_names_not_paths(profile):
+    with pytest.raises(ParamsError, match="not a path"):
+        check_profile_name(profile)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference_statistics import epsilon_steps, logratio_kl, token_kl
 
 from dualloop.controllers import (
     Annealed,
@@ -21,9 +22,6 @@ from dualloop.controllers import (
     DualLoop,
     EpsilonDPO,
     Static,
-    epsilon_steps,
-    logratio_kl,
-    token_kl,
 )
 
 
@@ -528,3 +526,93 @@ def test_while_a_switch_has_not_acted_its_ablation_sets_the_same_beta(seed, eta)
             else:
                 assert ablated.beta_base != full.beta_base
                 break
+
+
+# ---------------------------------------------------------------- a controller of one's own
+
+
+@pytest.fixture
+def restored_registries():
+    """The controller and loss registries as they were before the test (a registration is global)."""
+    from dualloop.controllers import CONTROLLERS
+    from dualloop.losses import LOSSES
+
+    saved = dict(CONTROLLERS), dict(LOSSES)
+    yield
+    for registry, before in zip((CONTROLLERS, LOSSES), saved, strict=True):
+        registry.clear()
+        registry.update(before)
+
+
+def test_a_controller_defined_outside_the_package_trains_through_the_method_path(tmp_path, restored_registries):
+    # As in README's "Adding a controller or a loss": a notebook cell defines and registers it.
+    from dataclasses import dataclass, field
+
+    from dualloop.__main__ import main
+    from dualloop.controllers import BatchStats, BetaDecision, Controller, register_controller
+    from dualloop.registry import Run
+
+    @register_controller
+    @dataclass(eq=False)
+    class HalvingBeta(Controller):
+        """β halves after every optimizer step, down to a floor; it asks the trainer for the KL."""
+
+        name = "halving"
+        beta_argument = "beta"
+        needs = frozenset({"kl"})
+
+        beta: float = field(default=0.1, metadata={"help": "β at step 0."})
+        floor: float = field(default=0.01, metadata={"help": "The smallest β."})
+
+        def __post_init__(self):
+            self._beta, self._kl = self.beta, -1.0
+
+        def decide(self, stats: BatchStats, *, train: bool = True) -> BetaDecision:
+            beta = torch.full_like(stats.margins, self._beta)
+            return BetaDecision(beta, torch.ones_like(beta))
+
+        def step(self, stats: BatchStats) -> None:
+            self._beta, self._kl = max(self._beta / 2, self.floor), stats.kl
+
+        def state_dict(self):
+            return {"beta": self._beta, "kl": self._kl}
+
+        def metrics(self):
+            return {"beta/base": self._beta, "kl": self._kl}
+
+    argv = ["train", "--profile", "smoke", "--method", "halving", "--steps", "2", "--out", str(tmp_path)]
+    assert main([*argv, "--set", "training.controller_kwargs.floor=0.04"]) == 0
+    (run_dir,) = [path.parent for path in (tmp_path / "registry").rglob("COMPLETE")]
+    run = Run(run_dir)
+    assert run.config["training"]["controller"] == "halving"
+    rows = [row for row in run.history() if "loss" in row]
+    assert [row["beta/base"] for row in rows] == [0.05, 0.04]  # 0.1 → 0.05 → max(0.025, floor 0.04)
+    assert all(row["kl"] >= 0 for row in rows)  # the trainer computed the KL the controller declared
+
+
+@pytest.mark.parametrize(
+    "attributes, message",
+    [
+        ({"name": "static"}, "controller name 'static' is taken"),
+        ({"beta_argument": "b"}, "beta_argument='b' must name one of its arguments"),
+        ({"needs": frozenset({"entropy"})}, "unknown HalvingBeta.needs 'entropy'"),
+        ({"needs": frozenset({"epsilon_steps"})}, "needs epsilon_steps, which are computed at its argument `epsilon`"),
+    ],
+)
+def test_a_controller_that_cannot_be_trained_is_refused_at_registration(attributes, message, restored_registries):
+    from dataclasses import dataclass, field
+
+    from dualloop.controllers import Controller, register_controller
+
+    @dataclass(eq=False)
+    class HalvingBeta(Controller):
+        name = "halving"
+        beta_argument = "beta"
+        beta: float = field(default=0.1, metadata={"help": "β."})
+
+        decide = step = state_dict = metrics = lambda self, *args, **kwargs: None
+
+    for key, value in attributes.items():
+        setattr(HalvingBeta, key, value)
+    with pytest.raises(ValueError, match=message):
+        register_controller(HalvingBeta)

@@ -288,3 +288,364 @@ def test_label_noise_at_load_time_flips_the_shipped_pairs():
     flipped = [i for i, pair in enumerate(noisy) if pair.metadata["flipped"]]
     assert len(flipped) == round(0.2 * len(clean))
     assert all(noisy.records[i].chosen == clean.records[i].rejected for i in flipped)
+
+
+# ---------------------------------------------------------------- data files written by other tools
+
+ROW = {
+    "prompt": "Write in lowercase.",
+    "chosen": "ok",
+    "rejected": "OK",
+    "score_gap": 1,
+    "instruction_ids": ["change_case:english_lowercase"],
+    "kwargs": [{}],
+}
+
+
+def test_an_empty_data_file_is_named(tmp_path):
+    (tmp_path / "pairs.jsonl").write_text("\n\n")
+    with pytest.raises(DataError, match=r"row 1 of .*pairs\.jsonl: '<file>' is empty"):
+        data.load_verifiable_preferences(tmp_path / "pairs.jsonl")
+
+
+def test_non_utf8_bytes_are_named_by_file_and_line(tmp_path):
+    latin = json.dumps({**ROW, "chosen": "caf\u00e9"}, ensure_ascii=False).encode("latin-1")
+    lines = [json.dumps(ROW).encode()] * 2 + [latin]
+    (tmp_path / "pairs.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(DataError, match=r"row 3 of .*pairs\.jsonl: '<line>' has byte 0xe9 at column \d+"):
+        data.load_verifiable_preferences(tmp_path / "pairs.jsonl")
+
+
+def test_bom_crlf_and_a_trailing_blank_line_load(tmp_path):
+    text = "\ufeff" + "\r\n".join(json.dumps({**ROW, "prompt": f"p{k}"}) for k in range(3)) + "\r\n\r\n"
+    (tmp_path / "pairs.jsonl").write_bytes(text.encode("utf-8"))
+    loaded = data.load_verifiable_preferences(tmp_path / "pairs.jsonl")
+    assert [pair.prompt_text for pair in loaded.records] == ["p0", "p1", "p2"]
+    (tmp_path / "pairs.json").write_bytes(("\ufeff" + json.dumps([ROW]) + "\r\n").encode())
+    assert len(data.load_verifiable_preferences(tmp_path / "pairs.json").records) == 1
+
+
+def test_an_empty_json_list_is_named(tmp_path):
+    (tmp_path / "pairs.json").write_text("[]")
+    with pytest.raises(DataError, match="empty list"):
+        data.load_verifiable_preferences(tmp_path / "pairs.json")
+
+
+# --- your own preference pairs (TRL's formats) and evaluation prompts ---------------------------
+
+PLAIN_ROWS = [
+    {"prompt": "What colour is the sky?", "chosen": "Blue.", "rejected": "Green.", "id": "a"},
+    {"prompt": "Name a prime number.", "chosen": "Seven.", "rejected": "Nine.", "id": "b"},
+]
+IMPLICIT_ROWS = [
+    {"chosen": "Q: Is the sky blue? A: yes, it is", "rejected": "Q: Is the sky blue? A: yellow"},
+]
+CONVERSATIONAL_ROWS = [
+    {
+        "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}],
+        "chosen": [{"role": "assistant", "content": "Hi!"}],
+        "rejected": [{"role": "assistant", "content": "No."}],
+    }
+]
+CONVERSATIONAL_IMPLICIT_ROWS = [
+    {
+        "chosen": [
+            {"role": "user", "content": "Say hi."},
+            {"role": "assistant", "content": "Hi!"},
+            {"role": "user", "content": "Again."},
+            {"role": "assistant", "content": "Hi again!"},
+        ],
+        "rejected": [
+            {"role": "user", "content": "Say hi."},
+            {"role": "assistant", "content": "Hi!"},
+            {"role": "user", "content": "Again."},
+            {"role": "assistant", "content": "No."},
+        ],
+    }
+]
+
+
+def write_rows(path, rows):
+    """``rows`` as a .jsonl, .json or .parquet file (by the suffix of ``path``)."""
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(rows))
+    else:
+        write_jsonl(path, rows)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".parquet"])
+def test_preferences_plain_rows_load_from_each_file_kind(tmp_path, suffix):
+    path = write_rows(tmp_path / f"pairs{suffix}", PLAIN_ROWS)
+    loaded = data.load_preferences(path)
+    assert loaded.source == str(path) and loaded.skipped == []
+    assert [pair.prompt for pair in loaded] == [
+        ({"role": "user", "content": "What colour is the sky?"},),
+        ({"role": "user", "content": "Name a prime number."},),
+    ]
+    assert [(pair.chosen, pair.rejected, pair.metadata) for pair in loaded] == [
+        ("Blue.", "Green.", {"id": "a"}),
+        ("Seven.", "Nine.", {"id": "b"}),
+    ]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".parquet"])
+def test_preferences_implicit_prompt_is_the_shared_beginning_cut_at_a_word(tmp_path, suffix):
+    pair = data.load_preferences(write_rows(tmp_path / f"pairs{suffix}", IMPLICIT_ROWS)).records[0]
+    # the common text runs into "ye" of both answers; the prompt stops at the space before it
+    assert pair.prompt == ({"role": "user", "content": "Q: Is the sky blue? A:"},)
+    assert (pair.chosen, pair.rejected) == (" yes, it is", " yellow")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".parquet"])
+def test_preferences_conversational_with_and_without_prompt(tmp_path, suffix):
+    explicit = data.load_preferences(write_rows(tmp_path / f"explicit{suffix}", CONVERSATIONAL_ROWS)).records[0]
+    assert explicit.prompt == ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."})
+    assert (explicit.chosen, explicit.rejected) == ("Hi!", "No.")
+    implicit = data.load_preferences(write_rows(tmp_path / f"implicit{suffix}", CONVERSATIONAL_IMPLICIT_ROWS))
+    pair = implicit.records[0]
+    assert [m["content"] for m in pair.prompt] == ["Say hi.", "Hi!", "Again."]
+    assert (pair.prompt_text, pair.chosen, pair.rejected) == ("Again.", "Hi again!", "No.")
+    assert data.to_trl_rows([pair])[0]["chosen"] == [{"role": "assistant", "content": "Hi again!"}]
+
+
+def test_preferences_whole_conversation_with_a_string_prompt_is_the_prompt_then_the_response(tmp_path):
+    row = {
+        "prompt": "Say hi.",
+        "chosen": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"}],
+        "rejected": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "No."}],
+    }
+    pair = data.load_preferences(write_rows(tmp_path / "pairs.jsonl", [row])).records[0]
+    assert (pair.prompt, pair.chosen, pair.rejected) == (({"role": "user", "content": "Say hi."},), "Hi!", "No.")
+
+
+@pytest.mark.parametrize(
+    ("row", "key", "problem"),
+    [
+        ({"prompt": "p", "rejected": "r"}, "chosen", "is missing: a preference row has 'chosen' and 'rejected'"),
+        (
+            {"prompt": "p", "chosen": 7, "rejected": "r"},
+            "chosen",
+            "must be a string or a list of {role, content} messages, got int 7",
+        ),
+        ({"prompt": "p", "chosen": "  ", "rejected": "r"}, "chosen", "is empty, got '  '"),
+        (
+            {"prompt": "p", "chosen": [{"text": "hi"}], "rejected": [{"role": "assistant", "content": "r"}]},
+            "chosen[0].role",
+            "is missing from the message {'text': 'hi'}",
+        ),
+        (
+            {
+                "prompt": "p",
+                "chosen": [{"role": "user", "content": "c"}],
+                "rejected": [{"role": "assistant", "content": "r"}],
+            },
+            "chosen[0].role",
+            "must be 'assistant' (the response the pair compares), got 'user'",
+        ),
+        (
+            {
+                "chosen": [{"role": "user", "content": "p"}, {"role": "user", "content": "c"}],
+                "rejected": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "r"}],
+            },
+            "chosen[1].role",
+            "must be 'assistant' (the response), got 'user'",
+        ),
+        ({"prompt": "p", "chosen": [{"role": "bot", "content": "c"}], "rejected": "r"}, "chosen[0].role", "got 'bot'"),
+        ({"chosen": "abc", "rejected": "xyz"}, "chosen", "shares no prompt with 'rejected'"),
+        ({"prompt": "p", "chosen": "same", "rejected": "same"}, "chosen", "is identical to 'rejected'"),
+    ],
+)
+def test_preferences_malformed_row_names_file_row_key_and_value(tmp_path, row, key, problem):
+    path = write_rows(tmp_path / "pairs.jsonl", [PLAIN_ROWS[0], row])
+    with pytest.raises(DataError) as caught:
+        data.load_preferences(path)
+    assert (caught.value.source, caught.value.row, caught.value.field) == (str(path), 2, key)
+    assert str(caught.value).startswith(f"row 2 of {path}: '{key}' ") and problem in str(caught.value)
+    assert "\n" not in str(caught.value)
+    skipped = data.load_preferences(path, on_error="skip")
+    assert len(skipped) == 1 and skipped.skipped == [str(caught.value)]
+
+
+def test_preferences_need_a_source_and_name_a_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="give a local file or folder, or a hub data set id"):
+        data.load_preferences("")
+    with pytest.raises(FileNotFoundError, match="nope.jsonl: no such file or folder"):
+        data.load_preferences(tmp_path / "nope.jsonl")
+
+
+def test_data_fingerprint_changes_with_the_file(tmp_path):
+    path = write_rows(tmp_path / "pairs.jsonl", PLAIN_ROWS)
+    before = data.data_fingerprint(path)
+    assert data.data_fingerprint(path) == before and len(before) == 16
+    write_rows(path, PLAIN_ROWS[:1])
+    assert data.data_fingerprint(path) != before
+
+
+PROMPT_ROWS = [
+    {"id": "rain", "prompt": "Write a haiku about rain."},
+    {
+        "key": 7,
+        "prompt": "Describe a cat without using any commas.",
+        "instruction_id_list": ["punctuation:no_comma"],
+        "kwargs": [{}],
+    },
+    {
+        "prompt": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Describe a dog in lowercase."},
+        ],
+        "instruction_ids": ["change_case:english_lowercase", "length_constraints:number_words"],
+        "kwargs": [None, {"num_words": 50, "relation": "less than", "unused": None}],
+        "topic": "dogs",
+    },
+]
+
+
+def test_prompt_file_reads_ids_messages_and_instructions(tmp_path):
+    loaded = data.load_prompt_file(write_rows(tmp_path / "prompts.jsonl", PROMPT_ROWS))
+    first, second, third = loaded.records
+    assert (first.prompt_id, first.messages, first.metadata) == (
+        "rain",
+        ({"role": "user", "content": "Write a haiku about rain."},),
+        {},
+    )
+    assert second.prompt_id == "7"
+    assert second.metadata == {"instruction_ids": ["punctuation:no_comma"], "kwargs": [{}]}
+    assert len(third.prompt_id) == 12 and third.messages[-1]["content"] == "Describe a dog in lowercase."
+    assert third.metadata == {
+        "topic": "dogs",
+        "instruction_ids": ["change_case:english_lowercase", "length_constraints:number_words"],
+        "kwargs": [{}, {"num_words": 50, "relation": "less than"}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("row", "key", "problem"),
+    [
+        ({"text": "hi"}, "prompt", "is missing: a prompt row has 'prompt' (text or messages), got keys ['text']"),
+        ({"prompt": [{"role": "assistant", "content": "hi"}]}, "prompt[0].role", "must be 'user'"),
+        ({"id": "rain", "prompt": "Again."}, "id", "repeats the id of row 1, got 'rain'"),
+        (
+            {"prompt": "p", "instruction_id_list": ["punctuation:no_coma"]},
+            "instruction_id_list[0]",
+            "got 'punctuation:no_coma' (did you mean 'punctuation:no_comma'?)",
+        ),
+        (
+            {"prompt": "p", "instruction_ids": ["length_constraints:number_words"], "kwargs": [{"bogus": 3}]},
+            "kwargs[0]",
+            "does not fit 'length_constraints:number_words'",
+        ),
+        ({"prompt": "p", "instruction_ids": ["punctuation:no_comma"], "kwargs": []}, "kwargs", "got []"),
+    ],
+)
+def test_prompt_file_malformed_row_names_file_row_key_and_value(tmp_path, row, key, problem):
+    path = write_rows(tmp_path / "prompts.jsonl", [PROMPT_ROWS[0], row])
+    with pytest.raises(DataError) as caught:
+        data.load_prompt_file(path)
+    assert (caught.value.source, caught.value.row, caught.value.field) == (str(path), 2, key)
+    assert str(caught.value).startswith(f"row 2 of {path}: '{key}' ") and problem in str(caught.value)
+
+
+def test_prompt_file_can_require_instructions(tmp_path):
+    path = write_rows(tmp_path / "prompts.json", PROMPT_ROWS)
+    with pytest.raises(DataError, match=r"row 1 of .*prompts\.json: 'instruction_id_list' is missing"):
+        data.load_prompt_file(path, require_instructions=True)
+    assert len(data.load_prompt_file(path, require_instructions=True, on_error="skip")) == 2
+
+
+def own_data_experiment(tmp_path, data_section, evaluation=None):
+    from dualloop.experiment import Experiment
+
+    return Experiment.from_parameters(
+        profile="smoke",
+        output_dir=tmp_path / "out",
+        seed=0,
+        model={"name_or_path": "smoke"},
+        training={"max_steps": 1},
+        data=data_section,
+        generation={"max_new_tokens": 4},
+        evaluation={"n_prompts": 1, "judges": ["gold"], **(evaluation or {})},
+    )
+
+
+def test_experiment_trains_on_own_preferences_from_a_local_file(tmp_path):
+    rows = [{"prompt": f"Question {k}?", "chosen": f"Good answer {k}.", "rejected": f"Bad {k}."} for k in range(6)]
+    path = write_rows(tmp_path / "pairs.parquet", rows)
+    built = own_data_experiment(tmp_path, {"train": "preferences", "path": str(path), "n_pairs": 3, "eval_pairs": 2})
+    training, held_out = built.split_pairs()
+    assert len(training) == 3 and len(held_out) == 2
+    assert {p.prompt_text for p in training}.isdisjoint({p.prompt_text for p in held_out})
+    assert data.to_trl_rows(training)[0]["prompt"][0]["role"] == "user"
+    identity = built.run_config("static")["data"]
+    assert identity["train"] == "preferences" and identity["data_sha256"] == data.data_fingerprint(path)
+    noisy = own_data_experiment(tmp_path, {"train": "preferences", "path": str(path), "label_noise": 0.5})
+    assert sum(pair.metadata["flipped"] for pair in noisy.preference_pairs()) == 3
+
+
+@pytest.mark.parametrize(
+    ("data_section", "evaluation", "message"),
+    [
+        ({"train": "preferences"}, {}, "data: train='preferences' needs data.path:"),
+        ({"train": "preferences", "pth": "pairs.jsonl"}, {}, "data: unknown key 'pth' (did you mean 'path'?)"),
+        (
+            {"train": "preferences", "path": "missing.jsonl"},
+            {},
+            "data: path='missing.jsonl' (train='preferences'): no such",
+        ),
+        ({"train": "preference"}, {}, "did you mean 'preferences'?"),
+        (
+            {},
+            {"prompt_paths": {"custm": "p.jsonl"}},
+            "evaluation.prompt_paths: unknown prompt set 'custm' (did you mean 'custom'?)",
+        ),
+        (
+            {},
+            {"prompt_pths": {"custom": "p.jsonl"}},
+            "evaluation: unknown key 'prompt_pths' (did you mean 'prompt_paths'?)",
+        ),
+    ],
+)
+def test_a_misspelt_or_missing_source_key_is_named_in_one_line(
+    tmp_path, monkeypatch, data_section, evaluation, message
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as caught:
+        own_data_experiment(tmp_path, data_section, evaluation)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_own_evaluation_prompts_are_a_prompt_set_and_the_gold_checker_judges_them(tmp_path):
+    from dualloop.judges import GoldCheckerJudge, PairItem
+
+    path = write_rows(tmp_path / "prompts.jsonl", PROMPT_ROWS)
+    built = own_data_experiment(
+        tmp_path,
+        {"n_pairs": 4},
+        {"n_prompts": 2, "prompt_paths": {"custom": str(path), "custom-instructions": str(path)}},
+    )
+    assert list(built.prompts("custom")) == ["rain", "7"]
+    with pytest.raises(DataError, match="'instruction_id_list' is missing"):
+        built.prompts("custom-instructions")
+    checked = write_rows(tmp_path / "checked.jsonl", PROMPT_ROWS[1:])
+    built.evaluation["prompt_paths"]["custom-instructions"] = str(checked)
+    prompts = built.prompts("custom-instructions")
+    record = prompts["7"]
+    item = PairItem(
+        "custom-instructions:7",
+        record["messages"][-1]["content"],
+        "A small quiet cat naps in the sun",
+        "A cat, small and quiet, naps.",
+        "dualloop",
+        "base",
+        "7",
+        record["metadata"],
+    )
+    assert GoldCheckerJudge().judge([item])[0].winner_system == "dualloop"
+    with pytest.raises(ValueError, match="evaluation.prompt_paths.custom is missing"):
+        own_data_experiment(tmp_path, {"n_pairs": 4}).prompts("custom")

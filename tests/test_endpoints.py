@@ -14,7 +14,14 @@ from dualloop.chat_client import ChatEndpoint, EndpointError
 from dualloop.config import ParamsError, check_values
 from dualloop.experiment import Experiment
 from dualloop.generation import GenerationSettings
-from dualloop.judges import CostCapExceeded, PairItem, read_decisions
+from dualloop.judges import (
+    CostCapExceeded,
+    EndpointJudge,
+    OpenAICompatibleJudge,
+    PairItem,
+    read_decisions,
+    write_decisions,
+)
 from dualloop.judges.cost import estimate_tokens
 from dualloop.judges.pairwise import judge_messages
 from dualloop.registry import Run
@@ -118,16 +125,6 @@ def test_a_judge_mapping_missing_a_key_or_named_twice_is_refused():
     twice = {**mapping, "api_key_env": None}
     with pytest.raises(ParamsError, match=r"evaluation.judges\[1\]: judge 'mine' is named twice"):
         check_values({"evaluation": {"judges": [twice, twice]}}, "test")
-
-
-def test_cli_refuses_a_bad_judge_mapping_in_one_line_with_exit_2(tmp_path, capsys):
-    mapping = "{name: mine, model: m, base_url: 'http://127.0.0.1:1/v1', api_key_env: null, usd_per_mtok_out: -1}"
-    argv = ["judge", "--profile", "smoke", "--a", "dualloop", "--b", "base", "--prompts", "verifiable-heldout"]
-    code = main([*argv, "--out", str(tmp_path / "out"), "--set", f"evaluation.judges=[gold, {mapping}]"])
-    error = capsys.readouterr().err
-    assert code == 2 and len(error.strip().splitlines()) == 1
-    assert "evaluation.judges[1].usd_per_mtok_out=-1" in error
-    assert not (tmp_path / "out").exists()  # nothing trained or written
 
 
 # ---------------------------------------------------------------- cost before calls
@@ -266,3 +263,15 @@ def test_serve_command_serves_every_finished_run_by_its_id(tmp_path, capsys):
     for run in finished[:2]:
         assert f"{run.id}={run.adapter_dir.resolve()}" in command.split()
     assert "cccccccccccccccc" not in command and "dddddddddddddddd" not in command
+
+
+def test_an_endpoint_judges_key_under_any_variable_name_is_redacted(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLLM_PASS", KEY + "-vllm")  # a name the redaction rule would not guess
+    with FakeChatServer(key=KEY + "-vllm", echo_key=True) as server:
+        server.script = ["echo"]
+        endpoint = EndpointJudge("mine", "judge-test", server.base_url, "VLLM_PASS")
+        judge = OpenAICompatibleJudge.from_endpoint(endpoint, cache_path=tmp_path / "cache.jsonl", parse_retries=0)
+        pair = PairItem("i0", "prompt 0", "GOOD answer 0", "bad answer 0", "dualloop", "static")
+        decision = judge.judge([pair])[0]
+        write_decisions(tmp_path / "decisions.jsonl", [decision])
+    assert decision.judge == "mine" and decision.raw == "A, says Bearer <secret>"

@@ -26,6 +26,7 @@ from dualloop.judges import (
     parse_verdict,
     position_consistency,
     read_decisions,
+    retry_wait,
     shown_order,
     write_decisions,
 )
@@ -61,7 +62,8 @@ def api_judge(server, tmp_path, **kwargs):
     kwargs.setdefault("cache_path", tmp_path / "cache.jsonl")
     kwargs.setdefault("backoff_base", 0.001)
     kwargs.setdefault("timeout", 5.0)
-    return OpenAICompatibleJudge("general", base_url=server.base_url, api_key_env=KEY_ENV, model="judge-test", **kwargs)
+    kwargs.setdefault("api_key_env", KEY_ENV)
+    return OpenAICompatibleJudge("general", base_url=server.base_url, model="judge-test", **kwargs)
 
 
 def test_the_papers_criteria_by_name():
@@ -102,11 +104,12 @@ def test_strict_verdict_parser(reply, verdict):
     assert parse_verdict(reply) == verdict
 
 
-def test_missing_key_fails_before_any_request(monkeypatch, tmp_path):
-    monkeypatch.delenv(KEY_ENV, raising=False)
+@pytest.mark.parametrize("env", [KEY_ENV, "UNSET_API_KEY"])  # a name the redaction rule does not know, one it does
+def test_missing_key_fails_before_any_request(env, monkeypatch, tmp_path):
+    monkeypatch.delenv(env, raising=False)
     with FakeChatServer(key=FAKE_KEY) as server:
-        with pytest.raises(MissingAPIKeyError, match=f"environment variable {KEY_ENV} is not set"):
-            api_judge(server, tmp_path)
+        with pytest.raises(MissingAPIKeyError, match=f"environment variable {env} is not set"):
+            api_judge(server, tmp_path, api_key_env=env)
         assert server.requests == 0
 
 
@@ -366,3 +369,105 @@ def test_gold_checker_judge_counts_satisfied_instructions_and_ties():
 def test_duplicate_item_ids_are_refused():
     with pytest.raises(ValueError, match="'dup' appears twice"):
         GoldCheckerJudge().judge([PairItem("dup", "p", "a", "b"), PairItem("dup", "p", "c", "d")])
+
+
+# ---------------------------------------------------------------- endpoints that fail or echo the key
+# The key is a user's (the api_key fixture): under a name the redaction rule knows, and on no file afterwards.
+
+
+def test_a_reply_echoing_the_key_is_stored_redacted(api_key, tmp_path):
+    with FakeChatServer(key=api_key.value, echo_key=True) as server:
+        server.script = ["echo", "echo"]
+        judge = api_judge(server, tmp_path, api_key_env=api_key.env, max_concurrency=1)
+        decisions = judge.judge(items(2))
+        write_decisions(tmp_path / "decisions.jsonl", decisions)
+    assert decisions[0].verdict == "unparseable" and "<secret>" in decisions[0].raw
+    assert decisions[1].winner == "a" and judge.unparseable == 1
+
+
+def test_an_error_body_echoing_the_key_is_redacted(api_key, tmp_path):
+    with FakeChatServer(key=api_key.value, echo_key=True) as server:
+        server.script = ["500"] * 2
+        with pytest.raises(JudgeAPIError, match="gave up after 2 attempts") as failure:
+            api_judge(server, tmp_path, api_key_env=api_key.env, max_retries=1).judge(items(1))
+        server.script = ["malformed"]
+        with pytest.raises(JudgeAPIError, match="malformed reply") as malformed:
+            api_judge(server, tmp_path, api_key_env=api_key.env, max_retries=0).judge(items(1))
+    assert api_key.value not in str(failure.value) and api_key.value not in str(malformed.value)
+    assert "<secret>" in str(malformed.value)
+
+
+def test_a_rejected_key_echoed_back_is_redacted(api_key, tmp_path, monkeypatch):
+    monkeypatch.setenv(api_key.env, api_key.value + "-wrong")
+    with (
+        FakeChatServer(key=api_key.value, echo_key=True) as server,
+        pytest.raises(JudgeAPIError, match="HTTP 401") as error,
+    ):
+        api_judge(server, tmp_path, api_key_env=api_key.env).judge(items(1))
+    assert api_key.value not in str(error.value)
+
+
+@pytest.mark.parametrize("failure", ["408", "reset", "500", "503", "429"])
+def test_transient_failures_are_retried(failure, api_key, tmp_path):
+    with FakeChatServer(key=api_key.value, echo_key=True) as server:
+        server.script = [failure, failure]
+        decisions = api_judge(server, tmp_path, api_key_env=api_key.env, max_concurrency=1, max_retries=3).judge(
+            items(1)
+        )
+    assert decisions[0].winner == "a" and server.requests == 3
+
+
+def test_retry_after_is_honoured_and_backoff_is_jittered(api_key, tmp_path):
+    with FakeChatServer(key=api_key.value, retry_after="0.2") as server:
+        server.script = ["503"]
+        judge = api_judge(server, tmp_path, api_key_env=api_key.env, max_concurrency=1, backoff_max=5.0)
+        waits = []
+        judge.sleep = waits.append
+        judge.judge(items(1))
+    assert waits == [0.2]
+    jittered = {retry_wait(3, 0.1, 60.0) for _ in range(20)}
+    assert len(jittered) > 1 and all(0.4 <= wait <= 0.8 for wait in jittered)
+    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
+    assert 25 <= retry_wait(0, 0.1, 60.0, date) <= 30
+
+
+def test_an_unparseable_verdict_is_asked_again_on_a_rerun(api_key, tmp_path):
+    with FakeChatServer(key=api_key.value) as server:
+        server.script = ["garbage", "garbage"]
+        first = api_judge(server, tmp_path, api_key_env=api_key.env, max_concurrency=1).judge(items(1))
+        rerun = api_judge(server, tmp_path, api_key_env=api_key.env, max_concurrency=1).judge(items(1))
+    assert first[0].verdict == "unparseable" and rerun[0].winner == "a" and server.requests == 3
+
+
+# ---------------------------------------------------------------- two processes judging one folder
+
+_JUDGING = """
+import sys
+sys.path.insert(0, sys.argv[3])
+from pathlib import Path
+from test_judges import items
+from dualloop.judges import OpenAICompatibleJudge, write_decisions
+out = Path(sys.argv[2])
+judge = OpenAICompatibleJudge("general", base_url=sys.argv[1], api_key_env=sys.argv[4], model="judge-test",
+                              cache_path=out / "cache.jsonl", max_concurrency=2)
+write_decisions(out / "decisions.jsonl", judge.judge(items(12)))
+"""
+
+
+def test_two_processes_judging_one_folder_give_each_decision_once(api_key, tmp_path):
+    tests = str(Path(__file__).parent)
+    with FakeChatServer(key=api_key.value, delay=0.02) as server:
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", _JUDGING, server.base_url, str(tmp_path), tests, api_key.env],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        outputs = [process.communicate(timeout=60)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    decisions = read_decisions(tmp_path / "decisions.jsonl")
+    assert sorted(d.item_id for d in decisions) == sorted(f"item-{k}" for k in range(12))
+    assert server.requests == 12  # the second process waited for the cache and asked nothing

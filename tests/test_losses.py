@@ -478,3 +478,61 @@ def test_bad_beta_and_shapes_name_the_argument():
         orpo_loss(pc, -pr, 0.1)
     with pytest.raises(ValueError, match="beta"):
         cpo_loss(pc, pr, -0.1)
+
+
+# ---------------------------------------------------------------- a loss of one's own
+
+
+def test_a_loss_defined_outside_the_package_trains_as_a_method(tmp_path):
+    # As in README's "Adding a controller or a loss": a notebook cell defines and registers it.
+    from dataclasses import dataclass, field
+
+    from dualloop.__main__ import main
+    from dualloop.losses import LOSSES, Loss, LossOutput, SequenceLogps, register_loss
+    from dualloop.registry import Run
+
+    @dataclass(frozen=True)
+    class HingeArguments:
+        delta: float = field(default=1.0, metadata={"help": "The margin δ the hinge asks for."})
+
+    def dpo_margin(logps: SequenceLogps) -> torch.Tensor:
+        chosen, rejected, ref_chosen, ref_rejected = logps.referenced()
+        return (chosen - ref_chosen) - (rejected - ref_rejected)
+
+    def hinge(logps: SequenceLogps, beta: torch.Tensor, arguments: HingeArguments) -> LossOutput:
+        """SLiC's hinge on DPO's margin: ``max(0, δ − β M)``."""
+        chosen, rejected, ref_chosen, ref_rejected = logps.referenced()
+        losses = torch.relu(arguments.delta - beta * dpo_margin(logps))
+        return LossOutput(
+            losses, (beta * (chosen - ref_chosen)).detach(), (beta * (rejected - ref_rejected)).detach(), beta
+        )
+
+    before = dict(LOSSES)
+    try:
+        register_loss(Loss("hinge", hinge, dpo_margin, needs_reference=True, arguments=HingeArguments, method=True))
+        argv = ["train", "--profile", "smoke", "--method", "hinge", "--steps", "2", "--out", str(tmp_path)]
+        assert main([*argv, "--set", "training.loss_kwargs.delta=0.5"]) == 0
+    finally:
+        LOSSES.clear()
+        LOSSES.update(before)
+    (run_dir,) = [path.parent for path in (tmp_path / "registry").rglob("COMPLETE")]
+    run = Run(run_dir)
+    training = run.config["training"]
+    assert (training["controller"], training["loss_type"], training["loss_kwargs"]) == (
+        "static",
+        "hinge",
+        {"delta": 0.5},
+    )
+    first = next(row for row in run.history() if "loss" in row)
+    # step 1: the LoRA adapter starts at zero, so the policy is the reference, M = 0 and the loss is δ
+    assert first["loss"] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_a_loss_with_a_taken_name_or_no_arguments_dataclass_is_refused():
+    from dualloop.losses import LOSSES, Loss, register_loss
+
+    sigmoid = LOSSES["sigmoid"]
+    with pytest.raises(ValueError, match="loss name 'sigmoid' is empty or taken"):
+        register_loss(Loss("sigmoid", sigmoid.loss, sigmoid.margin, True))
+    with pytest.raises(TypeError, match="arguments must be a dataclass"):
+        register_loss(Loss("other", sigmoid.loss, sigmoid.margin, True, arguments=dict))

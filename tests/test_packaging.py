@@ -17,7 +17,13 @@ from dualloop.config import REPO_ROOT
 
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 MAKEFILE = (REPO_ROOT / "Makefile").read_text()
-LOCAL_MODULES = {"dualloop", "conftest", "fake_chat_server", "distributed_run"}  # the package and tests' helpers
+LOCAL_MODULES = {
+    "dualloop",
+    "conftest",
+    "fake_chat_server",
+    "distributed_run",
+    "reference_statistics",
+}  # the package and tests' helpers
 
 
 def _name(requirement: str) -> str:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import re
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from datasets import Dataset
@@ -106,3 +109,41 @@ def test_finished_run_is_reused_and_unfinished_run_resumes(tmp_path):
 
     again = ensure_run(tmp_path, CONFIG, make_trainer)
     assert again.path == run.path and len(built) == 2  # finished: no trainer built, nothing trained
+
+
+_TRAINING = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from types import SimpleNamespace
+    from dualloop.registry import ensure_run
+
+    class Trainer:
+        def __init__(self, run):
+            self.args = SimpleNamespace(output_dir=str(run.path), should_save=True)
+        def train(self, resume_from_checkpoint=None):
+            with open(sys.argv[2], "a") as trained:
+                trained.write(f"{os.getpid()}\\n")
+            time.sleep(1.0)
+        def save_model(self, path):
+            Path(path).mkdir(parents=True, exist_ok=True)
+
+    ensure_run(sys.argv[1], {"seed": 0, "method": "dualloop"}, Trainer)
+""")
+
+
+@pytest.mark.usefixtures("api_key")
+def test_two_trainings_of_one_configuration_train_once(tmp_path):
+    trained = tmp_path / "trained.txt"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _TRAINING, str(tmp_path / "registry"), str(trained)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=60)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    assert len(trained.read_text().splitlines()) == 1
+    assert sum("reusing" in output for output in outputs) == 1

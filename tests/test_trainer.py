@@ -9,10 +9,11 @@ import time
 import pytest
 import torch
 from datasets import Dataset
+from reference_statistics import epsilon_steps, token_kl
 from transformers import Trainer, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from dualloop.controllers import BetaDecision, epsilon_steps, epsilon_steps_from_logps, token_kl
+from dualloop.controllers import BetaDecision, epsilon_steps_from_logps
 from dualloop.models import ModelSettings, lora_config, smoke_model
 from dualloop.trainer import (
     CONTROLLERS,
@@ -422,8 +423,16 @@ def test_unknown_method_and_controller_names_are_clear_errors(tmp_path):
         method_settings("dualoop")
     with pytest.raises(ValueError, match=r"unknown controller 'beta_dpo' \(did you mean 'beta-dpo'\?\)"):
         AdaptiveDPOConfig(**training_args(tmp_path, controller="beta_dpo"))
-    with pytest.raises(ValueError, match="loss_type must be one of sigmoid, ipo, adadpo"):
+    with pytest.raises(ValueError, match="loss_type must be one of sigmoid, adadpo, ipo"):
         AdaptiveDPOConfig(**training_args(tmp_path, loss_type="hinge"))
+    with pytest.raises(
+        ValueError, match=r"loss_kwargs.clp: not an argument of the 'adadpo' loss \(did you mean 'clip'"
+    ):
+        AdaptiveDPOConfig(**training_args(tmp_path, loss_type="adadpo", loss_kwargs={"clp": 1.5}))
+    with pytest.raises(ValueError, match="loss_kwargs.clip: not an argument of the 'sigmoid' loss"):
+        AdaptiveDPOConfig(**training_args(tmp_path, loss_kwargs={"clip": 1.5}))
+    with pytest.raises(ValueError, match="space must be one of"):
+        AdaptiveDPOConfig(**training_args(tmp_path, loss_type="adadpo", loss_kwargs='{"space": "both"}'))
     with pytest.raises(ValueError, match=r"'kl_targt' is not an argument of DualLoop \(did you mean 'kl_target'"):
         AdaptiveDPOConfig(**training_args(tmp_path, controller="dualloop", controller_kwargs={"kl_targt": 0.1}))
 

@@ -119,6 +119,8 @@ class Decision:
 
     def outcome(self) -> str | None:
         """ "win", "loss" or "tie" for system_a; None when the verdict was unparseable."""
+        if self.winner is None:
+            return None
         return {"a": "win", "b": "loss", "tie": "tie"}.get(self.winner)
 
     def to_json(self) -> dict:
@@ -217,8 +219,8 @@ def paired_winners(decisions: Sequence[Decision], first_judge: str, second_judge
         if not found:
             raise ValueError(f"no decision by judge {judge!r} (judges present: {sorted({d.judge for d in decisions})})")
     common = [
-        k
-        for k in winners[first_judge]
-        if k in winners[second_judge] and winners[first_judge][k] is not None and winners[second_judge][k] is not None
+        (first, second)
+        for k, first in winners[first_judge].items()
+        if first is not None and (second := winners[second_judge].get(k)) is not None
     ]
-    return [winners[first_judge][k] for k in common], [winners[second_judge][k] for k in common]
+    return [first for first, _ in common], [second for _, second in common]

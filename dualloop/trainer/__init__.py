@@ -1,18 +1,19 @@
 """The training engine: TRL's ``DPOTrainer`` with a β controller and a choice of loss.
 
-- :mod:`~dualloop.trainer.arguments`: ``AdaptiveDPOConfig`` and the controller and method tables;
-- :mod:`~dualloop.trainer.objectives`: the losses by ``loss_type`` and the margin each gives the controllers;
+- :mod:`~dualloop.trainer.arguments`: ``AdaptiveDPOConfig`` and the methods (a controller and a loss each);
 - :mod:`~dualloop.trainer.heads`: response log-probs through TRL's fused head, hidden states, vocabulary statistics;
 - :mod:`~dualloop.trainer.reference_cache`: the frozen reference's outputs per micro-batch, shared by runs;
 - :mod:`~dualloop.trainer.callbacks`: the controller as checkpointed Trainer state, the history, the printed lines;
 - :mod:`~dualloop.trainer.adaptive_dpo`: ``AdaptiveDPOTrainer``.
 """
 
+from dualloop.controllers import CONTROLLERS, register_controller
+from dualloop.losses import LOSSES, register_loss
+from dualloop.methods import methods
 from dualloop.trainer.adaptive_dpo import AdaptiveDPOTrainer
-from dualloop.trainer.arguments import CONTROLLERS, KL_ESTIMATORS, METHODS, AdaptiveDPOConfig, method_settings
+from dualloop.trainer.arguments import KL_ESTIMATORS, AdaptiveDPOConfig, method_settings
 from dualloop.trainer.callbacks import ControllerCallback, HistoryCallback, ProgressCallback
 from dualloop.trainer.heads import vocabulary_statistics
-from dualloop.trainer.objectives import LOSSES
 
 __all__ = [
     "AdaptiveDPOConfig",
@@ -22,8 +23,10 @@ __all__ = [
     "HistoryCallback",
     "KL_ESTIMATORS",
     "LOSSES",
-    "METHODS",
     "ProgressCallback",
     "method_settings",
+    "methods",
+    "register_controller",
+    "register_loss",
     "vocabulary_statistics",
 ]

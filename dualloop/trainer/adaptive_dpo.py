@@ -11,7 +11,7 @@ the Trainer's public ``compute_loss``, ``training_step`` and ``log``:
    states when full-vocabulary statistics are needed (:mod:`dualloop.trainer.heads`); with
    ``reference_cache_dir`` the reference's outputs of a micro-batch already met are read back
    instead (:mod:`dualloop.trainer.reference_cache`);
-2. each pair's margin (:mod:`dualloop.trainer.objectives`) gathered over all processes;
+2. each pair's margin (the loss's, :mod:`dualloop.losses`) gathered over all processes;
    ``controller.decide`` gives every example's β and loss weight; this process keeps its rows;
 3. the loss ``Σ w_i L_i / Σ w_i`` over the global micro-batch;
 4. full-vocabulary statistics (token KL, ε-DPO's steps) from those hidden states, each model through
@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 from collections import defaultdict
 from pathlib import Path
+from typing import TypedDict
 
 import datasets
 import torch
@@ -40,7 +41,8 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
 from dualloop.controllers import BatchStats, Controller, epsilon_steps_from_logps
-from dualloop.trainer.arguments import CONTROLLERS, AdaptiveDPOConfig, controller_arguments
+from dualloop.losses import LOSSES, Loss, SequenceLogps
+from dualloop.trainer.arguments import AdaptiveDPOConfig, controller_arguments
 from dualloop.trainer.callbacks import ControllerCallback, HistoryCallback, ProgressCallback
 from dualloop.trainer.heads import (
     backbone,
@@ -49,11 +51,18 @@ from dualloop.trainer.heads import (
     lm_head_weights,
     vocabulary_statistics,
 )
-from dualloop.trainer.objectives import LOSSES, SequenceLogps
 from dualloop.trainer.reference_cache import ReferenceCache, check_deterministic, weights_fingerprint
 from dualloop.trainer.trl_private import compact_scoring_on_cpu
 
 __all__ = ["AdaptiveDPOTrainer"]
+
+
+class _PendingStatistics(TypedDict):
+    """What one training micro-batch leaves for the controller's next step."""
+
+    margins: torch.Tensor
+    epsilon_steps: torch.Tensor | None
+    pair_stats: dict[str, torch.Tensor]
 
 
 class AdaptiveDPOTrainer(DPOTrainer):
@@ -66,6 +75,9 @@ class AdaptiveDPOTrainer(DPOTrainer):
 
     _tag_names = ["trl", "dpo", "dualloop"]
     _name = "AdaptiveDPO"
+    # what __init__ checks and DPOTrainer requires (the Trainer's own types are wider)
+    args: AdaptiveDPOConfig
+    model: torch.nn.Module
 
     def __init__(self, model, ref_model=None, args: AdaptiveDPOConfig | None = None, *trainer_args, **kwargs):
         if not isinstance(args, AdaptiveDPOConfig):
@@ -73,14 +85,14 @@ class AdaptiveDPOTrainer(DPOTrainer):
         if args.precompute_ref_log_probs and args.reference_logits_needed:
             needs = (
                 "ε-DPO's steps"
-                if CONTROLLERS[args.controller].needs_epsilon_steps
+                if "epsilon_steps" in args.controller_needs
                 else "the token KL (kl_estimator='token' or log_token_kl=True)"
             )
             raise ValueError(
                 f"controller '{args.controller}' needs the reference model's full-vocabulary logits for {needs}, "
                 "but precompute_ref_log_probs=True keeps only the reference log-probs; set "
                 "precompute_ref_log_probs=False"
-                + (", or kl_estimator='logratio' and log_token_kl=False" if args.controller == "dualloop" else "")
+                + (", or kl_estimator='logratio' and log_token_kl=False" if "kl" in args.controller_needs else "")
             )
         if args.disable_tqdm:
             datasets.disable_progress_bars()
@@ -89,7 +101,8 @@ class AdaptiveDPOTrainer(DPOTrainer):
             check_plain_logits(self._policy_module())
             check_plain_logits(self._reference_module())
         self.reference_cache = self._make_reference_cache(args)
-        self.objective = LOSSES[args.loss_type[0]]
+        self.objective: Loss = LOSSES[args.loss_type[0]]
+        self.loss_arguments = args.loss_arguments()
         controller_kwargs, horizon_from_trainer = controller_arguments(args)
         self.add_callback(
             ControllerCallback(args.controller, controller_kwargs, horizon_from_trainer=horizon_from_trainer)
@@ -98,10 +111,11 @@ class AdaptiveDPOTrainer(DPOTrainer):
             "train": defaultdict(list),
             "eval": defaultdict(list),
         }
-        self._pending: list[dict[str, torch.Tensor | None]] = []
+        self._pending: list[_PendingStatistics] = []
         self._extrema: dict[str, list[tuple[float, float]]] = {"train": [], "eval": []}
         if args.disable_tqdm:
             self.remove_callback(PrinterCallback)
+        assert args.output_dir is not None  # TrainingArguments.__post_init__ sets its default
         self.add_callback(HistoryCallback(Path(args.output_dir) / args.history_file))
         if args.print_progress:
             self.add_callback(ProgressCallback())
@@ -178,14 +192,16 @@ class AdaptiveDPOTrainer(DPOTrainer):
         reference_model = self.model if self.ref_model is None else self.ref_model
         with (
             torch.no_grad(),
-            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+            # called as TRL's DPOTrainer calls it (its annotations do not admit a PEFT model, nor the str
+            # that TrainingArguments.__post_init__ parses into a dict)
+            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),  # type: ignore[arg-type]
             self.accelerator.autocast(),
             self._reference_context(),
             captured_hidden_states(backbone(self._reference_module()), keep_hidden) as captured,
         ):
             reference = reference_model(**model_kwargs, labels=labels, fused_lm_head=True)
         ref_logps, ref_hidden = reference.log_probs[:, -scored:].sum(1), response_hidden(captured)
-        if key is not None:
+        if cache is not None and key is not None:
             cache.put(key, {"logps": ref_logps, **({"hidden": ref_hidden} if ref_hidden is not None else {})})
         return policy_logps, ref_logps, policy_hidden, ref_hidden
 
@@ -194,7 +210,7 @@ class AdaptiveDPOTrainer(DPOTrainer):
         mask = labels[:, 1:] != -100
         rows, targets = mask.nonzero()[:, 0], labels[:, 1:][mask]
         policy_module, reference_module = self._policy_module(), self._reference_module()
-        needs_steps = self.controller.needs_epsilon_steps
+        needs_steps = "epsilon_steps" in self.controller.needs
         with contextlib.ExitStack() as stack:
             stack.enter_context(self.accelerator.autocast())
             policy_head = stack.enter_context(lm_head_weights(policy_module))
@@ -213,7 +229,8 @@ class AdaptiveDPOTrainer(DPOTrainer):
                 num_rows,
                 chunk_size=self.args.logits_chunk_size,
                 token_kl=self.args.token_kl_needed,
-                epsilon=self.controller.epsilon if needs_steps else None,
+                # register_controller: a controller that needs epsilon_steps has an `epsilon` argument
+                epsilon=self.controller.epsilon if needs_steps else None,  # type: ignore[attr-defined]
             )
 
     # ------------------------------------------------------------------ the loss
@@ -226,7 +243,7 @@ class AdaptiveDPOTrainer(DPOTrainer):
             )
         train = self.model.training
         args = self.args
-        needs_steps = self.controller.needs_epsilon_steps
+        needs_steps = "epsilon_steps" in self.controller.needs
         keep_hidden = args.token_kl_needed or needs_steps
         labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)
         with compact_scoring_on_cpu():
@@ -235,14 +252,16 @@ class AdaptiveDPOTrainer(DPOTrainer):
         half = num_rows // 2
         lengths = inputs["completion_mask"][:, 1:].sum(1).to(policy_logps.dtype)
 
-        def sides(logps: torch.Tensor | None, detach: bool):
-            if logps is None:
-                return None, None
+        def sides(logps: torch.Tensor, detach: bool) -> tuple[torch.Tensor, torch.Tensor]:
             logps = logps.detach() if detach else logps
             return logps[:half], logps[half:]
 
         def sequence_logps(detach: bool) -> SequenceLogps:
-            return SequenceLogps(*sides(policy_logps, detach), *sides(ref_logps, True), lengths[:half], lengths[half:])
+            policy_chosen, policy_rejected = sides(policy_logps, detach)
+            ref_chosen, ref_rejected = (None, None) if ref_logps is None else sides(ref_logps, True)
+            return SequenceLogps(
+                policy_chosen, policy_rejected, ref_chosen, ref_rejected, lengths[:half], lengths[half:]
+            )
 
         margins = self.objective.margin(sequence_logps(detach=True)).float()
         # Per-pair statistics of this process, gathered in one collective: every process then holds
@@ -264,7 +283,7 @@ class AdaptiveDPOTrainer(DPOTrainer):
         decision = self.controller.decide(BatchStats(all_margins, epsilon_steps=all_steps), train=train)
         own = slice(self.accelerator.process_index * half, (self.accelerator.process_index + 1) * half)
         beta, weight = decision.beta[own].to(policy_logps), decision.weight[own].to(policy_logps)
-        output = self.objective.loss(sequence_logps(detach=False), beta, args)
+        output = self.objective.loss(sequence_logps(detach=False), beta, self.loss_arguments)
         total_weight = decision.weight.sum()
         if total_weight <= 0:
             raise ValueError(f"controller '{args.controller}' gave every example of a micro-batch weight 0")
@@ -299,16 +318,22 @@ class AdaptiveDPOTrainer(DPOTrainer):
         """``controller.step`` on the statistics of every micro-batch since the last optimizer step."""
         pending, self._pending = self._pending, []
         kl = None
-        if self.controller.needs_kl:
+        if "kl" in self.controller.needs:
             numerator = "kl" if self.args.kl_estimator == "token" else "abs_logratio"
-            kl = sum(entry["pair_stats"][numerator].sum() for entry in pending) / sum(
+            mean_kl = sum(entry["pair_stats"][numerator].sum() for entry in pending) / sum(
                 entry["pair_stats"]["tokens"].sum() for entry in pending
             )
+            assert isinstance(mean_kl, torch.Tensor)  # sums of tensors: pending holds this step's micro-batches
+            kl = mean_kl.item()
         steps = None
-        if self.controller.needs_epsilon_steps:
-            steps = torch.cat([entry["epsilon_steps"] for entry in pending])
+        if "epsilon_steps" in self.controller.needs:
+            kept_steps = []
+            for entry in pending:
+                assert entry["epsilon_steps"] is not None  # compute_loss keeps them when the controller needs them
+                kept_steps.append(entry["epsilon_steps"])
+            steps = torch.cat(kept_steps)
         margins = torch.cat([entry["margins"] for entry in pending])
-        self.controller.step(BatchStats(margins, kl=None if kl is None else kl.item(), epsilon_steps=steps))
+        self.controller.step(BatchStats(margins, kl=kl, epsilon_steps=steps))
 
     # ------------------------------------------------------------------ logging
 

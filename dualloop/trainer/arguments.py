@@ -1,64 +1,32 @@
 """``AdaptiveDPOConfig``: TRL's ``DPOConfig`` plus the β controller, the loss and the logging.
 
-Also the tables the config is checked against: the controllers, the losses
-(:mod:`dualloop.trainer.objectives`), the methods of the paper's comparisons and the controller
-each method's β fills.
+Also :func:`method_settings`: a run's settings checked against its method (:mod:`dualloop.methods`).
 """
 
 from __future__ import annotations
 
-import inspect
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from trl import DPOConfig
 
-from dualloop.controllers import Annealed, BetaDPO, Controller, DualLoop, EpsilonDPO, Static
+from dualloop.controllers import CONTROLLERS, controller_class
+from dualloop.losses import LOSSES, loss_entry
+from dualloop.methods import methods
 from dualloop.names import did_you_mean, unknown_choice
-from dualloop.trainer.objectives import LOSSES
 
 __all__ = [
     "AdaptiveDPOConfig",
-    "CONTROLLERS",
     "KL_ESTIMATORS",
-    "METHODS",
     "check_report_to",
     "controller_arguments",
     "method_settings",
 ]
 
-CONTROLLERS: dict[str, type[Controller]] = {
-    "static": Static,
-    "annealed": Annealed,
-    "dualloop": DualLoop,
-    "beta-dpo": BetaDPO,
-    "epsilon-dpo": EpsilonDPO,
-}
-# The argument of each controller that the config's `beta` fills unless `controller_kwargs` names it.
-BETA_ARGUMENT = {
-    "static": "beta",
-    "annealed": "start",
-    "dualloop": "beta_init",
-    "beta-dpo": "beta0",
-    "epsilon-dpo": "beta",
-}
 KL_ESTIMATORS = ("token", "logratio")
-ADADPO_SPACES = ("ratio", "policy")
-# The methods of the paper's comparisons (CLI `--method`): a controller and the loss it uses unless
-# the run sets `training.loss_type`. A method in LOSS_METHODS is its loss: another loss contradicts it.
-METHODS: dict[str, dict[str, str]] = {
-    "static": {"controller": "static", "loss_type": "sigmoid"},
-    "annealed": {"controller": "annealed", "loss_type": "sigmoid"},
-    "dualloop": {"controller": "dualloop", "loss_type": "sigmoid"},
-    "beta-dpo": {"controller": "beta-dpo", "loss_type": "sigmoid"},
-    "epsilon-dpo": {"controller": "epsilon-dpo", "loss_type": "sigmoid"},
-    "adadpo": {"controller": "static", "loss_type": "adadpo"},
-}
 
 
-LOSS_METHODS = ("adadpo",)
 # The trackers `report_to` names whose package transformers' `get_available_reporting_integrations` looks for,
 # and what to install for each (the others, e.g. azure_ml and flyte, are left to transformers' own check).
 TRACKER_PACKAGES = {
@@ -115,9 +83,10 @@ def method_settings(method: str, training: dict[str, Any] | None = None) -> dict
     is DualLoop's β with the AdaDPO loss. A ``report_to`` tracker that is not installed is refused here,
     before anything is loaded (:func:`check_report_to`).
     """
-    if method not in METHODS:
-        raise unknown_choice("method", method, METHODS)
-    settings = dict(METHODS[method])
+    table = methods()
+    if method not in table:
+        raise unknown_choice("method", method, table)
+    settings = dict(table[method])
     training = dict(training or {})
     controller = training.get("controller", settings["controller"])
     if controller != settings["controller"]:
@@ -128,9 +97,8 @@ def method_settings(method: str, training: dict[str, Any] | None = None) -> dict
     loss_type = training.get("loss_type", settings["loss_type"])
     if isinstance(loss_type, (list, tuple)) and len(loss_type) == 1:
         loss_type = loss_type[0]
-    if loss_type not in LOSSES:
-        raise unknown_choice("training.loss_type", loss_type, LOSSES)
-    if method in LOSS_METHODS and loss_type != settings["loss_type"]:
+    loss_entry(loss_type)
+    if method in LOSSES and loss_type != settings["loss_type"]:
         raise ValueError(
             f"training.loss_type={loss_type!r} contradicts method {method!r}, which is the "
             f"{settings['loss_type']!r} loss; use a controller's method (e.g. static) with that loss"
@@ -146,7 +114,7 @@ class AdaptiveDPOConfig(DPOConfig):
     loss and the logging of DualLoop-DPO's experiments.
 
     `beta` is the controller's initial β (the static β for `controller="static"`). `loss_type` takes
-    exactly one loss of `dualloop.trainer.objectives.LOSSES`: `"sigmoid"` (DPO, with TRL's
+    exactly one loss of `dualloop.losses.LOSSES`: `"sigmoid"` (DPO, with TRL's
     `label_smoothing`), `"ipo"` (TRL's per-token convention), `"adadpo"`, the base forms `"rdpo"`,
     `"cpo"`, `"orpo"`, `"simpo"` and the self-adaptive `"adaptive-ipo"`, `"adaptive-rdpo"`,
     `"adaptive-cpo"`, `"adaptive-orpo"`, `"adaptive-simpo"` (AdaDPO, Chen et al., Table 2).
@@ -161,7 +129,7 @@ class AdaptiveDPOConfig(DPOConfig):
 
     controller: str = field(
         default="static",
-        metadata={"help": "β controller: 'static', 'annealed', 'dualloop', 'beta-dpo' or 'epsilon-dpo'."},
+        metadata={"help": f"β controller (dualloop.controllers), one of {', '.join(CONTROLLERS)} or one registered."},
     )
     controller_kwargs: dict[str, Any] | str | None = field(
         default=None,
@@ -179,25 +147,14 @@ class AdaptiveDPOConfig(DPOConfig):
             "reference log-probs)."
         },
     )
-    adadpo_clip: float | None = field(
-        default=2.0,
-        metadata={"help": "Self-adaptive losses' ceiling C on the chosen-side coefficient; None removes it."},
-    )
-    adadpo_space: str = field(
-        default="ratio", metadata={"help": "AdaDPO's balance ratio: 'ratio' (eq. 5) or 'policy' (eq. 4) space."}
-    )
-    adadpo_length_normalized: bool = field(
-        default=True,
+    loss_kwargs: dict[str, Any] | str | None = field(
+        default=None,
         metadata={
-            "help": "AdaDPO: length-normalize the balance ratio ('Stable AdaDPO', eq. 10). The IPO and ORPO "
-            "losses always use per-token averages; R-DPO, CPO and SimPO their own forms (dualloop/METHODS.md)."
+            "help": "Arguments of the loss (its family's dataclass in dualloop.losses), e.g. {'clip': 1.5} for "
+            "the self-adaptive losses' ceiling C, {'space': 'policy'} for AdaDPO, {'alpha': 0.02} for R-DPO, "
+            "{'gamma': 1.0} for SimPO; as a dict or a JSON string. The sigmoid loss takes TRL's `label_smoothing`."
         },
     )
-    adadpo_k: float = field(default=1.0, metadata={"help": "Self-adaptive losses' optional scale k (Appendix A.3)."})
-    rdpo_alpha: float = field(
-        default=0.01, metadata={"help": "R-DPO's length penalty α on |y_w| − |y_l| (Park et al. 2024, eq. 9)."}
-    )
-    simpo_gamma: float = field(default=0.5, metadata={"help": "SimPO's target reward margin γ (Meng et al. 2024)."})
     logits_chunk_size: int = field(
         default=128,
         metadata={
@@ -237,12 +194,11 @@ class AdaptiveDPOConfig(DPOConfig):
     )
 
     def __post_init__(self):
-        if isinstance(self.controller_kwargs, str):
-            self.controller_kwargs = json.loads(self.controller_kwargs)
+        self.controller_kwargs = _mapping("controller_kwargs", self.controller_kwargs)
+        self.loss_kwargs = _mapping("loss_kwargs", self.loss_kwargs)
         check_report_to(self.report_to)
         super().__post_init__()
-        if self.controller not in CONTROLLERS:
-            raise unknown_choice("controller", self.controller, CONTROLLERS)
+        controller_class(self.controller)
         if len(self.loss_type) != 1 or self.loss_type[0] not in LOSSES:
             raise ValueError(
                 f"AdaptiveDPOConfig.loss_type must be one of {', '.join(LOSSES)} (a single loss), "
@@ -250,16 +206,10 @@ class AdaptiveDPOConfig(DPOConfig):
             )
         if self.kl_estimator not in KL_ESTIMATORS:
             raise unknown_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
-        if self.adadpo_space not in ADADPO_SPACES:
-            raise unknown_choice("adadpo_space", self.adadpo_space, ADADPO_SPACES)
         if not isinstance(self.logits_chunk_size, int) or self.logits_chunk_size < 1:
             raise ValueError(
                 f"AdaptiveDPOConfig.logits_chunk_size must be an integer >= 1, got {self.logits_chunk_size!r}"
             )
-        for name in ("rdpo_alpha", "simpo_gamma"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"AdaptiveDPOConfig.{name} must be a finite number >= 0, got {value!r}")
         if not self.restore_callback_states_from_checkpoint:
             raise ValueError(
                 "AdaptiveDPOConfig.restore_callback_states_from_checkpoint=False would restart β from "
@@ -276,44 +226,63 @@ class AdaptiveDPOConfig(DPOConfig):
                     f"AdaptiveDPOConfig.{name}={getattr(self, name)!r} is a DPOTrainer option that "
                     f"AdaptiveDPOTrainer does not implement; leave it at {default!r}"
                 )
-        kwargs = self.controller_kwargs or {}
-        if not isinstance(kwargs, dict):
-            raise TypeError(f"AdaptiveDPOConfig.controller_kwargs must be a dict, got {type(kwargs).__name__}")
-        _check_controller_kwargs(self.controller, kwargs)
+        _check_controller_keys(self.controller, _mapping("controller_kwargs", self.controller_kwargs) or {})
+        self.loss_arguments()  # each value checked by the loss's own arguments
+
+    def loss_arguments(self) -> Any:
+        """The loss's arguments (its family's dataclass) from ``loss_kwargs`` and, e.g. ``label_smoothing``, this config."""
+        return LOSSES[self.loss_type[0]].build_arguments(_mapping("loss_kwargs", self.loss_kwargs), self)
+
+    @property
+    def controller_needs(self) -> frozenset[str]:
+        """The statistics the controller asks the trainer for (:data:`dualloop.controllers.STATISTICS`)."""
+        return CONTROLLERS[self.controller].needs
 
     @property
     def token_kl_needed(self) -> bool:
-        """Whether every micro-batch computes the exact token KL (DualLoop's estimator, or logging)."""
-        return self.log_token_kl or (CONTROLLERS[self.controller].needs_kl and self.kl_estimator == "token")
+        """Whether every micro-batch computes the exact token KL (the controller's KL estimator, or logging)."""
+        return self.log_token_kl or ("kl" in self.controller_needs and self.kl_estimator == "token")
 
     @property
     def reference_logits_needed(self) -> bool:
         """Whether the reference's full-vocabulary logits are needed (not only its log-probs)."""
-        return self.token_kl_needed or CONTROLLERS[self.controller].needs_epsilon_steps
+        return self.token_kl_needed or "epsilon_steps" in self.controller_needs
 
     @property
     def reference_needed(self) -> bool:
         """Whether the reference model runs: for the loss, the controller's KL or ε-steps, or logging."""
-        controller = CONTROLLERS[self.controller]
-        return LOSSES[self.loss_type[0]].needs_reference or controller.needs_kl or self.reference_logits_needed
+        return (
+            LOSSES[self.loss_type[0]].needs_reference or "kl" in self.controller_needs or self.reference_logits_needed
+        )
 
 
-def _check_controller_kwargs(name: str, kwargs: dict[str, Any]) -> None:
-    accepted = list(inspect.signature(CONTROLLERS[name]).parameters)
+def _mapping(name: str, value: dict[str, Any] | str | None) -> dict[str, Any] | None:
+    """A ``*_kwargs`` field as a dict (or None): a JSON string is parsed; anything else is a TypeError naming it."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    if value is not None and not isinstance(value, dict):
+        raise TypeError(f"AdaptiveDPOConfig.{name} must be a dict, got {type(value).__name__}")
+    return value
+
+
+def _check_controller_keys(name: str, kwargs: dict[str, Any]) -> None:
+    cls = controller_class(name)
+    accepted = list(cls.arguments())
     for key in kwargs:
         if key not in accepted:
             raise ValueError(
                 f"AdaptiveDPOConfig.controller_kwargs: '{key}' is not an argument of "
-                f"{CONTROLLERS[name].__name__}{did_you_mean(key, accepted)}; it takes {', '.join(accepted)}"
+                f"{cls.__name__}{did_you_mean(key, accepted)}; it takes {', '.join(accepted)}"
             )
 
 
 def controller_arguments(args: AdaptiveDPOConfig) -> tuple[dict[str, Any], bool]:
     """The controller's constructor arguments: ``controller_kwargs`` with ``beta`` and ``seed`` filled in,
     and whether its horizon ``total_steps`` is the Trainer's (filled in when training begins)."""
-    kwargs = dict(args.controller_kwargs or {})
-    kwargs.setdefault(BETA_ARGUMENT[args.controller], args.beta)
-    parameters = inspect.signature(CONTROLLERS[args.controller]).parameters
+    kwargs = dict(_mapping("controller_kwargs", args.controller_kwargs) or {})
+    cls = controller_class(args.controller)
+    kwargs.setdefault(cls.beta_argument, args.beta)
+    parameters = cls.arguments()
     if "seed" in parameters:
         kwargs.setdefault("seed", args.seed)
     horizon_from_trainer = "total_steps" in parameters and "total_steps" not in kwargs

@@ -15,9 +15,8 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from dualloop.controllers import Controller
+from dualloop.controllers import Controller, controller_class
 from dualloop.jsonl import append_records, read_records
-from dualloop.trainer.arguments import CONTROLLERS
 
 __all__ = ["ControllerCallback", "HistoryCallback", "ProgressCallback"]
 
@@ -41,7 +40,7 @@ class ControllerCallback(TrainerCallback, ExportableState):
     ) -> None:
         self.name = controller
         self.kwargs = dict(kwargs)
-        self.controller: Controller = CONTROLLERS[controller](**self.kwargs)
+        self.controller: Controller = controller_class(controller)(**self.kwargs)
         if state is not None:
             self.controller.load_state_dict(state)
         self.step = step
@@ -74,7 +73,7 @@ class ControllerCallback(TrainerCallback, ExportableState):
         if self.horizon_from_trainer and self.kwargs["total_steps"] != state.max_steps:
             saved = self.controller.state_dict()
             self.kwargs["total_steps"] = state.max_steps
-            self.controller = CONTROLLERS[self.name](**self.kwargs)
+            self.controller = controller_class(self.name)(**self.kwargs)
             self.controller.load_state_dict(saved)
 
     def on_step_end(self, args, state, control, **kwargs):

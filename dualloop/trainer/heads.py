@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,9 @@ from accelerate.utils import is_peft_model
 from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel
 from trl.trainer.utils import maybe_gather_lm_head_ctx
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 __all__ = ["backbone", "captured_hidden_states", "check_plain_logits", "lm_head_weights", "vocabulary_statistics"]
 
@@ -46,8 +50,10 @@ def check_plain_logits(model: PreTrainedModel) -> None:
 
 def backbone(model: torch.nn.Module) -> torch.nn.Module:
     """The transformer body whose last hidden states feed the LM head (through a PEFT wrapper)."""
-    inner = model.get_base_model() if is_peft_model(model) else model
-    return inner.base_model
+    # is_peft_model does not narrow `model`, and nn.Module types the attributes it resolves by name as
+    # Tensor | Module: below the PEFT wrapper is the PreTrainedModel
+    inner = cast("PeftModel", model).get_base_model() if is_peft_model(model) else model
+    return cast(PreTrainedModel, inner).base_model
 
 
 @contextlib.contextmanager
@@ -68,7 +74,9 @@ def captured_hidden_states(body: torch.nn.Module, enabled: bool = True) -> Itera
 def lm_head_weights(model: torch.nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """The output embedding's full ``(weight, bias)`` for direct use, as TRL's fused head reads them:
     FSDP2's sharded DTensors are gathered, DeepSpeed ZeRO-3's partitions are gathered for the block."""
-    head = model.get_output_embeddings()
+    # a PreTrainedModel, or a PEFT wrapper that forwards get_output_embeddings to it (nn.Module types the
+    # attributes it resolves by name as Tensor | Module)
+    head = cast(PreTrainedModel, model).get_output_embeddings()
     weight, bias = head.weight, head.bias
     if isinstance(weight, DTensor):
         weight = weight.full_tensor()
@@ -100,7 +108,7 @@ def vocabulary_statistics(
     of ``KL(π_θ ‖ π_ref)`` (float64, or None without ``token_kl``), and ``log_probs`` ``[3, num_rows]``
     the summed label log-probs under θ, ``(1+ε)ℓ_θ − εℓ_ref`` and ``(1−ε)ℓ_θ + εℓ_ref``
     (ε-DPO, Lee et al. 2025, arXiv 2502.13177, step 1; None without ``epsilon``).
-    The same quantities as ``dualloop.controllers.token_kl`` / ``epsilon_steps`` but from hidden
+    The same quantities as the tests' full-logit references (``tests/reference_statistics.py``) but from hidden
     states, so at most one chunk of ``[chunk_size, V]`` logits exists at a time: the peak is 4 float32
     ``[chunk_size, V]`` tensors.
     """
@@ -114,11 +122,13 @@ def vocabulary_statistics(
         ref = F.linear(ref_hidden[chunk], *ref_head).float()
         policy_lse = policy.logsumexp(-1)
         if token_kl:  # KL = Σ_v p_v (ℓ_θ,v − ℓ_ref,v) − lse(ℓ_θ) + lse(ℓ_ref), with p = softmax(ℓ_θ)
+            assert kl_rows is not None  # allocated above with token_kl
             probs = (policy - policy_lse.unsqueeze(1)).exp_().unsqueeze(1)
             kl = (probs @ policy.unsqueeze(2) - probs @ ref.unsqueeze(2)).view(-1) - policy_lse + ref.logsumexp(-1)
             kl_rows.index_add_(0, rows[chunk], kl.clamp_min(0.0).double())
             del probs
         if epsilon is not None:
+            assert log_probs is not None  # allocated above with epsilon
             tokens = targets[chunk].unsqueeze(1)
             policy_target = policy.gather(1, tokens).squeeze(1)
             ref_target = ref.gather(1, tokens).squeeze(1)

@@ -65,7 +65,7 @@ def weights_fingerprint(model: torch.nn.Module, *, frozen_only: bool) -> str:
     config = getattr(model, "config", None)
     if config is not None:
         digest.update(config.to_json_string(use_diff=False).encode())
-    tensors = [
+    tensors: list[tuple[str, torch.Tensor]] = [
         (name, parameter)
         for name, parameter in model.named_parameters()
         if not (frozen_only and parameter.requires_grad)

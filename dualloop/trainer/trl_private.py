@@ -5,9 +5,9 @@ positions whose label is not -100 when ``trl.trainer.utils._use_triton(device)``
 XPU with Triton). Elsewhere it projects every position of the padded batch, prompt and padding
 included, because on compiled backends (Neuron, XLA) a batch-dependent number of positions would
 recompile its tiles. Eager PyTorch on a CPU has no such cost: scoring only the response positions
-gives the same log-probs and ~23 % shorter steps on the ``cpu`` profile (5 steps of static β: the
-same adapter, byte for byte, in 40.4 s against 52.5 s). :func:`compact_scoring_on_cpu` turns that on
-for a block; the log-prob kernel itself (``trl.kernels.chunked_logprob``) is not touched.
+gives the same log-probs (the same adapter, byte for byte) with shorter steps, since the prompt and
+padding positions are not projected onto the vocabulary (measured in ``benchmarks/``).
+:func:`compact_scoring_on_cpu` turns that on for a block; the log-prob kernel itself (``trl.kernels.chunked_logprob``) is not touched.
 
 ``tests/test_trl_private.py`` fails when TRL renames ``_use_triton`` or stops deciding the fused
 head's scoring with it.

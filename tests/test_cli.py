@@ -1,0 +1,159 @@
+"""The command line (``python -m dualloop``) on bad input: every problem it can name is one line on stderr,
+``dualloop: ...``, redacted, with exit status 2, before anything is trained, judged or written."""
+
+import subprocess
+import sys
+
+import pytest
+from transformers.integrations import integration_utils
+
+import dualloop.experiment.evaluation
+import dualloop.experiment.training
+import dualloop.models
+from dualloop.__main__ import main
+from dualloop.config import REPO_ROOT
+
+TRAIN = ["train", "--profile", "smoke"]
+JUDGE = ["judge", "--profile", "smoke", "--a", "dualloop", "--b", "base", "--prompts", "verifiable-heldout"]
+REPRODUCE = ["reproduce", "--profile", "smoke"]
+MAPPING = "{name: mine, model: m, base_url: 'http://127.0.0.1:1/v1', api_key_env: null, usd_per_mtok_out: -1}"
+
+# (arguments, named): the one line contains `named`, or each string of a tuple `named`; a `named` that starts
+# with "dualloop: " is the whole line
+BAD_INPUT = [
+    # numbers and values, on the command line and in --set
+    pytest.param([*TRAIN, "--method", "dualloop", "--steps", "0"], "--steps 0: must be an integer >= 1", id="steps-0"),
+    pytest.param([*TRAIN, "--method", "dualloop", "--steps", "-3"], "--steps -3", id="steps-negative"),
+    pytest.param(
+        [*TRAIN, "--method", "dualloop", "--set", "training.learning_rate=abc"],
+        "training.learning_rate='abc'",
+        id="set-not-a-number",
+    ),
+    pytest.param(
+        [*TRAIN, "--method", "dualloop", "--set", "training.controller_kwargs.lam=four"],
+        "training.controller_kwargs.lam='four'",
+        id="set-nested-not-a-number",
+    ),
+    pytest.param([*TRAIN, "--method", "dualloop", "--set", "training.beta=.nan"], "training.beta=nan", id="set-nan"),
+    pytest.param(
+        [*TRAIN, "--method", "static", "--set", "training.lerning_rate=1"],
+        "did you mean 'learning_rate'?",
+        id="set-misspelt-key",
+    ),
+    pytest.param(
+        [*TRAIN, "--method", "static", "--set", "training.seed=1"],
+        "training.seed=1: the seed is the top-level `seed`",
+        id="set-training-seed",
+    ),
+    pytest.param(
+        [*TRAIN, "--method", "adadpo", "--set", "training.loss_type=cpo"],
+        "training.loss_type='cpo' contradicts method 'adadpo'",
+        id="set-loss-contradicts-method",
+    ),
+    pytest.param(
+        [*TRAIN, "--method", "dualloop", "--set", "training.report_to=[tensorboard, wandb]"],
+        "dualloop: --set: training.report_to: 'wandb' needs the wandb package, which is not installed here "
+        "(pip install wandb); installed trackers: tensorboard",
+        id="tracker-not-installed",
+    ),
+    # names: methods, profiles, prompt sets
+    pytest.param(
+        [*TRAIN, "--method", "dualoop"], "unknown method 'dualoop' (did you mean 'dualloop'?)", id="misspelt-method"
+    ),
+    pytest.param(["train", "--profile", "gpu", "--method", "static"], "unknown profile 'gpu'", id="unknown-profile"),
+    pytest.param(
+        ["train", "--profile", "../params/profiles/smoke", "--method", "dualloop"], "not a path", id="profile-path"
+    ),
+    # judges
+    pytest.param(
+        [*JUDGE, "--set", "evaluation.judges=[gold, gemini-2.0-flash]"], "GEMINI_API_KEY", id="judge-without-api-key"
+    ),
+    pytest.param(
+        [*JUDGE, "--set", f"evaluation.judges=[gold, {MAPPING}]"],
+        "evaluation.judges[1].usd_per_mtok_out=-1",
+        id="bad-judge-mapping",
+    ),
+    # reproduce: every selected phase's values are checked before the first phase runs
+    pytest.param(
+        [*REPRODUCE, "--phases", "0,2", "--set", "training.max_stepz=3"],
+        "phase 02 (02_main_comparison): training.max_stepz: unknown key (did you mean 'max_steps'?)",
+        id="reproduce-misspelt-sub-key",
+    ),
+    pytest.param(
+        [*REPRODUCE, "--phases", "0,2", "--set", "evaluation.n_prompts=100000"],
+        ("phase 02 (02_main_comparison): evaluation.n_prompts=100000", "than prompt set 'verifiable-heldout' holds"),
+        id="reproduce-more-prompts-than-the-set-holds",
+    ),
+    pytest.param(
+        [*REPRODUCE, "--phases", "2", "--set", "seeds=[]"], "seeds=[] must be a non-empty list", id="seeds-empty"
+    ),
+    pytest.param(
+        [*REPRODUCE, "--phases", "2", "--set", "seeds=[0, 0]"], "seeds[1]=0 repeats a seed", id="seeds-repeated"
+    ),
+    pytest.param(
+        [*REPRODUCE, "--phases", "2", "--set", "seeds=[0.5]"], "seeds[0]=0.5 must be an integer", id="seeds-not-integer"
+    ),
+    pytest.param(
+        [*REPRODUCE, "--phases", "0", "--jobs", "0"], "dualloop: --jobs must be at least 1, got 0", id="jobs-0"
+    ),
+]
+
+
+def refused(arguments, out, capsys):
+    """The line `main` prints for `arguments`, checked to be its one line, `dualloop: ...`, with exit status 2."""
+    code = main([*arguments, "--out", str(out)])
+    error = capsys.readouterr().err
+    assert code == 2, error
+    assert error.endswith("\n") and error.count("\n") == 1, error  # one line, no traceback
+    assert error.startswith("dualloop: ")
+    return error.rstrip("\n")
+
+
+@pytest.mark.usefixtures("api_key")
+@pytest.mark.parametrize(("arguments", "named"), BAD_INPUT)
+def test_bad_input_is_one_line_and_exit_2_before_anything_runs(arguments, named, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    monkeypatch.setattr(integration_utils, "get_available_reporting_integrations", lambda: ["tensorboard"])
+    monkeypatch.setattr(dualloop.models, "load_policy", lambda settings: pytest.fail("a model was loaded"))
+    for module in (dualloop.experiment.training, dualloop.experiment.evaluation):
+        monkeypatch.setattr(module, "load_policy", lambda settings: pytest.fail("a model was loaded"))
+    out = tmp_path / "out"
+    line = refused(arguments, out, capsys)
+    if isinstance(named, tuple):
+        assert all(part in line for part in named), line
+    elif named.startswith("dualloop: "):
+        assert line == named
+    else:
+        assert named in line
+    assert not out.exists()  # nothing trained, judged or written
+
+
+def test_a_misspelt_prompt_set_is_one_line_and_exit_2(tmp_path, capsys):
+    out = tmp_path / "out"
+    arguments = ["judge", "--profile", "smoke", "--a", "base", "--b", "base", "--prompts", "mtbench"]
+    assert "did you mean 'mt-bench'?" in refused(arguments, out, capsys)
+    # the judging's lock is taken before the prompt set is looked up: at most that lock is left, released
+    assert all(p.suffix == ".lock" and p.read_text() == "" for p in out.rglob("*") if p.is_file())
+
+
+def test_bad_input_holding_the_api_key_is_redacted(api_key, tmp_path, capsys):
+    arguments = [*TRAIN, "--method", "dualloop", "--set", f"training.controller_kwargs.lam={api_key.value}"]
+    line = refused(arguments, tmp_path / "out", capsys)
+    assert api_key.value not in line and "<secret>" in line
+
+
+def test_python_m_dualloop_exits_2_with_the_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "dualloop", *REPRODUCE, "--phases", "0", "--out", str(tmp_path)]
+        + ["--set", "simulatd_steps=3"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (  # the last line: a library may warn at import
+        "dualloop: --set (no selected phase declares it): unknown key 'simulatd_steps' "
+        "(did you mean 'simulated_steps'?)"
+    )
+    assert not (tmp_path / "notebooks").exists()  # nothing ran
