@@ -208,19 +208,32 @@ def _validate(phase: Phase, parameters: dict[str, Any]) -> None:
                 seed=parameters.get("seed", 0),
                 **{section: parameters[section] for section in EXPERIMENT_SECTIONS},
             )
-            for prompt_set in _shipped_prompt_sets(parameters):
+            for prompt_set in _local_prompt_sets(parameters):
                 experiment.prompts(prompt_set)  # n_prompts within the set's size, before any training
+            for method in _methods_to_check(parameters["training"]):
+                experiment.run_config(method)  # every controller and loss argument by its own rules
         except (ValueError, TypeError) as error:
             raise ParamsError(f"phase {phase.number:02d} ({phase.name}): {error}") from None
 
 
-def _shipped_prompt_sets(parameters: dict[str, Any]) -> list[str]:
-    """The prompt sets a phase evaluates that ship with the project (loaded without a hub)."""
+def _local_prompt_sets(parameters: dict[str, Any]) -> list[str]:
+    """The prompt sets a phase evaluates that load without a hub: shipped with the project, or the user's own files."""
     from dualloop.experiment import CHECKED_PROMPT_SETS
+    from dualloop.experiment.settings import CUSTOM_PROMPT_SETS
     from dualloop.offline_sets import OFFLINE_PROMPT_SETS
 
     named = [parameters.get("prompt_set"), *(parameters.get("prompt_sets") or [])]
-    return [name for name in named if name in CHECKED_PROMPT_SETS or name in OFFLINE_PROMPT_SETS]
+    local = (*CHECKED_PROMPT_SETS, *OFFLINE_PROMPT_SETS, *CUSTOM_PROMPT_SETS)
+    return [name for name in named if name in local]
+
+
+def _methods_to_check(training: dict[str, Any]) -> list[str]:
+    """The methods whose run settings a phase's ``training`` section could give: every registered controller
+    and, unless the section names a loss, every loss that is a method."""
+    from dualloop.methods import methods
+
+    table = methods()
+    return [name for name, method in table.items() if name == method["controller"] or "loss_type" not in training]
 
 
 def _matmul_speed(size: int = 1024, repeats: int = 8) -> str:

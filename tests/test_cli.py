@@ -36,6 +36,26 @@ BAD_INPUT = [
     ),
     pytest.param([*TRAIN, "--method", "dualloop", "--set", "training.beta=.nan"], "training.beta=nan", id="set-nan"),
     pytest.param(
+        [*TRAIN, "--method", "dualloop", "--set", "training.controller_kwargs.lam=-1"],
+        "training.controller_kwargs of the 'dualloop' controller: lam must be ≥ 0, got -1.0",
+        id="controller-argument-out-of-range",
+    ),
+    pytest.param(
+        [*TRAIN, "--method", "adadpo", "--set", "training.loss_kwargs.space=polcy"],
+        "training.loss_kwargs of the 'adadpo' loss: space must be one of ('ratio', 'policy'), got 'polcy'",
+        id="loss-argument-not-a-choice",
+    ),
+    pytest.param(
+        [*TRAIN, "--method", "adadpo", "--set", "training.loss_kwargs.clp=1.5"],
+        "training.loss_kwargs.clp: not an argument of any loss (did you mean 'clip'?)",
+        id="loss-argument-misspelt",
+    ),
+    pytest.param(
+        [*REPRODUCE, "--phases", "2", "--set", "training.controller_kwargs.deadband=-0.5"],
+        ("phase 02 (02_main_comparison)", "controller_kwargs of the 'dualloop' controller: deadband must be ≥ 0"),
+        id="reproduce-controller-argument-before-the-first-phase",
+    ),
+    pytest.param(
         [*TRAIN, "--method", "static", "--set", "training.lerning_rate=1"],
         "did you mean 'learning_rate'?",
         id="set-misspelt-key",

@@ -590,6 +590,27 @@ def test_a_controller_defined_outside_the_package_trains_through_the_method_path
     assert all(row["kl"] >= 0 for row in rows)  # the trainer computed the KL the controller declared
 
 
+def test_a_notebook_cell_run_twice_replaces_its_controller(restored_registries):
+    from dataclasses import dataclass, field
+
+    from dualloop.controllers import CONTROLLERS, Controller, register_controller
+
+    def cell():
+        @register_controller
+        @dataclass(eq=False)
+        class HalvingBeta(Controller):
+            name = "halving"
+            beta_argument = "beta"
+            beta: float = field(default=0.1, metadata={"help": "β."})
+
+            decide = step = state_dict = metrics = lambda self, *args, **kwargs: None
+
+        return HalvingBeta
+
+    first, again = cell(), cell()
+    assert first is not again and CONTROLLERS["halving"] is again
+
+
 @pytest.mark.parametrize(
     "attributes, message",
     [

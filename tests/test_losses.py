@@ -532,7 +532,9 @@ def test_a_loss_with_a_taken_name_or_no_arguments_dataclass_is_refused():
     from dualloop.losses import LOSSES, Loss, register_loss
 
     sigmoid = LOSSES["sigmoid"]
-    with pytest.raises(ValueError, match="loss name 'sigmoid' is empty or taken"):
-        register_loss(Loss("sigmoid", sigmoid.loss, sigmoid.margin, True))
+    assert register_loss(Loss("sigmoid", sigmoid.loss, sigmoid.margin, True, type(sigmoid.arguments()))) is not None
+    LOSSES["sigmoid"] = sigmoid  # the same definition again replaced it (a notebook cell run twice)
+    with pytest.raises(ValueError, match="loss name 'sigmoid' is taken"):
+        register_loss(Loss("sigmoid", lambda logps, beta, arguments: None, sigmoid.margin, True))
     with pytest.raises(TypeError, match="arguments must be a dataclass"):
         register_loss(Loss("other", sigmoid.loss, sigmoid.margin, True, arguments=dict))

@@ -556,3 +556,22 @@ def test_reference_cache_file_round_trip_and_a_damaged_file_is_a_miss(tmp_path, 
     assert cache.get("k") is None and not (tmp_path / "k.pt").exists()
     assert "k.pt is unreadable" in capsys.readouterr().out
     assert (cache.hits, cache.misses) == (1, 1)
+
+
+def test_a_run_keeps_its_own_controllers_and_losss_arguments_and_each_value_is_checked_before_loading():
+    # a phase's settings may hold the arguments of every method it trains: each run keeps its own
+    both = {"controller_kwargs": {"lam": 2.5, "kl_target": 0.1}, "loss_kwargs": {"clip": 1.5}}
+    assert method_settings("static", both)["controller_kwargs"] == {}
+    assert method_settings("static", both)["loss_kwargs"] == {}
+    assert method_settings("dualloop", both)["controller_kwargs"] == {"lam": 2.5, "kl_target": 0.1}
+    assert method_settings("adadpo", both)["loss_kwargs"] == {"clip": 1.5}
+    with pytest.raises(ValueError, match="controller_kwargs of the 'dualloop' controller: kl_target must be > 0"):
+        method_settings("dualloop", {"controller_kwargs": {"kl_target": 0.0}})
+    with pytest.raises(ValueError, match="controller_kwargs of the 'static' controller: beta must be > 0"):
+        method_settings("static", {"beta": -0.1})
+    with pytest.raises(ValueError, match="loss_kwargs of the 'sigmoid' loss: label_smoothing must be in"):
+        method_settings("static", {"label_smoothing": 0.7})
+    with pytest.raises(ValueError, match="loss_kwargs of the 'adadpo' loss: clip must be a finite number > 0"):
+        method_settings("adadpo", {"loss_kwargs": {"clip": -1}})
+    with pytest.raises(ValueError, match="'kl_targt' is not an argument of DualLoop"):
+        method_settings("dualloop", {"controller_kwargs": {"kl_targt": 0.1}})

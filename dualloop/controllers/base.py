@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
-from dualloop.names import unknown_choice
+from dualloop.names import same_definition, unknown_choice
 
 __all__ = [
     "BatchStats",
@@ -188,14 +188,16 @@ def register_controller(cls: ControllerType, *, replace: bool = False) -> Contro
 
     From then on ``training.controller: <name>`` and ``--method <name>`` (DPO's loss unless
     ``training.loss_type`` says otherwise) train it, in a notebook as from the command line.
-    ``replace=True`` re-registers a name (e.g. a notebook cell run twice); otherwise a taken name is an error.
+    The same class defined again (same module and qualified name: a notebook cell run twice) replaces the
+    registered one; another class under a taken name is an error unless ``replace=True``.
     """
     if not (isinstance(cls, type) and issubclass(cls, Controller) and dataclasses.is_dataclass(cls)):
         raise TypeError(f"register_controller needs a dataclass subclass of Controller, got {cls!r}")
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
         raise ValueError(f"{cls.__name__}.name must be a non-empty string: the controller's registry name")
-    if name in CONTROLLERS and not replace and CONTROLLERS[name] is not cls:
+    taken = CONTROLLERS.get(name)
+    if taken is not None and taken is not cls and not replace and not same_definition(cls, taken):
         raise ValueError(
             f"controller name {name!r} is taken by {CONTROLLERS[name].__name__}; choose another or pass replace=True"
         )

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from dualloop.names import did_you_mean, unknown_choice
+from dualloop.names import did_you_mean, same_definition, unknown_choice
 
 __all__ = [
     "ADADPO_SPACES",
@@ -237,10 +237,15 @@ class Loss:
     from_config: tuple[str, ...] = ()
     method: bool = False
 
-    def build_arguments(self, loss_kwargs: dict[str, Any] | None, config: Any = None) -> Any:
-        """The loss's arguments from ``loss_kwargs`` (and, for ``from_config``, the config); a key that is
-        not one of its arguments is one error naming it."""
-        accepted = [f.name for f in dataclasses.fields(self.arguments)]
+    def argument_names(self) -> list[str]:
+        """The names of the loss's arguments (its arguments dataclass's fields)."""
+        return [f.name for f in dataclasses.fields(self.arguments)]
+
+    def build_arguments(self, loss_kwargs: Mapping[str, Any] | None, config: Mapping[str, Any] | None = None) -> Any:
+        """The loss's arguments from ``loss_kwargs`` and, for ``from_config``, the training settings
+        ``config``; a key that is not one of its arguments, or a value its dataclass refuses, is one
+        error naming ``training.loss_kwargs``."""
+        accepted = self.argument_names()
         kwargs = dict(loss_kwargs or {})
         for key in kwargs:
             if key not in accepted:
@@ -250,9 +255,12 @@ class Loss:
                     + takes
                 )
         for name in self.from_config:
-            if config is not None and name not in kwargs:
-                kwargs[name] = getattr(config, name)
-        return self.arguments(**kwargs)
+            if config is not None and config.get(name) is not None and name not in kwargs:
+                kwargs[name] = config[name]
+        try:
+            return self.arguments(**kwargs)
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"training.loss_kwargs of the {self.name!r} loss: {error}") from None
 
 
 LOSSES: dict[str, Loss] = {}
@@ -263,8 +271,11 @@ def register_loss(entry: Loss, *, replace: bool = False) -> Loss:
     trains with it (and, with ``entry.method``, ``--method <name>``). A taken name is an error unless ``replace``."""
     if not isinstance(entry, Loss):
         raise TypeError(f"register_loss needs a Loss(...), got {entry!r}")
-    if not entry.name or (entry.name in LOSSES and not replace and LOSSES[entry.name] is not entry):
-        raise ValueError(f"loss name {entry.name!r} is empty or taken; choose another or pass replace=True")
+    if not entry.name:
+        raise ValueError("a Loss needs a name: its training.loss_type")
+    taken = LOSSES.get(entry.name)
+    if taken is not None and taken is not entry and not replace and not same_definition(entry.loss, taken.loss):
+        raise ValueError(f"loss name {entry.name!r} is taken; choose another or pass replace=True")
     if not dataclasses.is_dataclass(entry.arguments):
         raise TypeError(f"Loss {entry.name!r}: arguments must be a dataclass, got {entry.arguments!r}")
     LOSSES[entry.name] = entry

@@ -23,6 +23,14 @@ from dualloop.losses.base import (
 )
 
 
+def check_label_smoothing(label_smoothing: float) -> None:
+    """Conservative DPO's ε: a number in [0, 0.5)."""
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
+        raise TypeError(f"label_smoothing must be a number in [0, 0.5), got {label_smoothing!r}")
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing!r}")
+
+
 def dpo_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -43,8 +51,7 @@ def dpo_loss(
         ref_chosen_logps=ref_chosen_logps,
         ref_rejected_logps=ref_rejected_logps,
     )
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing!r}")
+    check_label_smoothing(label_smoothing)
     beta = as_beta(beta, size, policy_chosen_logps)
     chosen_logratio = policy_chosen_logps - ref_chosen_logps
     rejected_logratio = policy_rejected_logps - ref_rejected_logps
@@ -113,6 +120,9 @@ class DPOArguments:
     """The sigmoid loss's argument: TRL's ``label_smoothing`` (taken from the config unless given)."""
 
     label_smoothing: float = field(default=0.0, metadata={"help": "ε of conservative DPO, in [0, 0.5)."})
+
+    def __post_init__(self) -> None:
+        check_label_smoothing(self.label_smoothing)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The training engine: TRL's ``DPOTrainer`` with a β controller and a choice of loss.
 
-- :mod:`~dualloop.trainer.arguments`: ``AdaptiveDPOConfig`` and the methods (a controller and a loss each);
+- :mod:`~dualloop.trainer.arguments`: ``AdaptiveDPOConfig`` and ``method_settings`` (a run's settings checked against its method);
 - :mod:`~dualloop.trainer.heads`: response log-probs through TRL's fused head, hidden states, vocabulary statistics;
 - :mod:`~dualloop.trainer.reference_cache`: the frozen reference's outputs per micro-batch, shared by runs;
 - :mod:`~dualloop.trainer.callbacks`: the controller as checkpointed Trainer state, the history, the printed lines;

@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 KL_ESTIMATORS = ("token", "logratio")
+_BETA_DEFAULT = DPOConfig.beta  # the β a run without `beta` trains with
 
 
 # The trackers `report_to` names whose package transformers' `get_available_reporting_integrations` looks for,
@@ -80,8 +81,11 @@ def method_settings(method: str, training: dict[str, Any] | None = None) -> dict
     ``controller`` (or, for a method that is its loss, a ``loss_type``) other than the method's is an error.
 
     ``adadpo`` is the AdaDPO loss with a static β; ``--method dualloop --set training.loss_type=adadpo``
-    is DualLoop's β with the AdaDPO loss. A ``report_to`` tracker that is not installed is refused here,
-    before anything is loaded (:func:`check_report_to`).
+    is DualLoop's β with the AdaDPO loss. ``controller_kwargs`` and ``loss_kwargs`` keep the arguments of
+    this run's controller and loss (a phase's settings may hold other methods' too; a key that is no
+    registered controller's or loss's argument stays, to be refused). Everything is checked here, before
+    anything is loaded: each argument value by the controller's or loss's own rules, and a ``report_to``
+    tracker that is not installed (:func:`check_report_to`).
     """
     table = methods()
     if method not in table:
@@ -104,7 +108,30 @@ def method_settings(method: str, training: dict[str, Any] | None = None) -> dict
             f"{settings['loss_type']!r} loss; use a controller's method (e.g. static) with that loss"
         )
     check_report_to(training.get("report_to"))
+    for section, accepted, every in (
+        ("controller_kwargs", list(controller_class(controller).arguments()), _every_controller_argument()),
+        ("loss_kwargs", loss_entry(loss_type).argument_names(), _every_loss_argument()),
+    ):
+        given = _mapping(section, training.get(section))
+        if given is not None:  # another controller's (loss's) arguments are not this run's, nor part of its name
+            training[section] = {key: value for key, value in given.items() if key in accepted or key not in every}
+    _check_controller_keys(controller, training.get("controller_kwargs") or {})
+    beta = training.get("beta", _BETA_DEFAULT)
+    kwargs, _ = _controller_kwargs(controller, training.get("controller_kwargs"), beta, 0, training.get("max_steps", 1))
+    try:
+        controller_class(controller)(**kwargs)
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"training.controller_kwargs of the {controller!r} controller: {error}") from None
+    loss_entry(loss_type).build_arguments(training.get("loss_kwargs"), training)
     return {**training, "controller": controller, "loss_type": loss_type}
+
+
+def _every_controller_argument() -> set[str]:
+    return {name for cls in CONTROLLERS.values() for name in cls.arguments()}
+
+
+def _every_loss_argument() -> set[str]:
+    return {name for loss in LOSSES.values() for name in loss.argument_names()}
 
 
 @dataclass
@@ -231,7 +258,9 @@ class AdaptiveDPOConfig(DPOConfig):
 
     def loss_arguments(self) -> Any:
         """The loss's arguments (its family's dataclass) from ``loss_kwargs`` and, e.g. ``label_smoothing``, this config."""
-        return LOSSES[self.loss_type[0]].build_arguments(_mapping("loss_kwargs", self.loss_kwargs), self)
+        loss = LOSSES[self.loss_type[0]]
+        config = {name: getattr(self, name) for name in loss.from_config}
+        return loss.build_arguments(_mapping("loss_kwargs", self.loss_kwargs), config)
 
     @property
     def controller_needs(self) -> frozenset[str]:
@@ -279,13 +308,21 @@ def _check_controller_keys(name: str, kwargs: dict[str, Any]) -> None:
 def controller_arguments(args: AdaptiveDPOConfig) -> tuple[dict[str, Any], bool]:
     """The controller's constructor arguments: ``controller_kwargs`` with ``beta`` and ``seed`` filled in,
     and whether its horizon ``total_steps`` is the Trainer's (filled in when training begins)."""
-    kwargs = dict(_mapping("controller_kwargs", args.controller_kwargs) or {})
-    cls = controller_class(args.controller)
-    kwargs.setdefault(cls.beta_argument, args.beta)
+    return _controller_kwargs(
+        args.controller, _mapping("controller_kwargs", args.controller_kwargs), args.beta, args.seed, args.max_steps
+    )
+
+
+def _controller_kwargs(
+    controller: str, given: dict[str, Any] | None, beta: float, seed: int, max_steps: int
+) -> tuple[dict[str, Any], bool]:
+    kwargs = dict(given or {})
+    cls = controller_class(controller)
+    kwargs.setdefault(cls.beta_argument, beta)
     parameters = cls.arguments()
     if "seed" in parameters:
-        kwargs.setdefault("seed", args.seed)
+        kwargs.setdefault("seed", seed)
     horizon_from_trainer = "total_steps" in parameters and "total_steps" not in kwargs
     if horizon_from_trainer:  # a placeholder: β at step 0 does not depend on the horizon
-        kwargs["total_steps"] = max(int(args.max_steps), 1)
+        kwargs["total_steps"] = max(int(max_steps), 1)
     return kwargs, horizon_from_trainer
