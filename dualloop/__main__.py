@@ -164,7 +164,7 @@ def _judge(args) -> int:
         decisions = read_decisions(path)
     for judge in sorted({d.judge for d in decisions}):
         outcomes = [outcome for d in decisions if d.judge == judge and (outcome := d.outcome()) is not None]
-        result = win_rate_of(outcomes, experiment.evaluation["win_rate_method"])
+        result = win_rate_of(outcomes, experiment.evaluation.win_rate_method)
         rate, low, high = result.percent()
         unparseable = sum(d.judge == judge and d.outcome() is None for d in decisions)
         print(

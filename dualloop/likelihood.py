@@ -374,7 +374,7 @@ def write_phase_summary(
         if name not in checked:
             decisions = [d for file in files for d in read_decisions(file)]
             judged = summary.phase_summary(
-                phase, experiment.profile, name, decisions, method=experiment.evaluation["win_rate_method"]
+                phase, experiment.profile, name, decisions, method=experiment.evaluation.win_rate_method
             )
             result["comparisons"] += [{**entry, "prompt_set": name} for entry in judged["comparisons"]]
     result["likelihood"] = {

@@ -206,7 +206,7 @@ def write_sample_answers(
     generated, into the same cache), written to ``results/samples/<prompt_set>.jsonl``: one line
     ``{"prompt_id", "question", "answers": {system: text}}`` per prompt; for the sets that no
     offline judge scores, shown rather than scored."""
-    shown = dataclasses.replace(experiment, evaluation={**experiment.evaluation, "n_prompts": count})
+    shown = dataclasses.replace(experiment, evaluation=dataclasses.replace(experiment.evaluation, n_prompts=count))
     prompts = shown.prompts(prompt_set)
     answers = {system: shown.responses(system, prompt_set, runs.get(system)) for system in systems}
     path = experiment.results_dir / "samples" / f"{prompt_set}.jsonl"

@@ -219,7 +219,7 @@ def _validate(phase: Phase, parameters: dict[str, Any]) -> None:
 def _local_prompt_sets(parameters: dict[str, Any]) -> list[str]:
     """The prompt sets a phase evaluates that load without a hub: shipped with the project, or the user's own files."""
     from dualloop.experiment import CHECKED_PROMPT_SETS
-    from dualloop.experiment.settings import CUSTOM_PROMPT_SETS
+    from dualloop.experiment.sections import CUSTOM_PROMPT_SETS
     from dualloop.offline_sets import OFFLINE_PROMPT_SETS
 
     named = [parameters.get("prompt_set"), *(parameters.get("prompt_sets") or [])]

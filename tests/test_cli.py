@@ -56,6 +56,11 @@ BAD_INPUT = [
         id="reproduce-controller-argument-before-the-first-phase",
     ),
     pytest.param(
+        [*TRAIN, "--method", "static", "--set", "data.n_pairs=yes"],
+        "data.n_pairs=True must be an integer >= 1 or null",
+        id="yaml-yes-is-not-a-count",
+    ),
+    pytest.param(
         [*TRAIN, "--method", "static", "--set", "training.lerning_rate=1"],
         "did you mean 'learning_rate'?",
         id="set-misspelt-key",

@@ -633,7 +633,7 @@ def test_own_evaluation_prompts_are_a_prompt_set_and_the_gold_checker_judges_the
     with pytest.raises(DataError, match="'instruction_id_list' is missing"):
         built.prompts("custom-instructions")
     checked = write_rows(tmp_path / "checked.jsonl", PROMPT_ROWS[1:])
-    built.evaluation["prompt_paths"]["custom-instructions"] = str(checked)
+    built.evaluation.prompt_paths["custom-instructions"] = str(checked)
     prompts = built.prompts("custom-instructions")
     record = prompts["7"]
     item = PairItem(

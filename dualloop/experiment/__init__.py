@@ -7,7 +7,8 @@ model, training, data, generation and evaluation sections. Data flows one way:
 ``output_dir/results/decisions/`` → tables and figures (:mod:`dualloop.report`). Trained runs and
 generations live in ``output_dir/registry`` and are shared by every phase writing to the same folder.
 
-- :mod:`~dualloop.experiment.settings`: the sections, checked once; seeds; folders;
+- :mod:`~dualloop.experiment.sections`: the ``data`` and ``evaluation`` sections' settings dataclasses;
+- :mod:`~dualloop.experiment.settings`: every section built and checked once; seeds; folders;
 - :mod:`~dualloop.experiment.training`: a run's identity, the training pairs, the trainer;
 - :mod:`~dualloop.experiment.evaluation`: prompts, answers, judges, cost, scores, summaries;
 - :mod:`~dualloop.experiment.phases`: phase 1's best static β, phase 3's ablations.

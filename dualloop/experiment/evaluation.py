@@ -13,14 +13,13 @@ from dualloop import data as datasets
 from dualloop import judges, summary
 from dualloop.controller_facts import run_facts
 from dualloop.data import PromptRecord
+from dualloop.experiment.sections import CUSTOM_PROMPT_SETS, check_choice
 from dualloop.experiment.settings import (
     BASE,
     CHECKED_PROMPT_SETS,
-    CUSTOM_PROMPT_SETS,
     PROMPT_SET_CRITERIA,
     PROMPT_SETS,
     ExperimentSettings,
-    check_choice,
 )
 from dualloop.generation import local_responses
 from dualloop.instructions import check, check_loose, load_ifbench
@@ -60,14 +59,16 @@ class Evaluation(ExperimentSettings):
             source = (
                 load_ifbench()
                 if prompt_set == "ifbench"
-                else [p for p in datasets.load_verifiable_heldout() if self.within_instruction_ids(p.instruction_ids)]
+                else [
+                    p for p in datasets.load_verifiable_heldout() if self.data.within_instruction_ids(p.instruction_ids)
+                ]
             )
             records = {
                 p.prompt_id: {"messages": [{"role": "user", "content": p.prompt}], "metadata": p.checker_metadata()}
                 for p in source
             }
         elif prompt_set in CUSTOM_PROMPT_SETS:
-            path = self.evaluation["prompt_paths"].get(prompt_set)
+            path = self.evaluation.prompt_paths.get(prompt_set)
             if path is None:
                 raise ValueError(
                     f"evaluation.prompt_paths.{prompt_set} is missing: prompt set {prompt_set!r} reads your own "
@@ -81,8 +82,8 @@ class Evaluation(ExperimentSettings):
                 for number, record in enumerate(OFFLINE_PROMPT_SETS[prompt_set]())
             )
         else:
-            path = self.evaluation["prompt_paths"].get(prompt_set)
-            from_hub = self.data["from_hub"]
+            path = self.evaluation.prompt_paths.get(prompt_set)
+            from_hub = self.data.from_hub
             loaded = {
                 "ultrafeedback": lambda: datasets.load_ultrafeedback(path, split="test_prefs", from_hub=from_hub),
                 "hh": lambda: datasets.load_hh(path, split="test", from_hub=from_hub, on_error="skip"),
@@ -98,7 +99,7 @@ class Evaluation(ExperimentSettings):
             records = dict(
                 _evaluation_prompt(prompt_set, number, record) for number, record in enumerate(loaded.records)
             )
-        first, count = self.evaluation["first_prompt"], self.evaluation["n_prompts"]
+        first, count = self.evaluation.first_prompt, self.evaluation.n_prompts
         if first + count > len(records):
             raise ValueError(
                 f"evaluation.n_prompts={count} (from evaluation.first_prompt={first}) asks for more "
@@ -144,9 +145,9 @@ class Evaluation(ExperimentSettings):
         verifiable instructions and is left out for the other criteria. An API judge (a preset or an
         endpoint mapping) caches its verdicts in ``registry/judge-cache/<name>.jsonl``. ``both_orders``
         overrides the evaluation section's."""
-        both = self.evaluation["both_orders"] if both_orders is None else both_orders
+        both = self.evaluation.both_orders if both_orders is None else both_orders
         made: list[judges.PairwiseJudge] = []
-        for entry in judge_entries(self.evaluation["judges"]):
+        for entry in judge_entries(self.evaluation.judges):
             if isinstance(entry, judges.EndpointJudge):
                 cache = self.registry_dir / "judge-cache" / f"{entry.name}.jsonl"
                 made.append(
@@ -160,8 +161,8 @@ class Evaluation(ExperimentSettings):
             else:  # local
                 settings = (
                     self.model
-                    if self.evaluation["local_judge_model"] is None
-                    else dataclasses.replace(self.model, name_or_path=self.evaluation["local_judge_model"])
+                    if self.evaluation.local_judge_model is None
+                    else dataclasses.replace(self.model, name_or_path=self.evaluation.local_judge_model)
                 )
                 policy = load_policy(dataclasses.replace(settings, lora_r=0))
                 made.append(
@@ -176,7 +177,7 @@ class Evaluation(ExperimentSettings):
                 )
         if not made:
             raise ValueError(
-                f"evaluation.judges {self.evaluation['judges']} has no judge for criterion {criterion!r}: "
+                f"evaluation.judges {self.evaluation.judges} has no judge for criterion {criterion!r}: "
                 "the gold checker judges only verifiable instructions; add 'local' or an API judge"
             )
         return made
@@ -208,7 +209,7 @@ class Evaluation(ExperimentSettings):
         Before any API call it prints each API judge's calls, tokens and US dollars
         (:mod:`dualloop.judges.cost`) and raises ``CostCapExceeded`` (a ValueError) when together
         they exceed ``evaluation.max_cost_usd``."""
-        both = self.evaluation["both_orders"] if both_orders is None else both_orders
+        both = self.evaluation.both_orders if both_orders is None else both_orders
         items = self.pair_items(system_a, system_b, prompt_set, runs=runs)
         path = (
             self.results_dir
@@ -220,7 +221,7 @@ class Evaluation(ExperimentSettings):
         estimates = [judge.estimate(items) for judge in made if isinstance(judge, OpenAICompatibleJudge)]
         for estimate in estimates:
             print(f"dualloop.experiment: {system_a} vs {system_b} on {prompt_set}: {estimate.line()}", flush=True)
-        check_cost_cap(estimates, self.evaluation["max_cost_usd"])
+        check_cost_cap(estimates, self.evaluation.max_cost_usd)
         path.unlink(missing_ok=True)
         for judge in made:
             print(
@@ -298,7 +299,7 @@ class Evaluation(ExperimentSettings):
             )
             per_seed[seed] = (decisions, score_files)
         result = summary.seeds_summary(
-            phase, self.profile, prompt_set, per_seed, method=self.evaluation["win_rate_method"]
+            phase, self.profile, prompt_set, per_seed, method=self.evaluation.win_rate_method
         )
         seeds = result["seeds"]
         for system, entry in result["systems"].items():

@@ -47,10 +47,10 @@ class Training(ExperimentSettings):
     def _data_identity(self) -> dict[str, Any]:
         """The data section as a run's identity holds it; a local file of your own preference pairs
         adds its content hash (``data_sha256``), so that an edited file trains a new run."""
-        if self.data["train"] != "preferences" or self.data["from_hub"]:
-            return self.data
-
-        return {**self.data, "data_sha256": data_fingerprint(self.data["path"])}
+        identity = dataclasses.asdict(self.data)
+        if self.data.train != "preferences" or self.data.from_hub or self.data.path is None:
+            return identity
+        return {**identity, "data_sha256": data_fingerprint(self.data.path)}
 
     def preference_pairs(self) -> list:
         """The training pairs the data section describes (seeded subsample and label noise), without
@@ -67,35 +67,34 @@ class Training(ExperimentSettings):
         section = self.data
         pairs, held_out = self._loaded_pairs()
         training = [pair for index, pair in enumerate(pairs) if index not in held_out]
-        if section["n_pairs"] is not None or section["fraction"] is not None:
-            training = datasets.subsample(training, fraction=section["fraction"], n=section["n_pairs"], seed=self.seed)
-        if section["label_noise"]:
-            training = datasets.flip_labels(training, section["label_noise"], seed=self.seed)
+        if section.n_pairs is not None or section.fraction is not None:
+            training = datasets.subsample(training, fraction=section.fraction, n=section.n_pairs, seed=self.seed)
+        if section.label_noise:
+            training = datasets.flip_labels(training, section.label_noise, seed=self.seed)
         return training, [pair for index, pair in enumerate(pairs) if index in held_out]
 
     def _loaded_pairs(self) -> tuple[list, set[int]]:
-        """The pairs of the training source (after ``instruction_ids``) and the indices set aside."""
-
+        """The pairs of the training source (after ``augmented`` and ``instruction_ids``) and the indices set aside."""
         section = self.data
-        if section["train"] == "verifiable":
-            loaded = datasets.load_verifiable_preferences(section["path"])
-        elif section["train"] == "ultrafeedback":
-            loaded = datasets.load_ultrafeedback(section["path"], from_hub=section["from_hub"])
-        elif section["train"] == "preferences":
-            loaded = datasets.load_preferences(section["path"], from_hub=section["from_hub"])
+        if section.train == "verifiable":
+            loaded = datasets.load_verifiable_preferences(section.path)
+        elif section.train == "ultrafeedback":
+            loaded = datasets.load_ultrafeedback(section.path, from_hub=section.from_hub)
+        elif section.train == "preferences" and section.path is not None:  # DataSettings requires the path
+            loaded = datasets.load_preferences(section.path, from_hub=section.from_hub)
         else:
-            loaded = datasets.load_hh(section["path"], split="train", from_hub=section["from_hub"])
+            loaded = datasets.load_hh(section.path, split="train", from_hub=section.from_hub)
         pairs = loaded.records
-        if not section["augmented"]:
+        if not section.augmented:
             pairs = [pair for pair in pairs if pair.metadata.get("augmentation") is None]
             if not pairs:
                 raise ValueError(f"data: no training pair of {loaded.source} is left after data.augmented=false")
-        if section["instruction_ids"] is not None:
-            pairs = [pair for pair in pairs if self.within_instruction_ids(pair.metadata["instruction_ids"])]
+        if section.instruction_ids is not None:
+            pairs = [pair for pair in pairs if section.within_instruction_ids(pair.metadata["instruction_ids"])]
             if not pairs:
                 raise ValueError(
                     f"data: no training pair of {loaded.source} is left after "
-                    f"data.instruction_ids={section['instruction_ids']!r}"
+                    f"data.instruction_ids={section.instruction_ids!r}"
                 )
         by_prompt: dict[str, list[int]] = {}
         for index, pair in enumerate(pairs):
@@ -104,11 +103,11 @@ class Training(ExperimentSettings):
         random.Random(f"{self.seed}:eval-pairs").shuffle(prompts)
         held_out: set[int] = set()
         for prompt in prompts:
-            if len(held_out) >= section["eval_pairs"]:
+            if len(held_out) >= section.eval_pairs:
                 break
             held_out.update(by_prompt[prompt])
         if pairs and len(held_out) == len(pairs):
-            raise ValueError(f"data: eval_pairs={section['eval_pairs']} leaves no training pair of {len(pairs)}")
+            raise ValueError(f"data: eval_pairs={section.eval_pairs} leaves no training pair of {len(pairs)}")
         return pairs, held_out
 
     def train(self, method: str, **training_overrides: Any):
@@ -122,7 +121,7 @@ class Training(ExperimentSettings):
 
         policy = load_policy(self.model)
         on_cpu = not torch.cuda.is_available()
-        evaluates = {"eval_strategy": "steps"} if self.data["eval_pairs"] else {}
+        evaluates = {"eval_strategy": "steps"} if self.data.eval_pairs else {}
         cache = self.training.get("reference_cache_dir")
         caching = {"reference_cache_dir": str(self.registry_dir / cache)} if cache else {}
         args = AdaptiveDPOConfig(
