@@ -3,7 +3,9 @@
 It makes a notebook run the same way wherever it runs — executed by ``dualloop reproduce``
 (papermill), by plain papermill, or top to bottom in JupyterLab:
 
-- **Parameters** resolve as ``dualloop reproduce --profile <profile>`` resolves them
+- **Parameters** under ``dualloop reproduce`` are the ones it resolved and papermill injected, taken
+  as they are (the runner names the notebook in :data:`dualloop.pipeline.RESOLVED_ENV`); elsewhere
+  they resolve as ``dualloop reproduce --profile <profile>`` resolves them
   (:func:`dualloop.config.resolve_parameters`): the notebook's defaults ⊕ the profile ⊕ the phase
   file ⊕ what was given. Given values are those papermill injected and those edited in the
   ``parameters`` cell (a value that differs from the cell's default); like ``--set``, a given mapping
@@ -26,7 +28,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from dualloop.config import REPO_ROOT, declared_parameters, resolve_parameters
-from dualloop.pipeline import discover_phases
+from dualloop.pipeline import RESOLVED_ENV, discover_phases
 
 __all__ = ["INJECTED_HEADER", "KNOWN_WARNINGS", "injected_names", "prepare", "quiet", "resolve", "show_figures_inline"]
 
@@ -113,11 +115,14 @@ def resolve(notebook: str, values: Mapping[str, Any], injected: set[str] | None 
 
 
 def prepare(notebook: str, namespace: MutableMapping[str, Any]) -> None:
-    """Quiet the libraries, show figures inline, work in the repository root and replace the
-    notebook's parameters in ``namespace`` (its ``globals()``) by :func:`resolve`'s."""
+    """Quiet the libraries, show figures inline, work in the repository root and, unless ``dualloop
+    reproduce`` already resolved them, replace the notebook's parameters in ``namespace`` (its
+    ``globals()``) by :func:`resolve`'s."""
     quiet()
     show_figures_inline()
     os.chdir(REPO_ROOT)
+    if os.environ.get(RESOLVED_ENV) == notebook:  # dualloop reproduce resolved and injected every parameter
+        return
     injected = injected_names(list(namespace.get("In", [])))
     resolved = resolve(notebook, namespace, injected)
     namespace.update(resolved)

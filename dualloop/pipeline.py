@@ -49,6 +49,10 @@ from dualloop.redaction import redact
 from dualloop.threads import ENV as THREADS_ENV
 from dualloop.threads import write_share
 
+# Set for a phase's kernel to the name of the notebook whose fully resolved parameters papermill injects:
+# the kernel takes them as they are (dualloop.notebook.prepare) instead of resolving them again.
+RESOLVED_ENV = "DUALLOOP_RESOLVED_NOTEBOOK"
+
 __all__ = ["Phase", "PhaseFailed", "discover_phases", "select_phases", "reproduce"]
 
 NOTEBOOK_NAME = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
@@ -267,6 +271,8 @@ def _execute(phase: Phase, parameters: dict[str, Any], out: Path, log: _Progress
     log(f"phase {phase.number:02d} ({phase.name}): running; this machine now: {_matmul_speed()}")
     started = time.monotonic()
     printed = _PhaseOutput(log, phase)
+    previous = os.environ.get(RESOLVED_ENV)
+    os.environ[RESOLVED_ENV] = phase.notebook.stem  # read by the kernel papermill starts
     try:
         papermill.execute_notebook(
             str(phase.notebook),
@@ -289,6 +295,11 @@ def _execute(phase: Phase, parameters: dict[str, Any], out: Path, log: _Progress
             ),
             error.ename,
         ) from None
+    finally:
+        if previous is None:
+            os.environ.pop(RESOLVED_ENV, None)
+        else:
+            os.environ[RESOLVED_ENV] = previous
     printed.close()
     _redact_file(target)
     elapsed = time.monotonic() - started

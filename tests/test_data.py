@@ -649,3 +649,13 @@ def test_own_evaluation_prompts_are_a_prompt_set_and_the_gold_checker_judges_the
     assert GoldCheckerJudge().judge([item])[0].winner_system == "dualloop"
     with pytest.raises(ValueError, match="evaluation.prompt_paths.custom is missing"):
         own_data_experiment(tmp_path, {"n_pairs": 4}).prompts("custom")
+
+
+def test_answers_to_your_own_prompts_are_cached_per_file_content(tmp_path):
+    path = write_rows(tmp_path / "prompts.jsonl", PROMPT_ROWS[:1])
+    built = own_data_experiment(tmp_path, {"n_pairs": 4}, {"n_prompts": 1, "prompt_paths": {"custom": str(path)}})
+    first = built.responses("base", "custom")
+    write_rows(path, [{"id": "rain", "prompt": "Write a haiku about snow."}])  # the same id, another prompt
+    assert built.responses("base", "custom").keys() == first.keys()  # answered anew, not refused
+    caches = sorted(p.name for p in (tmp_path / "out" / "registry" / "generations").glob("custom-*.jsonl"))
+    assert len(caches) == 2

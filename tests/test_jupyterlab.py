@@ -295,3 +295,35 @@ def test_quiet_turns_progress_bars_and_only_the_known_warnings_off(imported):
     )
     assert result.stdout.split() == ["False", "False", "True"]
     assert result.stderr.count("`gradient_checkpointing` is deprecated") == 1  # the one from dualloop's own module
+
+
+def test_under_reproduce_the_kernel_takes_the_injected_parameters_as_they_are(monkeypatch, tmp_path):
+    from dualloop.notebook import prepare
+    from dualloop.pipeline import RESOLVED_ENV
+
+    monkeypatch.chdir(tmp_path)
+    injected = {**_defaults("02_main_comparison"), "profile": "smoke", "output_dir": str(tmp_path), "seeds": [4]}
+    namespace = dict(injected)
+    monkeypatch.setenv(RESOLVED_ENV, "02_main_comparison")
+    prepare("02_main_comparison", namespace)
+    assert namespace == injected  # resolved once, by the runner: nothing merged again
+    monkeypatch.setenv(RESOLVED_ENV, "00_walkthrough")  # another phase's kernel: this one resolves
+    prepare("02_main_comparison", namespace)
+    assert namespace["training"] != injected["training"]  # the smoke profile's training merged in
+
+
+def test_the_runner_names_each_phase_for_its_kernel_and_restores_the_environment(monkeypatch, tmp_path):
+    import os
+
+    import papermill
+
+    from dualloop.pipeline import RESOLVED_ENV, reproduce
+
+    seen = []
+    monkeypatch.delenv(RESOLVED_ENV, raising=False)
+    monkeypatch.setattr(
+        papermill, "execute_notebook", lambda source, target, parameters, **_: seen.append(os.environ[RESOLVED_ENV])
+    )
+    reproduce("smoke", phases=[0, 2], out=tmp_path)
+    assert seen == ["00_walkthrough", "02_main_comparison"]
+    assert RESOLVED_ENV not in os.environ

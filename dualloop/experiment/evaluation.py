@@ -12,7 +12,7 @@ from typing import Any
 from dualloop import data as datasets
 from dualloop import judges, summary
 from dualloop.controller_facts import run_facts
-from dualloop.data import PromptRecord
+from dualloop.data import PromptRecord, data_fingerprint
 from dualloop.experiment.sections import CUSTOM_PROMPT_SETS, check_choice
 from dualloop.experiment.settings import (
     BASE,
@@ -116,6 +116,7 @@ class Evaluation(ExperimentSettings):
             raise ValueError(f"system {system!r}: pass run= for a trained system and no run for {BASE!r}")
         prompts = {pid: record["messages"] for pid, record in self.prompts(prompt_set).items()}
         out_dir = self.registry_dir / "generations"
+        prompt_set = self._cached_set_name(prompt_set)
         if self.generation.backend == "server":
             served = run.id if run is not None else self.model.name_or_path
             endpoint = generation_endpoint(self.generation)
@@ -128,6 +129,13 @@ class Evaluation(ExperimentSettings):
                 self.model, adapter_dir, prompts, self.generation, out_dir=out_dir, prompt_set=prompt_set
             )
         return {prompt_id: samples[0] for prompt_id, samples in generated.items()}
+
+    def _cached_set_name(self, prompt_set: str) -> str:
+        """The name answers to ``prompt_set`` are cached under: your own prompt file's name carries its
+        content hash, so an edited file, or another file with the same ids, is answered anew."""
+        if prompt_set not in CUSTOM_PROMPT_SETS:
+            return prompt_set
+        return f"{prompt_set}-{data_fingerprint(self.evaluation.prompt_paths[prompt_set])[:12]}"
 
     def system_responses(self, systems: Sequence[str], prompt_set: str, runs: Mapping[str, Any]) -> dict[str, dict]:
         """system → prompt id → greedy response, for each of ``systems`` (``runs`` maps trained names to runs)."""

@@ -45,10 +45,11 @@ class Training(ExperimentSettings):
         }
 
     def _data_identity(self) -> dict[str, Any]:
-        """The data section as a run's identity holds it; a local file of your own preference pairs
-        adds its content hash (``data_sha256``), so that an edited file trains a new run."""
+        """The data section as a run's identity holds it; a local ``data.path`` (a file or folder, of any
+        training set) adds its content hash (``data_sha256``), so that an edited file trains a new run.
+        (The shipped set, ``path`` None, is versioned with the code; a hub data set is named by its id.)"""
         identity = dataclasses.asdict(self.data)
-        if self.data.train != "preferences" or self.data.from_hub or self.data.path is None:
+        if self.data.from_hub or self.data.path is None:
             return identity
         return {**identity, "data_sha256": data_fingerprint(self.data.path)}
 
