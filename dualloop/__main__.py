@@ -17,6 +17,7 @@ the phases and generations before it stay cached).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument(
         "--a",
         required=True,
-        help="'base', a method name (its run under this profile) or a run directory of the registry",
+        help="'base', a method name (its run under this profile) or a run directory of the registry given as a "
+        "path, with a '/' (e.g. runs/cpu/registry/<id> or ./<id>)",
     )
     judge.add_argument("--b", required=True, help="like --a")
     judge.add_argument("--prompts", required=True, help="prompt set, e.g. verifiable-heldout")
@@ -138,6 +140,12 @@ def _train(args) -> int:
     return 0
 
 
+def _is_path(given: str) -> bool:
+    """One rule for ``--a``/``--b``: a run directory is given as a path, with a ``/`` (``runs/cpu/registry/<id>``,
+    ``./<id>``); a bare word (``base``, ``dualloop``) is a system name even where a folder of that name exists."""
+    return "/" in given or os.sep in given
+
+
 def _judge(args) -> int:
     from dualloop.experiment import BASE
     from dualloop.judges import read_decisions
@@ -148,7 +156,9 @@ def _judge(args) -> int:
     experiment = experiment_from_profile(args.profile, args.out, args.overrides, seed=args.seed)
     systems, runs = [], {}
     for given in (args.a, args.b):
-        if Path(given).is_dir():  # a finished run of the registry: named by its folder
+        if _is_path(given):  # a finished run of the registry: named by its folder
+            if not Path(given).is_dir():
+                raise ParamsError(f"{given}: no such run directory (a bare name such as 'dualloop' is a method)")
             run = Run(Path(given).resolve())
             if not run.is_complete:
                 raise ParamsError(f"{given}: not a finished run (no COMPLETE marker); train it first")

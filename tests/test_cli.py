@@ -182,3 +182,13 @@ def test_python_m_dualloop_exits_2_with_the_one_line(tmp_path):
         "(did you mean 'simulated_steps'?)"
     )
     assert not (tmp_path / "notebooks").exists()  # nothing ran
+
+
+def test_a_bare_system_name_is_never_a_path_even_where_a_folder_has_that_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dualoop").mkdir()  # as the repository root holds a folder named dualloop
+    judge = ["judge", "--profile", "smoke", "--b", "base", "--prompts", "verifiable-heldout", "--out", "out"]
+    assert main([*judge, "--a", "dualoop"]) == 2
+    assert "unknown method 'dualoop' (did you mean 'dualloop'?)" in capsys.readouterr().err
+    assert main([*judge, "--a", "./missing-run"]) == 2
+    assert "./missing-run: no such run directory" in capsys.readouterr().err
