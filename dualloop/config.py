@@ -44,7 +44,31 @@ _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), 
 
 
 class _ParamsLoader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-3`` as a string (it wants ``1.0e-3``); params read it as the float it means."""
+    """YAML for params files and ``--set`` values: ``1e-3`` is the float it means (YAML 1.1 reads it as a
+    string); a key given twice in one mapping is an error (YAML keeps the last silently); aliases
+    (``*name``) are refused, so a small text cannot expand into a huge tree."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not accepted in parameters; write the value out", mark
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"the key {key!r} is given twice in one mapping (first {seen[key]})",
+                    key_node.start_mark,
+                )
+            seen[key] = f"line {key_node.start_mark.line + 1}"
+        return super().construct_mapping(node, deep=deep)
 
 
 _ParamsLoader.add_implicit_resolver(
@@ -56,6 +80,14 @@ _ParamsLoader.add_implicit_resolver(
 
 def _read_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_ParamsLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (line and column)."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        return f"{error.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(error).split())
 
 
 class ParamsError(ValueError):
@@ -70,7 +102,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     try:
         values = _read_yaml(path.read_text())
     except yaml.YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML ({error})") from None
+        raise ParamsError(f"{path}: not valid YAML ({_yaml_problem(error)})") from None
     if values is None:
         return {}
     if not isinstance(values, dict):
@@ -109,7 +141,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         parsed = _read_yaml(value)
     except yaml.YAMLError as error:
-        raise ParamsError(f"--set {text!r}: the value is not valid YAML ({error})") from None
+        raise ParamsError(f"--set {text!r}: the value is not valid YAML ({_yaml_problem(error)})") from None
     for part in reversed(parts[1:]):
         parsed = {part: parsed}
     return parts[0], parsed

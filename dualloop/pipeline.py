@@ -101,6 +101,8 @@ def _after(notebook: Path) -> tuple[str, ...]:
 def select_phases(phases: list[Phase], numbers: list[int] | None) -> list[Phase]:
     if numbers is None:
         return phases
+    if not numbers:
+        raise ParamsError("--phases selects no phase; give numbers like 0,2, or leave --phases out for all")
     by_number = {phase.number: phase for phase in phases}
     unknown = [n for n in numbers if n not in by_number]
     if unknown:

@@ -121,6 +121,11 @@ BAD_INPUT = [
     pytest.param(
         [*REPRODUCE, "--phases", "0", "--jobs", "0"], "dualloop: --jobs must be at least 1, got 0", id="jobs-0"
     ),
+    pytest.param(
+        [*REPRODUCE, "--phases", ""],
+        "dualloop: --phases selects no phase; give numbers like 0,2, or leave --phases out for all",
+        id="phases-empty",
+    ),
 ]
 
 

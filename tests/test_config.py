@@ -9,6 +9,7 @@ from dualloop.config import (
     ParamsError,
     check_profile_name,
     check_values,
+    load_yaml,
     parse_override,
     parse_overrides,
     resolve_parameters,
@@ -148,3 +149,26 @@ def test_a_judge_without_its_api_key_is_refused_before_work(monkeypatch):
 def test_profiles_are_names_not_paths(profile):
     with pytest.raises(ParamsError, match="not a path"):
         check_profile_name(profile)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("training:\n  max_steps: 1\nseed: 0\ntraining:\n  beta: 0.2\n", "the key 'training' is given twice"),
+        ("a: &x [1, 2]\nb: [*x, *x]\n", "YAML aliases (*name) are not accepted"),
+        ("a: {b: [1, 2}\n", "expected ',' or ']', but got '}' at line 1, column 13"),
+    ],
+)
+def test_a_params_file_with_a_repeated_key_an_alias_or_bad_yaml_is_one_line_naming_it(tmp_path, text, message):
+    path = tmp_path / "phase.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError) as error:
+        load_yaml(path)
+    assert str(error.value).startswith(f"{path}: not valid YAML (") and message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_an_alias_bomb_in_set_is_refused_at_once():
+    bomb = "a=[&x [1, 1, 1, 1, 1, 1, 1, 1, 1], &y [*x, *x, *x, *x, *x, *x, *x, *x, *x], [*y, *y, *y, *y, *y, *y]]"
+    with pytest.raises(ParamsError, match=r"YAML aliases \(\*name\) are not accepted"):
+        parse_override(bomb)
