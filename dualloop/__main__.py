@@ -21,7 +21,16 @@ import os
 import sys
 from pathlib import Path
 
-from dualloop.config import REPO_ROOT, ParamsError, check_profile_name, check_values, load_yaml, merge, parse_overrides
+from dualloop.config import (
+    REPO_ROOT,
+    ParamsError,
+    check_keys,
+    check_profile_name,
+    check_values,
+    load_yaml,
+    merge,
+    parse_overrides,
+)
 from dualloop.methods import methods
 from dualloop.redaction import redact
 
@@ -104,6 +113,7 @@ def experiment_from_profile(
     if not path.is_file():
         raise ParamsError(f"unknown profile {profile!r}: no {path}")
     values = load_yaml(path)
+    check_keys(values, _profile_keys(), str(path))  # as `reproduce` checks the profile
     sections = {name: dict(values.get(name) or {}) for name in SECTIONS}
     for section, value in parse_overrides(overrides).items():
         if section not in sections or not isinstance(value, dict):
@@ -118,6 +128,14 @@ def experiment_from_profile(
     except (ValueError, TypeError) as error:
         raise ParamsError(f"{path}: {error}") from None
     return experiment if seed is None else experiment.with_seed(seed)
+
+
+def _profile_keys() -> set[str]:
+    """The keys a profile may set: every parameter some phase notebook declares."""
+    from dualloop.config import declared_parameters
+    from dualloop.pipeline import discover_phases
+
+    return set().union(*(declared_parameters(phase.notebook) for phase in discover_phases(REPO_ROOT / "notebooks")))
 
 
 def method_arguments(profile: str, method: str, experiment) -> dict:
@@ -199,11 +217,22 @@ def _serve_command(args) -> int:
     return 0
 
 
+def check_output_folder(out: Path) -> None:
+    """``--out`` is a folder this process can write, or can be created as one; else one ParamsError naming it."""
+    if out.exists() and not out.is_dir():
+        raise ParamsError(f"--out {out}: is a file, not a folder")
+    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ParamsError(f"--out {out}: {existing} is not a folder this process can write")
+
+
 def main(argv: list[str] | None = None) -> int:
     from dualloop.judges import MissingAPIKeyError
 
     args = build_parser().parse_args(argv)
     try:
+        if args.out is not None:
+            check_output_folder(args.out)
         if args.command == "reproduce":
             from dualloop.pipeline import PhaseFailed, reproduce
 

@@ -197,3 +197,28 @@ def test_a_bare_system_name_is_never_a_path_even_where_a_folder_has_that_name(tm
     assert "unknown method 'dualoop' (did you mean 'dualloop'?)" in capsys.readouterr().err
     assert main([*judge, "--a", "./missing-run"]) == 2
     assert "./missing-run: no such run directory" in capsys.readouterr().err
+
+
+def test_an_output_folder_that_is_a_file_or_cannot_be_written_is_one_line(tmp_path, capsys):
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("kept\n")
+    assert main([*TRAIN, "--method", "static", "--out", str(a_file)]) == 2
+    assert capsys.readouterr().err == f"dualloop: --out {a_file}: is a file, not a folder\n"
+    assert a_file.read_text() == "kept\n"
+    assert main([*TRAIN, "--method", "static", "--out", str(a_file / "inside")]) == 2
+    assert "is not a folder this process can write" in capsys.readouterr().err
+
+
+def test_train_refuses_a_misspelt_profile_section_as_reproduce_does(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import dualloop.__main__
+
+    for folder in ("params", "notebooks"):
+        shutil.copytree(REPO_ROOT / folder, tmp_path / folder)
+    profile = (tmp_path / "params" / "profiles" / "smoke.yaml").read_text().replace("training:", "trainig:", 1)
+    (tmp_path / "params" / "profiles" / "typo.yaml").write_text(profile)
+    monkeypatch.setattr(dualloop.__main__, "REPO_ROOT", tmp_path)
+    assert main(["train", "--profile", "typo", "--method", "static", "--out", str(tmp_path / "out")]) == 2
+    line = capsys.readouterr().err
+    assert "typo.yaml: unknown key 'trainig' (did you mean 'training'?)" in line and line.count("\n") == 1
