@@ -234,7 +234,7 @@ def resolve_parameters(
 # Values that must be finite and positive wherever they appear, and counts that must be integers >= 1.
 # (A controller's or a loss's arguments are checked by its own dataclass: dualloop.trainer.method_settings.)
 POSITIVE = ("learning_rate", "beta")
-COUNTS = ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "n_prompts")
+COUNTS = ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "n_prompts", "max_length")
 
 
 def check_seeds(seeds: Any) -> list[int]:

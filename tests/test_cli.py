@@ -61,6 +61,11 @@ BAD_INPUT = [
         id="yaml-yes-is-not-a-count",
     ),
     pytest.param(
+        [*TRAIN, "--method", "static", "--set", "training.max_length=-5"],
+        "training.max_length=-5 must be an integer >= 1",
+        id="max-length-negative",
+    ),
+    pytest.param(
         [*TRAIN, "--method", "static", "--set", "training.lerning_rate=1"],
         "did you mean 'learning_rate'?",
         id="set-misspelt-key",
