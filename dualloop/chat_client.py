@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from dualloop.redaction import redact, register_secret_env
 
@@ -27,6 +27,7 @@ __all__ = [
     "MissingAPIKeyError",
     "check_api_key",
     "check_base_url",
+    "shown_url",
     "retry_wait",
 ]
 
@@ -53,12 +54,38 @@ def check_api_key(api_key_env: str, model: str, base_url: str) -> str:
     return key
 
 
-def check_base_url(base_url: object) -> bool:
-    """Whether ``base_url`` is an http(s) URL with a host (e.g. ``http://127.0.0.1:8000/v1``)."""
+def check_base_url(key_path: str, base_url: object) -> None:
+    """One ValueError naming ``key_path`` unless ``base_url`` is an http(s) URL with a host and nothing that
+    could hold a secret: no ``user:password@`` and no query or fragment (a key comes only from the environment
+    variable ``api_key_env`` names). The message shows the URL without those parts (:func:`shown_url`)."""
     if not isinstance(base_url, str):
-        return False
+        raise ValueError(f"{key_path}={base_url!r} is not an http(s) URL such as http://127.0.0.1:8000/v1")
     parts = urlsplit(base_url)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    shown = shown_url(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{key_path}={shown!r} is not an http(s) URL such as http://127.0.0.1:8000/v1")
+    if "@" in parts.netloc:
+        raise ValueError(
+            f"{key_path}={shown!r} holds credentials (user:password@), which are not accepted: "
+            "the key comes only from the environment variable api_key_env names"
+        )
+    if parts.query or parts.fragment or base_url.rstrip().endswith(("?", "#")):
+        raise ValueError(
+            f"{key_path}={shown!r} has a query or fragment (?…/#…), which is not accepted: give the API root "
+            "(e.g. http://127.0.0.1:8000/v1); the key comes only from the environment variable api_key_env names"
+        )
+
+
+def shown_url(base_url: str) -> str:
+    """``base_url`` as it may be printed: scheme, host, port and path, without user, password, query or fragment."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    netloc = ("***@" if "@" in parts.netloc else "") + host + port
+    return urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", "…" if parts.fragment else ""))
 
 
 def retry_wait(attempt: int, base: float, cap: float, retry_after: str | None = None) -> float:
@@ -112,8 +139,7 @@ class ChatEndpoint:
         backoff_max: float = 60.0,
         timeout: float = 60.0,
     ):
-        if not check_base_url(base_url):
-            raise ValueError(f"base_url={base_url!r} is not an http(s) URL")
+        check_base_url("base_url", base_url)
         if max_retries < 0:
             raise ValueError(f"max_retries={max_retries} must not be negative")
         self.base_url = base_url.rstrip("/")

@@ -116,17 +116,18 @@ class GenerationSettings:
         self._check_backend()
 
     def _check_backend(self) -> None:
-        from dualloop.chat_client import check_base_url
+        from dualloop.chat_client import check_base_url, shown_url
 
         if self.backend not in BACKENDS:
             raise ValueError(f"backend={self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.backend == "local":
             for name in ("base_url", "api_key_env"):
-                if getattr(self, name) is not None:
-                    raise ValueError(f"{name}={getattr(self, name)!r} is used only with backend: server")
+                value = getattr(self, name)
+                if value is not None:
+                    shown = shown_url(value) if name == "base_url" and isinstance(value, str) else value
+                    raise ValueError(f"{name}={shown!r} is used only with backend: server")
             return
-        if not check_base_url(self.base_url):
-            raise ValueError(f"base_url={self.base_url!r} is not an http(s) URL such as http://127.0.0.1:8000/v1")
+        check_base_url("base_url", self.base_url)
         if self.api_key_env is not None and not (isinstance(self.api_key_env, str) and self.api_key_env.isidentifier()):
             raise ValueError(f"api_key_env={self.api_key_env!r} must name an environment variable, or be null")
         if self.do_sample:

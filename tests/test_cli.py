@@ -227,3 +227,17 @@ def test_train_refuses_a_misspelt_profile_section_as_reproduce_does(tmp_path, mo
     assert main(["train", "--profile", "typo", "--method", "static", "--out", str(tmp_path / "out")]) == 2
     line = capsys.readouterr().err
     assert "typo.yaml: unknown key 'trainig' (did you mean 'training'?)" in line and line.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://user:hunter2-secret@127.0.0.1:1/v1", "http://127.0.0.1:1/v1?api_key=hunter2-secret"],
+)
+def test_a_secret_typed_into_a_url_is_refused_and_never_printed_or_written(url, tmp_path, capsys):
+    mapping = f"{{name: mine, model: m, base_url: '{url}', api_key_env: null}}"
+    out = tmp_path / "out"
+    argv = [*REPRODUCE, "--phases", "2", "--out", str(out), "--set", f"evaluation.judges=[gold, {mapping}]"]
+    assert main(argv) == 2
+    line = capsys.readouterr().err
+    assert "evaluation.judges[1].base_url=" in line and line.count("\n") == 1
+    assert "hunter2" not in line and not out.exists()

@@ -103,6 +103,14 @@ def test_a_server_without_auth_gets_no_key(tmp_path):
     [
         ({"base_url": "ftp://example.org/v1"}, "evaluation.judges[1].base_url='ftp://example.org/v1' is not an http"),
         ({"base_url": "localhost:8000"}, "evaluation.judges[1].base_url='localhost:8000'"),
+        (
+            {"base_url": "http://user:hunter2-secret@127.0.0.1:1/v1"},
+            "evaluation.judges[1].base_url='http://***@127.0.0.1:1/v1' holds credentials (user:password@)",
+        ),
+        (
+            {"base_url": "http://127.0.0.1:1/v1?key=hunter2-secret"},
+            "evaluation.judges[1].base_url='http://127.0.0.1:1/v1?…' has a query or fragment",
+        ),
         ({"usd_per_mtok_in": -0.5}, "evaluation.judges[1].usd_per_mtok_in=-0.5 must be a number >= 0"),
         ({"name": "gpt-4o-mini"}, "evaluation.judges[1].name='gpt-4o-mini' clashes with a known judge"),
         ({"name": "gold-checker"}, "evaluation.judges[1].name='gold-checker' clashes"),
@@ -114,8 +122,9 @@ def test_a_server_without_auth_gets_no_key(tmp_path):
 )
 def test_bad_judge_mappings_are_refused_naming_key_path_and_value(change, named):
     mapping = {"name": "mine", "model": "m", "base_url": "http://127.0.0.1:1/v1", "api_key_env": KEY_ENV, **change}
-    with pytest.raises(ParamsError, match=re.escape("test: " + named)):
+    with pytest.raises(ParamsError, match=re.escape("test: " + named)) as error:
         check_values({"evaluation": {"judges": ["gold", mapping]}}, "test")
+    assert "hunter2" not in str(error.value)  # a secret typed into a URL is never printed
 
 
 def test_a_judge_mapping_missing_a_key_or_named_twice_is_refused():
@@ -228,13 +237,17 @@ def test_a_prefill_is_continued_and_the_server_key_comes_from_its_variable(tmp_p
         ({"backend": "remote"}, "backend='remote' is not one of local, server"),
         ({"backend": "server"}, "base_url=None is not an http(s) URL"),
         ({"backend": "server", "base_url": "127.0.0.1:8000"}, "base_url='127.0.0.1:8000'"),
+        ({"backend": "server", "base_url": "https://u:hunter2-secret@h/v1"}, "base_url='https://***@h/v1' holds"),
+        ({"backend": "server", "base_url": "http://h/v1#hunter2-secret"}, "base_url='http://h/v1#…' has a query"),
+        ({"base_url": "http://u:hunter2-secret@h/v1"}, "base_url='http://***@h/v1' is used only with backend"),
         ({"base_url": "http://127.0.0.1:8000/v1"}, "base_url='http://127.0.0.1:8000/v1' is used only with backend"),
         ({"backend": "server", "base_url": "http://h/v1", "do_sample": True}, "generates greedily"),
     ],
 )
 def test_bad_server_settings_are_named(values, named):
-    with pytest.raises(ValueError, match=re.escape(named)):
+    with pytest.raises(ValueError, match=re.escape(named)) as error:
         GenerationSettings.from_dict(values, "generation")
+    assert "hunter2" not in str(error.value)
 
 
 # ---------------------------------------------------------------- the vllm command

@@ -90,8 +90,7 @@ def judge_entry(entry: Any, path: str) -> str | EndpointJudge:
         raise ValueError(f"{path}.name={name!r} clashes with a known judge ({', '.join(_TAKEN_NAMES)}): choose another")
     if not isinstance(model, str) or not model:
         raise ValueError(f"{path}.model={model!r} must be the served model's name")
-    if not check_base_url(base_url):
-        raise ValueError(f"{path}.base_url={base_url!r} is not an http(s) URL such as http://127.0.0.1:8000/v1")
+    check_base_url(f"{path}.base_url", base_url)
     if api_key_env is not None and (not isinstance(api_key_env, str) or not _ENV_NAME.fullmatch(api_key_env)):
         raise ValueError(
             f"{path}.api_key_env={api_key_env!r} must name an environment variable (the key is never a "
