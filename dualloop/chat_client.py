@@ -4,13 +4,15 @@ Shared by the API judges (:mod:`dualloop.judges.api`) and server generation (:mo
 The key is read only from the environment variable the caller names (none for a server without
 auth), checked when the endpoint is made (before any work), never shown by a repr and redacted from
 every error (:mod:`dualloop.redaction`). A request is POST ``{base_url}/chat/completions``; a 408,
-409, 425, 429, 5xx, timeout, connection error or reset, or a malformed body is retried up to
-``max_retries`` times with jittered exponential backoff or the server's Retry-After (:func:`retry_wait`).
+409, 425, 429, 5xx, timeout, connection error or reset, a reply past the request's deadline or size
+cap, or a bad body (malformed, undecodable, another model's, empty where text is needed) is retried up
+to ``max_retries`` times with jittered exponential backoff or the server's Retry-After (:func:`retry_wait`).
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import random
 import time
@@ -138,6 +140,8 @@ class ChatEndpoint:
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         timeout: float = 60.0,
+        deadline: float = 300.0,
+        max_reply_bytes: int = 1_000_000,
     ):
         check_base_url("base_url", base_url)
         if max_retries < 0:
@@ -149,6 +153,8 @@ class ChatEndpoint:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.timeout = timeout
+        self.deadline = deadline
+        self.max_reply_bytes = max_reply_bytes
 
     def __repr__(self) -> str:
         return f"ChatEndpoint(base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
@@ -159,9 +165,17 @@ class ChatEndpoint:
 
         return httpx.Client(timeout=self.timeout)
 
-    def complete(self, client: Any, body: dict, sleep: Callable[[float], Any] = time.sleep) -> str | None:
-        """The reply text of one chat completion (None when its content is null), retried as the
-        module docstring says, waiting with ``sleep``; EndpointError when it fails for good."""
+    def complete(
+        self, client: Any, body: dict, sleep: Callable[[float], Any] = time.sleep, *, allow_empty: bool = True
+    ) -> str | None:
+        """The reply text of one chat completion (None when its content is null and ``allow_empty``), retried
+        as the module docstring says, waiting with ``sleep``; EndpointError when it fails for good.
+
+        Every attempt is bounded: it must be complete within ``deadline`` seconds (connect, send, every byte
+        of the reply) and within ``max_reply_bytes``. A reply that cannot be decoded (a broken gzip body,
+        bytes that are not UTF-8, a lone surrogate), one for another model than ``body["model"]`` (a dated
+        snapshot of it, ``<model>-…``, counts as it), and with ``allow_empty=False`` an empty or null text,
+        is a bad reply like a malformed one: retried, and never returned."""
         import httpx
 
         url = f"{self.base_url}/chat/completions"
@@ -171,23 +185,64 @@ class ChatEndpoint:
         for attempt in range(self.max_retries + 1):
             retry_after = None
             try:
-                response = client.post(url, json=body, headers=headers)
-            except (httpx.TimeoutException, httpx.TransportError) as error:
+                status, retry_after, raw = self._post(client, url, body, headers)
+            except (httpx.TimeoutException, httpx.TransportError, httpx.DecodingError) as error:
                 problem = type(error).__name__
+            except _BadReply as error:
+                problem = str(error)
             else:
-                if response.status_code == 200:
+                if status == 200:
                     try:
-                        return response.json()["choices"][0]["message"]["content"]
-                    except (ValueError, KeyError, IndexError, TypeError):
-                        problem = f"malformed reply {redact(response.text[:200])!r}"
-                elif response.status_code in RETRIED_STATUS or response.status_code >= 500:
-                    problem = f"HTTP {response.status_code}"
-                    retry_after = response.headers.get("retry-after")
+                        return _reply_text(raw, model, allow_empty)
+                    except _BadReply as error:
+                        problem = str(error)
+                elif status in RETRIED_STATUS or status >= 500:
+                    problem = f"HTTP {status}"
                 else:
-                    raise EndpointError(f"{model} at {url}: HTTP {response.status_code}: {redact(response.text[:300])}")
+                    text = raw[:300].decode("utf-8", errors="replace")
+                    raise EndpointError(f"{model} at {url}: HTTP {status}: {redact(text)}")
             if attempt < self.max_retries:
                 sleep(retry_wait(attempt, self.backoff_base, self.backoff_max, retry_after))
         raise EndpointError(
             f"{model} at {url}: gave up after {self.max_retries + 1} attempts "
             f"(last: {problem}); finished requests are cached, rerun to continue"
         )
+
+    def _post(self, client: Any, url: str, body: dict, headers: dict) -> tuple[int, str | None, bytes]:
+        """(status, Retry-After, body bytes) of one POST, read within ``deadline`` and ``max_reply_bytes``."""
+        started = time.monotonic()
+        with client.stream("POST", url, json=body, headers=headers) as response:
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > self.max_reply_bytes:
+                    raise _BadReply(f"a reply over {self.max_reply_bytes} bytes")
+                if time.monotonic() - started > self.deadline:
+                    raise _BadReply(f"no complete reply within {self.deadline:g} s")
+                chunks.append(chunk)
+            return response.status_code, response.headers.get("retry-after"), b"".join(chunks)
+
+
+class _BadReply(Exception):
+    """A reply that came but cannot be used; retried like a failed request."""
+
+
+def _reply_text(raw: bytes, model: str | None, allow_empty: bool) -> str | None:
+    try:
+        document = json.loads(raw.decode("utf-8"))
+        content = document["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):  # UnicodeDecodeError is a ValueError
+        raise _BadReply(f"malformed reply {redact(raw[:200].decode('utf-8', errors='replace'))!r}") from None
+    if content is not None and not isinstance(content, str):
+        raise _BadReply(f"a reply whose content is {type(content).__name__}, not text")
+    if content is not None:
+        try:
+            content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _BadReply("a reply whose text cannot be encoded (a lone surrogate)") from None
+    replied = document.get("model") if isinstance(document, dict) else None
+    if model and isinstance(replied, str) and replied != model and not replied.startswith(f"{model}-"):
+        raise _BadReply(f"a reply from model {replied!r}, not {model!r}")
+    if not allow_empty and not (content or "").strip():
+        raise _BadReply("an empty completion")
+    return content

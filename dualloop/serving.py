@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dualloop.chat_client import ChatEndpoint
+from dualloop.chat_client import ChatEndpoint, EndpointError
 from dualloop.generation import GenerationSettings, Prompt, cached_responses
 from dualloop.models import ModelSettings
 from dualloop.registry import Run
@@ -63,10 +63,19 @@ def server_responses(
     with endpoint.client() as client, ThreadPoolExecutor(settings.batch_size) as pool:
 
         def generate_batch(ids: list[str]) -> list[list[str]]:
-            futures = [
-                pool.submit(endpoint.complete, client, _request(served_model, prompts[i], settings)) for i in ids
-            ]
-            return [[(future.result() or "").strip()] for future in futures]
+            futures = {
+                i: pool.submit(
+                    endpoint.complete, client, _request(served_model, prompts[i], settings), allow_empty=False
+                )
+                for i in ids
+            }
+            answers = []
+            for prompt_id, future in futures.items():
+                try:
+                    answers.append([(future.result() or "").strip()])
+                except EndpointError as error:  # nothing of this batch is cached; the batches before it are
+                    raise EndpointError(f"{prompt_set} prompt {prompt_id!r}: {error}") from None
+            return answers
 
         return cached_responses(
             prompts,

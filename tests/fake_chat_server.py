@@ -7,7 +7,10 @@ knows which model, base or run id, was asked). A script
 of actions, consumed one per request, makes it misbehave: "429" (with Retry-After), "408", "500",
 "503" (with Retry-After), "reset" (the connection is reset before any answer), "slow" (sleeps past
 the client's timeout), "malformed" (a body that is not JSON), "garbage" (a reply that is not a
-verdict), "echo" (a reply whose text is the request's Authorization header), "ok". It counts requests
+verdict), "echo" (a reply whose text is the request's Authorization header), "empty" and "null" (an empty
+or null text), "wrong-model" (a reply naming another model), "gzip-broken" (a body declared gzip that is
+not), "surrogate" (a text with a lone surrogate), "huge" (a 50 kB reply), "trickle" (a reply sent a few
+bytes at a time over about a second), "ok". It counts requests
 and the most requests in flight at once, records each request's body and Authorization header, and
 refuses (401) a request whose bearer key is not the expected one (``key=None``: a server without auth
 that takes any request). With ``echo_key=True`` every answer, 200 replies and errors alike, carries the
@@ -157,6 +160,18 @@ class FakeChatServer:
                     self._send(200, b"{this is not json")
                 elif action == "garbage":
                     self._send(200, self._completion("Both responses are fine."))
+                elif action in ("empty", "null"):
+                    self._send(200, self._completion("" if action == "empty" else None))
+                elif action == "wrong-model":
+                    self._send(200, self._completion(self._reply(body), model="some-other-model"))
+                elif action == "gzip-broken":
+                    self._send(200, b"this is not gzip", {"Content-Encoding": "gzip"})
+                elif action == "surrogate":
+                    self._send(200, self._completion("half an emoji \ud83d"))
+                elif action == "huge":
+                    self._send(200, self._completion("x" * 50_000))
+                elif action == "trickle":
+                    self._trickle(self._completion(self._reply(body)))
                 else:
                     with server._lock:  # counted before sending: a client never holds an uncounted verdict
                         server.completed += 1
@@ -170,16 +185,31 @@ class FakeChatServer:
                 first = re.search(r"\[Response A\]\n(.*?)\n\n\[Response B\]", user, re.S).group(1)
                 return "A" if "GOOD" in first else "B"
 
+            def _trickle(self, body: bytes) -> None:
+                self._leave()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    for start in range(0, len(body), max(1, len(body) // 10)):
+                        self.wfile.write(body[start : start + max(1, len(body) // 10)])
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
             @staticmethod
-            def _completion(content: str) -> bytes:
-                return json.dumps(
-                    {
-                        "id": "x",
-                        "object": "chat.completion",
-                        "choices": [
-                            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-                        ],
-                    }
-                ).encode()
+            def _completion(content: str | None, model: str | None = None) -> bytes:
+                document: dict = {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                    ],
+                }
+                if model is not None:
+                    document["model"] = model
+                return json.dumps(document).encode()
 
         return Handler

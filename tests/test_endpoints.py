@@ -219,6 +219,45 @@ def test_an_interrupted_server_generation_resumes_without_asking_again(tmp_path)
     assert responses == {p: [f"model-x answers: {text}"] for p, text in PROMPTS.items()}
 
 
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        ("empty", "an empty completion"),
+        ("null", "an empty completion"),
+        ("wrong-model", "a reply from model 'some-other-model', not 'model-x'"),
+        ("gzip-broken", "DecodingError"),
+        ("surrogate", "a reply whose text cannot be encoded"),
+        ("huge", "a reply over 10000 bytes"),
+        ("trickle", "no complete reply within 0.3 s"),
+        ("malformed", "malformed reply"),
+    ],
+)
+def test_a_bad_server_reply_is_retried_then_named_and_never_cached(tmp_path, bad, named):
+    settings = GenerationSettings(max_new_tokens=8, batch_size=1, backend="server", base_url="http://127.0.0.1:1/v1")
+    prompts = {"p0": PROMPTS["p0"]}
+    with FakeChatServer(key=KEY) as server:
+        endpoint = ChatEndpoint(
+            server.base_url, KEY_ENV, max_retries=1, backoff_base=0.0, deadline=0.3, max_reply_bytes=10_000
+        )
+        server.script = [bad, bad]  # the first try and its one retry
+        with pytest.raises(EndpointError) as error:
+            server_responses(endpoint, "model-x", prompts, settings, out_dir=tmp_path, prompt_set="set")
+        assert str(error.value).startswith("set prompt 'p0': model-x at ") and named in str(error.value)
+        assert server.requests == 2
+        assert not any(path.read_text().strip() for path in tmp_path.glob("set-*.jsonl"))  # nothing kept
+        server.script = [bad]  # once bad, then good: the retry's answer is the one kept
+        assert server_responses(endpoint, "model-x", prompts, settings, out_dir=tmp_path, prompt_set="set") == {
+            "p0": [f"model-x answers: {PROMPTS['p0']}"]
+        }
+
+
+def test_a_dated_snapshot_of_the_requested_model_is_its_reply():
+    from dualloop.chat_client import _reply_text
+
+    reply = json.dumps({"model": "gpt-4o-mini-2024-07-18", "choices": [{"message": {"content": "A"}}]}).encode()
+    assert _reply_text(reply, "gpt-4o-mini", allow_empty=False) == "A"
+
+
 def test_a_prefill_is_continued_and_the_server_key_comes_from_its_variable(tmp_path):
     settings = GenerationSettings(backend="server", base_url="http://127.0.0.1:1/v1", api_key_env=KEY_ENV)
     prefilled = {"q": [{"role": "user", "content": "Pick one."}, {"role": "assistant", "content": "The answer is ("}]}
