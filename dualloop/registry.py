@@ -129,7 +129,18 @@ class Run:
         return read_records(self.history_path)
 
     def last_checkpoint(self) -> str | None:
-        return get_last_checkpoint(str(self.path))
+        """The newest complete checkpoint, or None. The Trainer writes a checkpoint's ``trainer_state.json``
+        last, so a checkpoint without a readable one of its own step was cut off (a kill while it was being
+        written): it is moved aside to ``incomplete-checkpoint-<step>-<time>`` (kept, out of the Trainer's
+        way) and the one before it is resumed from."""
+        while (newest := get_last_checkpoint(str(self.path))) is not None:
+            folder = Path(newest)
+            if _complete_checkpoint(folder):
+                return newest
+            aside = folder.with_name(f"incomplete-{folder.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+            folder.rename(aside)
+            print(f"dualloop.registry: run {self.id}: {folder.name} was cut off while written; moved to {aside.name}")
+        return None
 
     def mark_complete(self) -> None:
         (self.path / COMPLETE_NAME).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
@@ -169,6 +180,15 @@ def open_run(root: str | Path, config: Mapping[str, Any]) -> Run:
     )
     (run.path / CONFIG_NAME).write_text(redact(json.dumps(canonical, indent=1, sort_keys=True)) + "\n")
     return run
+
+
+def _complete_checkpoint(folder: Path) -> bool:
+    """Whether ``folder`` (``checkpoint-<step>``) holds a ``trainer_state.json`` that parses and names its step."""
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and f"checkpoint-{state.get('global_step')}" == folder.name
 
 
 def ensure_run(root: str | Path, config: Mapping[str, Any], make_trainer: Callable[[Run], Any]) -> Run:

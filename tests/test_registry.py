@@ -99,7 +99,12 @@ def test_finished_run_is_reused_and_unfinished_run_resumes(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         ensure_run(tmp_path, CONFIG, lambda run: make_trainer(run, interrupt=True))
     run = open_run(tmp_path, CONFIG)
+    # a checkpoint cut off while written (killed before its trainer_state.json): set aside, not resumed from
+    cut_off = run.path / "checkpoint-3"
+    cut_off.mkdir()
+    (cut_off / "adapter_model.safetensors").write_bytes(b"\0" * 10)
     assert not run.is_complete and run.last_checkpoint().endswith("checkpoint-2")
+    assert not cut_off.exists() and len(list(run.path.glob("incomplete-checkpoint-3-*"))) == 1
 
     run = ensure_run(tmp_path, CONFIG, make_trainer)
     assert run.is_complete
@@ -147,3 +152,52 @@ def test_two_trainings_of_one_configuration_train_once(tmp_path):
     assert [process.returncode for process in processes] == [0, 0], outputs
     assert len(trained.read_text().splitlines()) == 1
     assert sum("reusing" in output for output in outputs) == 1
+
+
+_KILLED_TRAINING = textwrap.dedent("""
+    import sys
+    from datasets import Dataset
+    from dualloop.models import ModelSettings, lora_config, smoke_model
+    from dualloop.registry import ensure_run
+    from dualloop.trainer import AdaptiveDPOConfig, AdaptiveDPOTrainer
+
+    def make_trainer(run):
+        model, tokenizer = smoke_model(0)
+        rows = [{"prompt": f"Q{i}: add {i} and {i}.", "chosen": f" {2 * i}.", "rejected": f" {3 * i}?"} for i in range(8)]
+        args = AdaptiveDPOConfig(
+            output_dir=str(run.path), use_cpu=True, bf16=False, gradient_checkpointing=False,
+            per_device_train_batch_size=2, max_steps=24, learning_rate=5e-3, report_to=[], save_strategy="steps",
+            save_steps=1, seed=0, print_progress=False, controller="dualloop",
+        )
+        return AdaptiveDPOTrainer(
+            model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+            peft_config=lora_config(ModelSettings(name_or_path="smoke")),
+        )
+
+    ensure_run(sys.argv[1], {"method": "dualloop", "seed": 0, "killed": True}, make_trainer)
+""")
+
+
+@pytest.mark.slow
+def test_kills_at_random_moments_lose_nothing_double_nothing_and_leave_nothing_stuck(tmp_path):
+    import random
+    import signal
+    import time
+
+    script = tmp_path / "train.py"
+    script.write_text(_KILLED_TRAINING)
+    chance = random.Random(20261203)  # seeded: the same moments on every run of the test
+    killed = 0
+    for _ in range(4):  # bounded: four kills at random moments of a training that saves every step
+        process = subprocess.Popen([sys.executable, str(script), str(tmp_path / "registry")])
+        time.sleep(chance.uniform(5.0, 9.0))
+        killed += process.poll() is None
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert killed >= 2  # the kills hit a running training, not a finished one
+    finished = subprocess.run([sys.executable, str(script), str(tmp_path / "registry")], capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-3000:]  # nothing stuck
+    run = open_run(tmp_path / "registry", {"method": "dualloop", "seed": 0, "killed": True})
+    assert run.is_complete
+    steps = [row["step"] for row in run.history() if "loss" in row]
+    assert steps == list(range(1, 25))  # every step once: nothing lost, nothing doubled
