@@ -44,6 +44,7 @@ from transformers import (
 from transformers.cache_utils import CacheLayerMixin
 
 from dualloop.jsonl import append_records, read_records
+from dualloop.locking import file_lock
 from dualloop.models import ModelSettings, check_type, dataclass_from_dict, load_policy
 
 if TYPE_CHECKING:
@@ -311,36 +312,39 @@ def cached_responses(
 ) -> dict[str, list[str]]:
     """Responses for every prompt id from the cache file of (identity, prompt set, settings), calling
     ``generate_batch`` (prompt ids -> their responses) on ``settings.batch_size`` missing prompts at a
-    time and appending each batch to the file: a rerun generates nothing, a killed run only what is missing."""
+    time and appending each batch to the file: a rerun generates nothing, a killed run only what is missing.
+    One process writes a cache file at a time (:func:`dualloop.locking.file_lock`), so two judges sharing
+    it never generate one prompt twice."""
     if not prompts:
         raise ValueError(f"prompt set '{prompt_set}' is empty")
     path = cache_path(out_dir, identity, prompt_set, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    records = read_cache(path, prompts)
-    missing = [prompt_id for prompt_id in prompts if prompt_id not in records]
-    if missing:
-        batches = [missing[i : i + settings.batch_size] for i in range(0, len(missing), settings.batch_size)]
-        print(
-            f"dualloop.generation: {prompt_set}: {len(records)} cached, generating {len(missing)} "
-            f"in {len(batches)} batches -> {path}",
-            flush=True,
-        )
-        started = time.perf_counter()
-        for number, batch_ids in enumerate(batches, start=1):
-            responses = generate_batch(batch_ids)
-            batch = [
-                {"id": prompt_id, "prompt": _as_json(prompts[prompt_id]), "responses": samples}
-                for prompt_id, samples in zip(batch_ids, responses, strict=True)
-            ]
-            append_records(path, batch)
-            records.update((record["id"], record) for record in batch)
+    with file_lock(path):  # one writer per cache file: a second process waits, then reads what the first wrote
+        records = read_cache(path, prompts)
+        missing = [prompt_id for prompt_id in prompts if prompt_id not in records]
+        if missing:
+            batches = [missing[i : i + settings.batch_size] for i in range(0, len(missing), settings.batch_size)]
             print(
-                f"dualloop.generation: {prompt_set}: batch {number}/{len(batches)} done, "
-                f"{len(records)}/{len(prompts)} prompts, {time.perf_counter() - started:.1f} s",
+                f"dualloop.generation: {prompt_set}: {len(records)} cached, generating {len(missing)} "
+                f"in {len(batches)} batches -> {path}",
                 flush=True,
             )
-    else:
-        print(f"dualloop.generation: {prompt_set}: all {len(prompts)} prompts cached in {path}", flush=True)
+            started = time.perf_counter()
+            for number, batch_ids in enumerate(batches, start=1):
+                responses = generate_batch(batch_ids)
+                batch = [
+                    {"id": prompt_id, "prompt": _as_json(prompts[prompt_id]), "responses": samples}
+                    for prompt_id, samples in zip(batch_ids, responses, strict=True)
+                ]
+                append_records(path, batch)
+                records.update((record["id"], record) for record in batch)
+                print(
+                    f"dualloop.generation: {prompt_set}: batch {number}/{len(batches)} done, "
+                    f"{len(records)}/{len(prompts)} prompts, {time.perf_counter() - started:.1f} s",
+                    flush=True,
+                )
+        else:
+            print(f"dualloop.generation: {prompt_set}: all {len(prompts)} prompts cached in {path}", flush=True)
     return {prompt_id: records[prompt_id]["responses"] for prompt_id in prompts}
 
 

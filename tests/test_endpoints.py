@@ -5,6 +5,8 @@ the first judge call. No model is loaded."""
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 from fake_chat_server import FakeChatServer
@@ -327,3 +329,34 @@ def test_an_endpoint_judges_key_under_any_variable_name_is_redacted(tmp_path, mo
         decision = judge.judge([pair])[0]
         write_decisions(tmp_path / "decisions.jsonl", [decision])
     assert decision.judge == "mine" and decision.raw == "A, says Bearer <secret>"
+
+
+_GENERATING = """
+import sys
+from dualloop.chat_client import ChatEndpoint
+from dualloop.generation import GenerationSettings
+from dualloop.serving import server_responses
+
+base_url, out_dir, key_env = sys.argv[1:4]
+prompts = {f"p{k}": f"Prompt number {k}." for k in range(5)}
+settings = GenerationSettings(max_new_tokens=8, batch_size=1, backend="server", base_url="http://127.0.0.1:1/v1")
+server_responses(ChatEndpoint(base_url, key_env), "model-x", prompts, settings, out_dir=out_dir, prompt_set="set")
+"""
+
+
+def test_two_processes_sharing_one_generation_cache_ask_for_each_answer_once(tmp_path):
+    with FakeChatServer(key=KEY, delay=0.05) as server:
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", _GENERATING, server.base_url, str(tmp_path), KEY_ENV],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        outputs = [process.communicate(timeout=60)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    assert server.requests == len(PROMPTS)  # the second process waited for the cache and asked nothing
+    (cache,) = tmp_path.glob("set-*.jsonl")
+    assert sorted(json.loads(line)["id"] for line in cache.read_text().splitlines()) == sorted(PROMPTS)
