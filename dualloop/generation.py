@@ -76,10 +76,12 @@ class GenerationSettings:
             (temperature 0, ``max_tokens`` = ``max_new_tokens``) from an OpenAI-compatible server at
             ``base_url`` that serves the base model under its ``model.name_or_path`` and each
             trained run's adapter under its run id (:mod:`dualloop.serving`); ``batch_size``
-            requests are in flight at once, and ``repetition_penalty`` is not sent (the server's
-            own applies). Enters the cache key only as ``"server"``.
+            requests are in flight at once.
         base_url: the server's URL, e.g. ``http://127.0.0.1:8000/v1`` (backend server only).
         api_key_env: the environment variable holding the server's key; None sends no key.
+        send_repetition_penalty: backend server: send ``repetition_penalty`` in each request where it
+            is not 1.0 (vLLM takes it as an extra sampling parameter, so its greedy texts match local
+            generation's); False for an endpoint that refuses unknown fields (a 400 fails loudly).
     """
 
     max_new_tokens: int = 128
@@ -94,13 +96,14 @@ class GenerationSettings:
     backend: str = "local"
     base_url: str | None = None
     api_key_env: str | None = None
+    send_repetition_penalty: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_new_tokens", "num_samples", "seed", "batch_size"):
             check_type(name, getattr(self, name), int)
         for name in ("repetition_penalty", "temperature", "top_p"):
             check_type(name, getattr(self, name), (int, float))
-        for name in ("do_sample", "fast_greedy"):
+        for name in ("do_sample", "fast_greedy", "send_repetition_penalty"):
             check_type(name, getattr(self, name), bool)
         for name in ("max_new_tokens", "num_samples", "batch_size"):
             if getattr(self, name) < 1:
@@ -139,14 +142,22 @@ class GenerationSettings:
         """Build settings from a profile's ``generation:`` section; unknown keys get a "did you mean"."""
         return dataclass_from_dict(cls, values, source)
 
+    def server_repetition_penalty(self) -> float | None:
+        """The ``repetition_penalty`` a server request carries: None when 1.0 or not sent."""
+        return self.repetition_penalty if self.send_repetition_penalty and self.repetition_penalty != 1.0 else None
+
     def cache_fields(self) -> dict[str, Any]:
         """The fields that change the responses (the cache key): all but ``batch_size``,
         ``fast_greedy`` and the backend's, and the sampling fields only when sampling; a server's
-        greedy responses: the backend and ``max_new_tokens``."""
+        greedy responses: the backend, ``max_new_tokens`` and the penalty it sends (None when not sent)."""
         if self.backend == "server":
-            return {"backend": self.backend, "max_new_tokens": self.max_new_tokens}
+            return {
+                "backend": self.backend,
+                "max_new_tokens": self.max_new_tokens,
+                "repetition_penalty": self.server_repetition_penalty(),
+            }
         fields = dataclasses.asdict(self)
-        for name in ("batch_size", "fast_greedy", "backend", "base_url", "api_key_env"):
+        for name in ("batch_size", "fast_greedy", "backend", "base_url", "api_key_env", "send_repetition_penalty"):
             del fields[name]
         if not self.do_sample:
             for name in ("temperature", "top_p", "seed"):

@@ -4,12 +4,13 @@ The base model is requested by its served name, ``model.name_or_path``, and a tr
 run id (its registry folder's name), so that one server started with :func:`serve_command`'s line
 (``python -m dualloop serve-command --profile P``)::
 
-    vllm serve <base> --served-model-name <base> --enable-lora --max-lora-rank <r> \
-        --lora-modules <run id>=<its adapter folder> …
+    python -m vllm.entrypoints.openai.api_server --model <the base's folder> --served-model-name <base> \
+        --dtype <the profile's> --enable-lora --max-lora-rank <r> --lora-modules <run id>=<its adapter folder> …
 
 serves every system. Each prompt is one greedy chat completion (temperature 0, ``max_tokens`` =
-``generation.max_new_tokens``; a conversation that ends with an assistant message is continued, as
-vLLM's ``continue_final_message`` does), ``generation.batch_size`` in flight at once, through
+``generation.max_new_tokens``, ``repetition_penalty`` unless 1.0 or ``send_repetition_penalty: false``;
+a conversation that ends with an assistant message is continued, as vLLM's ``continue_final_message``
+does), ``generation.batch_size`` in flight at once, through
 :class:`dualloop.chat_client.ChatEndpoint` (the API judges' retries). Responses go through the
 generation cache (:func:`dualloop.generation.cached_responses`): a cached prompt is never requested
 again and an interrupted run requests only the prompts it is missing.
@@ -24,10 +25,17 @@ from pathlib import Path
 
 from dualloop.chat_client import ChatEndpoint, EndpointError
 from dualloop.generation import GenerationSettings, Prompt, cached_responses
-from dualloop.models import ModelSettings
+from dualloop.models import OFFLINE_MODEL, ModelSettings, offline_model_dir
 from dualloop.registry import Run
 
-__all__ = ["SERVER_TIMEOUT", "finished_runs", "generation_endpoint", "serve_command", "server_responses"]
+__all__ = [
+    "SERVER_TIMEOUT",
+    "finished_runs",
+    "generation_endpoint",
+    "serve_command",
+    "served_weights",
+    "server_responses",
+]
 
 SERVER_TIMEOUT = 600.0  # seconds for one completion: a long response on a busy server
 # the values vLLM accepts for --max-lora-rank
@@ -44,6 +52,8 @@ def generation_endpoint(settings: GenerationSettings) -> ChatEndpoint:
 def _request(served_model: str, prompt: Prompt, settings: GenerationSettings) -> dict:
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
     body: dict = {"model": served_model, "messages": messages, "temperature": 0, "max_tokens": settings.max_new_tokens}
+    if settings.server_repetition_penalty() is not None:
+        body["repetition_penalty"] = settings.server_repetition_penalty()
     if messages[-1]["role"] == "assistant":  # a prefill (Sycophancy-Eval's "The answer is ("): continue it
         body.update(continue_final_message=True, add_generation_prompt=False)
     return body
@@ -57,9 +67,12 @@ def server_responses(
     *,
     out_dir: str | Path,
     prompt_set: str,
+    server_identity: str = "",
 ) -> dict[str, list[str]]:
     """prompt id -> [response] of the model the server serves as ``served_model`` (the base model's
-    name or a run id), requesting only the prompts not in the generation cache."""
+    name or a run id), requesting only the prompts not in the generation cache. ``server_identity``
+    (e.g. the served weights' dtype) enters the cache key beside the served name, so texts of two
+    differently started servers are never mixed."""
     with endpoint.client() as client, ThreadPoolExecutor(settings.batch_size) as pool:
 
         def generate_batch(ids: list[str]) -> list[list[str]]:
@@ -81,7 +94,7 @@ def server_responses(
             prompts,
             settings,
             out_dir=out_dir,
-            identity=f"server|{served_model}",
+            identity=f"server|{served_model}|{server_identity}" if server_identity else f"server|{served_model}",
             prompt_set=prompt_set,
             generate_batch=generate_batch,
         )
@@ -100,9 +113,23 @@ def finished_runs(registry_dir: str | Path, model: ModelSettings) -> list[Run]:
 
 
 def serve_command(model: ModelSettings, runs: Sequence[Run]) -> str:
-    """The ``vllm serve`` line that serves the base model under its name and each run's adapter under
-    its run id (``--max-lora-rank``: the largest LoRA rank of the runs, rounded up to a value vLLM takes)."""
-    command = ["vllm", "serve", model.name_or_path, "--served-model-name", model.name_or_path]
+    """The line that starts vLLM's OpenAI-compatible server for the base model and every run: the model
+    as a folder vLLM can load without the hub (the offline model's converted folder, a local folder's
+    absolute path, else the hub id), served under ``model.name_or_path``, in the profile's dtype, each run's
+    adapter under its run id (``--max-lora-rank``: the largest LoRA rank of the runs, rounded up to a value
+    vLLM takes). Started as ``python -m vllm.entrypoints.openai.api_server``, which works where the ``vllm``
+    script of a CPU build does not."""
+    command = [
+        "python",
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        served_weights(model),
+        "--served-model-name",
+        model.name_or_path,
+        "--dtype",
+        model.dtype,
+    ]
     if runs:
         rank = max(int(run.config.get("model", {}).get("lora_r") or model.lora_r) for run in runs)
         command += [
@@ -113,3 +140,12 @@ def serve_command(model: ModelSettings, runs: Sequence[Run]) -> str:
             *(f"{run.id}={run.adapter_dir.resolve()}" for run in runs),
         ]
     return shlex.join(command)
+
+
+def served_weights(model: ModelSettings) -> str:
+    """What vLLM's ``--model`` names for ``model``: the converted folder of the offline model (converted
+    once if needed), a local folder's absolute path, or the hub id."""
+    if model.name_or_path == OFFLINE_MODEL:
+        return str(offline_model_dir())
+    local = Path(model.name_or_path).expanduser()
+    return str(local.resolve()) if local.is_dir() else model.name_or_path

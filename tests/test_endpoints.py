@@ -312,7 +312,10 @@ def test_serve_command_serves_every_finished_run_by_its_id(tmp_path, capsys):
     (registry / "generations").mkdir()
     code = main(["serve-command", "--profile", "smoke", "--out", str(tmp_path / "out")])
     command = capsys.readouterr().out.strip()
-    assert code == 0 and command.startswith("vllm serve smoke --served-model-name smoke --enable-lora")
+    assert code == 0 and command.startswith(
+        "python -m vllm.entrypoints.openai.api_server --model smoke --served-model-name smoke --dtype float32 "
+        "--enable-lora"
+    )
     assert "--max-lora-rank 16 --lora-modules " in command
     for run in finished[:2]:
         assert f"{run.id}={run.adapter_dir.resolve()}" in command.split()
@@ -360,3 +363,37 @@ def test_two_processes_sharing_one_generation_cache_ask_for_each_answer_once(tmp
     assert server.requests == len(PROMPTS)  # the second process waited for the cache and asked nothing
     (cache,) = tmp_path.glob("set-*.jsonl")
     assert sorted(json.loads(line)["id"] for line in cache.read_text().splitlines()) == sorted(PROMPTS)
+
+
+def test_the_serve_line_names_the_offline_models_converted_folder_and_the_profiles_dtype(monkeypatch, tmp_path):
+    import dualloop.serving
+    from dualloop.models import ModelSettings
+    from dualloop.serving import serve_command
+
+    monkeypatch.setattr(dualloop.serving, "offline_model_dir", lambda: tmp_path / "converted")
+    line = serve_command(ModelSettings(name_or_path="smollm2-135m-instruct", dtype="float32"), [])
+    assert line.split() == [
+        *"python -m vllm.entrypoints.openai.api_server --model".split(),
+        str(tmp_path / "converted"),
+        *"--served-model-name smollm2-135m-instruct --dtype float32".split(),
+    ]
+    (tmp_path / "my-model").mkdir()
+    local = serve_command(ModelSettings(name_or_path=str(tmp_path / "my-model"), dtype="bfloat16"), [])
+    assert f"--model {tmp_path / 'my-model'} " in local and local.endswith("--dtype bfloat16")
+
+
+def test_the_repetition_penalty_is_sent_unless_switched_off_and_keys_the_cache(tmp_path):
+    prompts = {"p0": PROMPTS["p0"]}
+    with FakeChatServer(key=KEY) as server:
+        endpoint = ChatEndpoint(server.base_url, KEY_ENV, max_retries=0)
+        for send, expected in ((True, 1.2), (False, None)):
+            settings = GenerationSettings(
+                backend="server", base_url="http://127.0.0.1:1/v1", send_repetition_penalty=send
+            )
+            server_responses(endpoint, "model-x", prompts, settings, out_dir=tmp_path, prompt_set="set")
+            assert server.bodies[-1].get("repetition_penalty") == expected
+        server_responses(
+            endpoint, "model-x", prompts, settings, out_dir=tmp_path, prompt_set="set", server_identity="dtype=bfloat16"
+        )
+    assert server.requests == 3  # each penalty and each server identity has its own cache
+    assert len(list(tmp_path.glob("set-*.jsonl"))) == 3

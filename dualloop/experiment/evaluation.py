@@ -121,7 +121,13 @@ class Evaluation(ExperimentSettings):
             served = run.id if run is not None else self.model.name_or_path
             endpoint = generation_endpoint(self.generation)
             generated = server_responses(
-                endpoint, served, prompts, self.generation, out_dir=out_dir, prompt_set=prompt_set
+                endpoint,
+                served,
+                prompts,
+                self.generation,
+                out_dir=out_dir,
+                prompt_set=prompt_set,
+                server_identity=f"dtype={self.model.dtype}",
             )
         else:
             adapter_dir = run.adapter_dir if run is not None else None
