@@ -192,13 +192,14 @@ def _judge(args) -> int:
         decisions = read_decisions(path)
     for judge in sorted({d.judge for d in decisions}):
         outcomes = [outcome for d in decisions if d.judge == judge and (outcome := d.outcome()) is not None]
+        unparseable = sum(d.judge == judge and d.outcome() is None for d in decisions)
+        head = f"{systems[0]} vs {systems[1]} on {args.prompts}, judge {judge}: unparseable {unparseable}"
+        if not outcomes:  # nothing to estimate from: say so rather than fail in the statistics
+            print(f"{head}; every verdict unparseable, no win rate (a rerun asks the judge again)")
+            continue
         result = win_rate_of(outcomes, experiment.evaluation.win_rate_method)
         rate, low, high = result.percent()
-        unparseable = sum(d.judge == judge and d.outcome() is None for d in decisions)
-        print(
-            f"{systems[0]} vs {systems[1]} on {args.prompts}, judge {judge}: win rate {rate:.1f}% "
-            f"[{low:.1f}, {high:.1f}] (N = {result.n}, ties {result.ties}, unparseable {unparseable})"
-        )
+        print(f"{head}; win rate {rate:.1f}% [{low:.1f}, {high:.1f}] (N = {result.n}, ties {result.ties})")
     print(f"dualloop: decisions written to {path}")
     return 0
 

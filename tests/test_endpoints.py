@@ -397,3 +397,20 @@ def test_the_repetition_penalty_is_sent_unless_switched_off_and_keys_the_cache(t
         )
     assert server.requests == 3  # each penalty and each server identity has its own cache
     assert len(list(tmp_path.glob("set-*.jsonl"))) == 3
+
+
+def test_a_judge_whose_every_verdict_is_unparseable_is_one_line_saying_so(tmp_path, capsys):
+    with FakeChatServer(key=KEY) as server:
+        server.script = ["ok", "ok"] + ["garbage"] * 40  # two answers, then verdicts that name no response
+        judge = f"{{name: mine, model: judge-test, base_url: '{server.base_url}', api_key_env: {KEY_ENV}}}"
+        code = main(
+            [
+                *("judge", "--profile", "smoke", "--a", "base", "--b", "base", "--prompts", "verifiable-heldout"),
+                *("--out", str(tmp_path / "out"), "--set", "evaluation.n_prompts=2"),
+                *("--set", f"generation={{backend: server, base_url: '{server.base_url}', api_key_env: {KEY_ENV}}}"),
+                *("--set", f"evaluation.judges=[{judge}]"),
+            ]
+        )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "judge mine: unparseable 2; every verdict unparseable, no win rate" in out

@@ -229,7 +229,7 @@ def test_cli_train_trains_then_reuses_and_judge_prints_the_win_rate(tmp_path):
         "training.max_steps=1",
     )
     assert judged.returncode == 0, judged.stderr[-2000:]
-    assert "static vs base on verifiable-heldout, judge gold-checker: win rate" in judged.stdout
+    assert "static vs base on verifiable-heldout, judge gold-checker: unparseable 0; win rate" in judged.stdout
     assert (tmp_path / "results" / "decisions" / "verifiable-heldout__static__vs__base.jsonl").is_file()
     run_dir = next(p.parent for p in (tmp_path / "registry").glob("*/COMPLETE"))
     by_path = cli(
