@@ -369,3 +369,15 @@ def test_train_and_judge_give_dualloop_the_profiles_constants_as_the_phases_do(t
     assert method_arguments("cpu", "static", cpu) == {} and method_arguments("smoke", "dualloop", cpu) == {}
     edited = experiment_from_profile("cpu", tmp_path, ["training.controller_kwargs.lam=2.5"])
     assert method_arguments("cpu", "dualloop", edited)["controller_kwargs"] == {**constants, "lam": 2.5}
+
+
+def test_full_fine_tuning_trains_on_smoke_with_a_frozen_copy_as_the_reference(tmp_path):
+    from dualloop.__main__ import main
+    from dualloop.registry import Run
+
+    argv = ["train", "--profile", "smoke", "--method", "dualloop", "--steps", "2", "--out", str(tmp_path)]
+    assert main([*argv, "--set", "model.lora_r=0"]) == 0
+    (run_dir,) = [path.parent for path in (tmp_path / "registry").rglob("COMPLETE")]
+    rows = [row for row in Run(run_dir).history() if "loss" in row]
+    assert [row["step"] for row in rows] == [1, 2]
+    assert rows[0]["kl/logratio"] == 0.0  # step 1: the policy is its reference's copy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import random
 from collections.abc import Mapping
@@ -119,7 +120,9 @@ class Training(ExperimentSettings):
         return ensure_run(self.registry_dir, config, lambda run: self._trainer(run, config))
 
     def _trainer(self, run, config: Mapping[str, Any]):
-
+        """The trainer of ``run``. Under full fine-tuning (``model.lora_r: 0``, no adapter to switch off) the
+        reference is a frozen copy of the policy as loaded, as TRL would load it again by name (which a
+        model without a hub name, e.g. ``smoke``, does not have)."""
         policy = load_policy(self.model)
         on_cpu = not torch.cuda.is_available()
         evaluates = {"eval_strategy": "steps"} if self.data.eval_pairs else {}
@@ -135,8 +138,10 @@ class Training(ExperimentSettings):
         training, held_out = self.split_pairs()
         dataset = Dataset.from_list(to_trl_rows(training))
         evaluation = Dataset.from_list(to_trl_rows(held_out)) if held_out else None
+        reference = None if policy.peft_config is not None else copy.deepcopy(policy.model).eval()
         return AdaptiveDPOTrainer(
             policy.model,
+            reference,
             args=args,
             train_dataset=dataset,
             eval_dataset=evaluation,
