@@ -57,13 +57,13 @@ class Built(Exception):
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu"])
 def test_report_to_stays_none_for_the_offline_profiles(tmp_path, elsewhere, monkeypatch, profile):
-    def trainer(model, *, args, **_):
+    def trainer(model, ref_model=None, *, args, **_):
         raise Built(args)
 
     monkeypatch.setattr(
         dualloop.experiment.training,
         "load_policy",
-        lambda settings: SimpleNamespace(model=None, tokenizer=None, peft_config=None),
+        lambda settings: SimpleNamespace(model=None, tokenizer=None, peft_config="lora"),  # both profiles train LoRA
     )
     monkeypatch.setattr(dualloop.experiment.training, "AdaptiveDPOTrainer", trainer)
     experiment = experiment_from_profile(profile, tmp_path / "out", [])
