@@ -82,6 +82,8 @@ class GenerationSettings:
         send_repetition_penalty: backend server: send ``repetition_penalty`` in each request where it
             is not 1.0 (vLLM takes it as an extra sampling parameter, so its greedy texts match local
             generation's); False for an endpoint that refuses unknown fields (a 400 fails loudly).
+        request_deadline_s, max_reply_bytes: backend server: the most one request may take, connect to
+            last byte, and the largest reply taken; past either the reply is bad (retried, never cached).
     """
 
     max_new_tokens: int = 128
@@ -97,10 +99,18 @@ class GenerationSettings:
     base_url: str | None = None
     api_key_env: str | None = None
     send_repetition_penalty: bool = True
+    request_deadline_s: float = 300.0
+    max_reply_bytes: int = 1_000_000
 
     def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "num_samples", "seed", "batch_size"):
+        for name in ("max_new_tokens", "num_samples", "seed", "batch_size", "max_reply_bytes"):
             check_type(name, getattr(self, name), int)
+        check_type("request_deadline_s", self.request_deadline_s, (int, float))
+        if not self.request_deadline_s > 0 or self.max_reply_bytes < 1:
+            raise ValueError(
+                f"request_deadline_s={self.request_deadline_s!r} must be > 0 and max_reply_bytes="
+                f"{self.max_reply_bytes!r} >= 1"
+            )
         for name in ("repetition_penalty", "temperature", "top_p"):
             check_type(name, getattr(self, name), (int, float))
         for name in ("do_sample", "fast_greedy", "send_repetition_penalty"):
@@ -157,7 +167,16 @@ class GenerationSettings:
                 "repetition_penalty": self.server_repetition_penalty(),
             }
         fields = dataclasses.asdict(self)
-        for name in ("batch_size", "fast_greedy", "backend", "base_url", "api_key_env", "send_repetition_penalty"):
+        for name in (
+            "batch_size",
+            "fast_greedy",
+            "backend",
+            "base_url",
+            "api_key_env",
+            "send_repetition_penalty",
+            "request_deadline_s",
+            "max_reply_bytes",
+        ):
             del fields[name]
         if not self.do_sample:
             for name in ("temperature", "top_p", "seed"):

@@ -46,7 +46,14 @@ def generation_endpoint(settings: GenerationSettings) -> ChatEndpoint:
     """The server of ``generation.base_url``, with the key of ``generation.api_key_env`` (none when null)."""
     if settings.backend != "server" or settings.base_url is None:
         raise ValueError(f"generation.backend={settings.backend!r}: server generation needs backend: server")
-    return ChatEndpoint(settings.base_url, settings.api_key_env, what="the generation server", timeout=SERVER_TIMEOUT)
+    return ChatEndpoint(
+        settings.base_url,
+        settings.api_key_env,
+        what="the generation server",
+        timeout=SERVER_TIMEOUT,
+        deadline=settings.request_deadline_s,
+        max_reply_bytes=settings.max_reply_bytes,
+    )
 
 
 def _request(served_model: str, prompt: Prompt, settings: GenerationSettings) -> dict:

@@ -114,6 +114,7 @@ def test_a_server_without_auth_gets_no_key(tmp_path):
             "evaluation.judges[1].base_url='http://127.0.0.1:1/v1?…' has a query or fragment",
         ),
         ({"usd_per_mtok_in": -0.5}, "evaluation.judges[1].usd_per_mtok_in=-0.5 must be a number >= 0"),
+        ({"deadline_s": 0}, "evaluation.judges[1].deadline_s=0 must be a number of seconds > 0"),
         ({"name": "gpt-4o-mini"}, "evaluation.judges[1].name='gpt-4o-mini' clashes with a known judge"),
         ({"name": "gold-checker"}, "evaluation.judges[1].name='gold-checker' clashes"),
         ({"base_ur": "http://x"}, "evaluation.judges[1]: unknown key 'base_ur' (did you mean 'base_url'?)"),
@@ -281,6 +282,7 @@ def test_a_prefill_is_continued_and_the_server_key_comes_from_its_variable(tmp_p
         ({"backend": "server", "base_url": "https://u:hunter2-secret@h/v1"}, "base_url='https://***@h/v1' holds"),
         ({"backend": "server", "base_url": "http://h/v1#hunter2-secret"}, "base_url='http://h/v1#…' has a query"),
         ({"base_url": "http://u:hunter2-secret@h/v1"}, "base_url='http://***@h/v1' is used only with backend"),
+        ({"request_deadline_s": 0}, "request_deadline_s=0 must be > 0"),
         ({"base_url": "http://127.0.0.1:8000/v1"}, "base_url='http://127.0.0.1:8000/v1' is used only with backend"),
         ({"backend": "server", "base_url": "http://h/v1", "do_sample": True}, "generates greedily"),
     ],
@@ -414,3 +416,15 @@ def test_a_judge_whose_every_verdict_is_unparseable_is_one_line_saying_so(tmp_pa
     out = capsys.readouterr().out
     assert code == 0
     assert "judge mine: unparseable 2; every verdict unparseable, no win rate" in out
+
+
+def test_the_deadline_of_a_request_is_a_setting_of_the_server_and_of_each_judge():
+    from dualloop.judges.endpoints import judge_entry
+    from dualloop.serving import generation_endpoint
+
+    settings = GenerationSettings(backend="server", base_url="http://127.0.0.1:1/v1", request_deadline_s=30.0)
+    endpoint = generation_endpoint(settings)
+    assert (endpoint.deadline, endpoint.max_reply_bytes) == (30.0, 1_000_000)
+    mapping = {"name": "mine", "model": "m", "base_url": "http://127.0.0.1:1/v1", "api_key_env": None, "deadline_s": 12}
+    judge = OpenAICompatibleJudge.from_endpoint(judge_entry(mapping, "evaluation.judges[0]"))
+    assert judge.endpoint.deadline == 12.0

@@ -73,6 +73,7 @@ class OpenAICompatibleJudge(PairwiseJudge):
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         timeout: float = 60.0,
+        deadline: float = 300.0,
         temperature: float = 0.0,
         max_tokens: int = 5,
         seed: int = 0,
@@ -94,6 +95,7 @@ class OpenAICompatibleJudge(PairwiseJudge):
             backoff_base=backoff_base,
             backoff_max=backoff_max,
             timeout=timeout,
+            deadline=deadline,
         )
         self.model = model
         self.base_url = self.endpoint.base_url
@@ -129,7 +131,7 @@ class OpenAICompatibleJudge(PairwiseJudge):
             base_url=judge.base_url,
             api_key_env=judge.api_key_env,
             name=judge.name,
-            **kwargs,
+            **{"deadline": judge.deadline_s, **kwargs},
         )
 
     def __repr__(self) -> str:

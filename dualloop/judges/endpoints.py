@@ -30,7 +30,7 @@ __all__ = ["API_JUDGES", "ENDPOINT_KEYS", "JUDGES", "EndpointJudge", "judge_entr
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 GEMINI_OPENAI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta/openai"
 JUDGES = ("gold", "gold-loose", "local", "gpt-4o-mini", "gemini-2.0-flash")
-ENDPOINT_KEYS = ("name", "model", "base_url", "api_key_env", "usd_per_mtok_in", "usd_per_mtok_out")
+ENDPOINT_KEYS = ("name", "model", "base_url", "api_key_env", "usd_per_mtok_in", "usd_per_mtok_out", "deadline_s")
 REQUIRED_KEYS = ENDPOINT_KEYS[:4]
 # names of decisions the known judges record: a mapping may not take them
 _TAKEN_NAMES = (*JUDGES, "gold-checker")
@@ -48,6 +48,7 @@ class EndpointJudge:
     api_key_env: str | None
     usd_per_mtok_in: float = 0.0
     usd_per_mtok_out: float = 0.0
+    deadline_s: float = 300.0  # the most one request may take, connect to last byte
 
 
 API_JUDGES = {
@@ -96,13 +97,16 @@ def judge_entry(entry: Any, path: str) -> str | EndpointJudge:
             f"{path}.api_key_env={api_key_env!r} must name an environment variable (the key is never a "
             "parameter), or be null for a server without auth"
         )
+    deadline = entry.get("deadline_s", 300.0)
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not 0 < deadline < math.inf:
+        raise ValueError(f"{path}.deadline_s={deadline!r} must be a number of seconds > 0")
     prices = []
-    for key in ENDPOINT_KEYS[4:]:
+    for key in ENDPOINT_KEYS[4:6]:
         price = entry.get(key, 0.0)
         if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) or price < 0:
             raise ValueError(f"{path}.{key}={price!r} must be a number >= 0 (USD per million tokens)")
         prices.append(float(price))
-    return EndpointJudge(name, model, base_url, api_key_env, *prices)
+    return EndpointJudge(name, model, base_url, api_key_env, prices[0], prices[1], float(deadline))
 
 
 def judge_entries(entries: Any, path: str = "evaluation.judges") -> list[str | EndpointJudge]:
