@@ -287,21 +287,6 @@ def _check_arguments(section: str, kwargs: Any, arguments: dict[str, Any], owner
             raise ParamsError(f"training.{section}.{key}={value!r} must be {arguments[key]}")
 
 
-def _registered_arguments() -> dict[str, dict[str, Any]]:
-    """The annotation of every argument of the registered controllers and losses."""
-    import dataclasses
-
-    from dualloop.controllers import CONTROLLERS
-    from dualloop.losses import LOSSES
-
-    return {
-        "controller_kwargs": {
-            name: f.type for controller in CONTROLLERS.values() for name, f in controller.arguments().items()
-        },
-        "loss_kwargs": {f.name: f.type for loss in LOSSES.values() for f in dataclasses.fields(loss.arguments)},
-    }
-
-
 def _check_training(training: dict[str, Any]) -> None:
     """Each ``training`` value against the type of its ``AdaptiveDPOConfig`` field's default; a
     ``report_to`` tracker that transformers does not know or that is not installed."""
@@ -322,7 +307,9 @@ def _check_training(training: dict[str, Any]) -> None:
         kind = (int, float) if isinstance(default, (int, float)) else (type(default),)
         if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, kind):
             raise ParamsError(f"training.{key}={value!r} must be {type(default).__name__} like its default {default!r}")
-    for section, arguments in _registered_arguments().items():
+    from dualloop.methods import registered_arguments
+
+    for section, arguments in registered_arguments().items():
         if training.get(section) is not None:
             _check_arguments(section, training[section], arguments, section.split("_")[0])
     if "report_to" in training:

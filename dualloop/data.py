@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import hashlib
 import importlib.resources
@@ -817,10 +818,20 @@ def load_preferences(
 
 def data_fingerprint(path: str | Path) -> str:
     """The first 16 hex digits of the SHA-256 of a local data file, or of a folder's data files (their
-    names and bytes): what a run's identity holds so that an edited file trains a new run."""
+    names and bytes): what a run's identity holds so that an edited file trains a new run. Hashed once per
+    state of the files (their paths, sizes and modification times), however often a run's identity is asked."""
     path = Path(path)
+    files = _local_files(path, None)
+    stamp = tuple((str(file), file.stat().st_size, file.stat().st_mtime_ns) for file in files)
+    return _hashed_files(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _hashed_files(root: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
+    path = Path(root)
     digest = hashlib.sha256()
-    for file in _local_files(path, None):
+    for name, _, _ in stamp:
+        file = Path(name)
         digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode() + b"\0")
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):

@@ -8,10 +8,13 @@ method is its loss. :func:`dualloop.trainer.method_settings` checks a run's sett
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from dualloop.controllers import CONTROLLERS
 from dualloop.losses import LOSSES
 
-__all__ = ["DEFAULT_LOSS", "methods"]
+__all__ = ["DEFAULT_LOSS", "methods", "registered_arguments"]
 
 DEFAULT_LOSS = "sigmoid"
 
@@ -23,3 +26,14 @@ def methods() -> dict[str, dict[str, str]]:
         if entry.method and name not in table:
             table[name] = {"controller": "static", "loss_type": name}
     return table
+
+
+def registered_arguments() -> dict[str, dict[str, Any]]:
+    """``training.controller_kwargs`` and ``training.loss_kwargs``: the annotation of every argument some
+    registered controller or loss takes, by name (what the params check and ``method_settings`` accept)."""
+    return {
+        "controller_kwargs": {
+            name: f.type for controller in CONTROLLERS.values() for name, f in controller.arguments().items()
+        },
+        "loss_kwargs": {f.name: f.type for loss in LOSSES.values() for f in dataclasses.fields(loss.arguments)},
+    }

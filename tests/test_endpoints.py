@@ -368,11 +368,11 @@ def test_two_processes_sharing_one_generation_cache_ask_for_each_answer_once(tmp
 
 
 def test_the_serve_line_names_the_offline_models_converted_folder_and_the_profiles_dtype(monkeypatch, tmp_path):
-    import dualloop.serving
+    import dualloop.models
     from dualloop.models import ModelSettings
     from dualloop.serving import serve_command
 
-    monkeypatch.setattr(dualloop.serving, "offline_model_dir", lambda: tmp_path / "converted")
+    monkeypatch.setattr(dualloop.models, "offline_model_dir", lambda: tmp_path / "converted")
     line = serve_command(ModelSettings(name_or_path="smollm2-135m-instruct", dtype="float32"), [])
     assert line.split() == [
         *"python -m vllm.entrypoints.openai.api_server --model".split(),

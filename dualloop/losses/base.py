@@ -38,6 +38,7 @@ __all__ = [
     "check_clip_and_k",
     "check_lengths",
     "check_logps",
+    "check_referenced_logps",
     "check_positive",
     "loss_entry",
     "register_loss",
@@ -81,6 +82,21 @@ def check_logps(**named: torch.Tensor | None) -> int:
         elif value.shape[0] != size:
             raise ValueError(f"{name} has {value.shape[0]} examples but the other log-probs have {size}")
     return size or 0
+
+
+def check_referenced_logps(
+    policy_chosen_logps: torch.Tensor | None,
+    policy_rejected_logps: torch.Tensor | None,
+    ref_chosen_logps: torch.Tensor | None,
+    ref_rejected_logps: torch.Tensor | None,
+) -> int:
+    """:func:`check_logps` of a reference-based loss's four log-prob tensors, each named as its argument."""
+    return check_logps(
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
+    )
 
 
 def as_beta(beta: float | torch.Tensor, size: int, like: torch.Tensor, name: str = "beta") -> torch.Tensor:

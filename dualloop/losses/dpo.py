@@ -18,7 +18,7 @@ from dualloop.losses.base import (
     balance_log_ratio,
     check_clip_and_k,
     check_lengths,
-    check_logps,
+    check_referenced_logps,
     register_loss,
 )
 
@@ -45,12 +45,7 @@ def dpo_loss(
     ``L_i = −(1−ε) log σ(β_i M_i) − ε log σ(−β_i M_i)`` with ``ε = label_smoothing`` (the
     conservative-DPO form; ε = 0 is plain DPO).
     """
-    size = check_logps(
-        policy_chosen_logps=policy_chosen_logps,
-        policy_rejected_logps=policy_rejected_logps,
-        ref_chosen_logps=ref_chosen_logps,
-        ref_rejected_logps=ref_rejected_logps,
-    )
+    size = check_referenced_logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     check_label_smoothing(label_smoothing)
     beta = as_beta(beta, size, policy_chosen_logps)
     chosen_logratio = policy_chosen_logps - ref_chosen_logps
@@ -80,12 +75,7 @@ def adadpo_loss(
     length-normalized ("Stable AdaDPO", eq. 10) exactly when lengths are given. ``clip`` is the
     ceiling C (None: no ceiling); ``k`` the optional bias of Appendix A.3.
     """
-    size = check_logps(
-        policy_chosen_logps=policy_chosen_logps,
-        policy_rejected_logps=policy_rejected_logps,
-        ref_chosen_logps=ref_chosen_logps,
-        ref_rejected_logps=ref_rejected_logps,
-    )
+    size = check_referenced_logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     check_clip_and_k(clip, k)
     beta = as_beta(beta, size, policy_chosen_logps)
     chosen_lengths, rejected_lengths = check_lengths(

@@ -17,7 +17,7 @@ from dualloop.losses.base import (
     balance_log_ratio,
     check_clip_and_k,
     check_lengths,
-    check_logps,
+    check_referenced_logps,
     register_loss,
 )
 from dualloop.losses.dpo import dpo_margin
@@ -35,12 +35,7 @@ def ipo_loss(
     β plays the role of IPO's τ. TRL feeds IPO per-token averaged log-probs; pass those here
     to match it.
     """
-    size = check_logps(
-        policy_chosen_logps=policy_chosen_logps,
-        policy_rejected_logps=policy_rejected_logps,
-        ref_chosen_logps=ref_chosen_logps,
-        ref_rejected_logps=ref_rejected_logps,
-    )
+    size = check_referenced_logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     beta = as_beta(beta, size, policy_chosen_logps)
     chosen_logratio = policy_chosen_logps - ref_chosen_logps
     rejected_logratio = policy_rejected_logps - ref_rejected_logps
@@ -65,12 +60,7 @@ def adaptive_ipo_loss(
     IPO has no β, hence ``β_l = 1`` and ``β_w = min(k · sg(P_w R_l / (P_l R_w)), C)``; the
     controller's β is IPO's τ.
     """
-    size = check_logps(
-        policy_chosen_logps=policy_chosen_logps,
-        policy_rejected_logps=policy_rejected_logps,
-        ref_chosen_logps=ref_chosen_logps,
-        ref_rejected_logps=ref_rejected_logps,
-    )
+    size = check_referenced_logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     check_clip_and_k(clip, k)
     tau = as_beta(beta, size, policy_chosen_logps)
     chosen_lengths, rejected_lengths = check_lengths(

@@ -19,7 +19,7 @@ from dualloop.losses.base import (
     balance_log_ratio,
     check_clip_and_k,
     check_lengths,
-    check_logps,
+    check_referenced_logps,
     register_loss,
 )
 from dualloop.losses.dpo import dpo_margin
@@ -66,12 +66,7 @@ def rdpo_loss(
     arXiv 2403.19159; AdaDPO (Chen et al.) Table 2 with β_w = β_l = β):
     ``−log σ(β log(P_w/R_w) − β log(P_l/R_l) − α(|y_w| − |y_l|))`` on summed log-probs, lengths in tokens.
     """
-    size = check_logps(
-        policy_chosen_logps=policy_chosen_logps,
-        policy_rejected_logps=policy_rejected_logps,
-        ref_chosen_logps=ref_chosen_logps,
-        ref_rejected_logps=ref_rejected_logps,
-    )
+    size = check_referenced_logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     _check_alpha(alpha)
     beta = as_beta(beta, size, policy_chosen_logps)
     chosen_lengths, rejected_lengths = check_lengths(
@@ -106,12 +101,7 @@ def adaptive_rdpo_loss(
     """Self-adaptive R-DPO (AdaDPO, Chen et al., Table 2; Park et al. 2024):
     ``−log σ(β_w log(P_w/R_w) − β_l log(P_l/R_l) − α(|y_w| − |y_l|))`` with ``β_l = β`` and
     ``β_w = β · min(k · sg(P_w R_l / (P_l R_w)), C)`` (summed log-probs in the ratio)."""
-    size = check_logps(
-        policy_chosen_logps=policy_chosen_logps,
-        policy_rejected_logps=policy_rejected_logps,
-        ref_chosen_logps=ref_chosen_logps,
-        ref_rejected_logps=ref_rejected_logps,
-    )
+    size = check_referenced_logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     check_clip_and_k(clip, k)
     _check_alpha(alpha)
     beta = as_beta(beta, size, policy_chosen_logps)

@@ -13,7 +13,7 @@ from trl import DPOConfig
 
 from dualloop.controllers import CONTROLLERS, controller_class
 from dualloop.losses import LOSSES, loss_entry
-from dualloop.methods import methods
+from dualloop.methods import methods, registered_arguments
 from dualloop.names import did_you_mean, unknown_choice
 
 __all__ = [
@@ -108,13 +108,16 @@ def method_settings(method: str, training: dict[str, Any] | None = None) -> dict
             f"{settings['loss_type']!r} loss; use a controller's method (e.g. static) with that loss"
         )
     check_report_to(training.get("report_to"))
-    for section, accepted, every in (
-        ("controller_kwargs", list(controller_class(controller).arguments()), _every_controller_argument()),
-        ("loss_kwargs", loss_entry(loss_type).argument_names(), _every_loss_argument()),
+    every = registered_arguments()
+    for section, accepted in (
+        ("controller_kwargs", list(controller_class(controller).arguments())),
+        ("loss_kwargs", loss_entry(loss_type).argument_names()),
     ):
         given = _mapping(section, training.get(section))
         if given is not None:  # another controller's (loss's) arguments are not this run's, nor part of its name
-            training[section] = {key: value for key, value in given.items() if key in accepted or key not in every}
+            training[section] = {
+                key: value for key, value in given.items() if key in accepted or key not in every[section]
+            }
     _check_controller_keys(controller, training.get("controller_kwargs") or {})
     beta = training.get("beta", _BETA_DEFAULT)
     kwargs, _ = _controller_kwargs(controller, training.get("controller_kwargs"), beta, 0, training.get("max_steps", 1))
@@ -124,14 +127,6 @@ def method_settings(method: str, training: dict[str, Any] | None = None) -> dict
         raise type(error)(f"training.controller_kwargs of the {controller!r} controller: {error}") from None
     loss_entry(loss_type).build_arguments(training.get("loss_kwargs"), training)
     return {**training, "controller": controller, "loss_type": loss_type}
-
-
-def _every_controller_argument() -> set[str]:
-    return {name for cls in CONTROLLERS.values() for name in cls.arguments()}
-
-
-def _every_loss_argument() -> set[str]:
-    return {name for loss in LOSSES.values() for name in loss.argument_names()}
 
 
 @dataclass
