@@ -1,7 +1,8 @@
 """Pilot: DualLoop-DPO's slow-loop constants on a profile, over several seeds, from training logs alone.
 
     python benchmarks/pilot_dualloop.py --profile cpu --seeds 0 1 2 \\
-        --config kl_target=0.04,eta=0.01 --config kl_target=0.2,eta=0.5,ema_alpha=0.3 [--out runs/pilot]
+        --config kl_target=0.04,eta=0.01 --config kl_target=0.2,eta=0.5,ema_alpha=0.3 \\
+        [--set training.max_steps=48 --set training.learning_rate=5e-4] [--out runs/pilot]
 
 Each (config, seed) is one DualLoop-DPO training run of the profile (kept in the registry of ``--out``,
 so a rerun trains nothing new). Nothing is generated or judged: the choice rests on the training
@@ -47,6 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--config", action="append", required=True, metavar="KEY=V,KEY=V")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="SECTION.KEY=VALUE",
+        help="a change to the profile for every run (as `reproduce --set`), e.g. training.max_steps=48",
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "pilot")
     args = parser.parse_args(argv)
     try:
@@ -58,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from dualloop.__main__ import experiment_from_profile
     from dualloop.controller_facts import run_facts
 
-    experiment = experiment_from_profile(args.profile, args.out, [])
+    experiment = experiment_from_profile(args.profile, args.out, args.overrides)
     rows = []
     for config in configs:
         for seed in args.seeds:
@@ -83,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "pilot_dualloop.md").write_text(table, encoding="utf-8")
     (args.out / "pilot_dualloop.json").write_text(
-        json.dumps({"profile": args.profile, "seeds": args.seeds, "runs": rows}, indent=1) + "\n", encoding="utf-8"
+        json.dumps({"profile": args.profile, "overrides": args.overrides, "seeds": args.seeds, "runs": rows}, indent=1)
+        + "\n",
+        encoding="utf-8",
     )
     return 0
 
