@@ -120,13 +120,14 @@ def experiment_from_profile(
             raise ParamsError(f"--set {section}: use SECTION.KEY=VALUE with SECTION one of {', '.join(SECTIONS)}")
         sections[section] = merge(sections[section], value)
     sections["training"] = merge(sections["training"], training_overrides or {})
-    check_values(sections, "--set" if overrides else str(path))
+    source = "--set" if overrides else str(path)  # as the checks above name it
+    check_values(sections, source)
     try:
         experiment = Experiment.from_parameters(
             profile=profile, output_dir=out or REPO_ROOT / "runs" / profile, seed=values.get("seed", 0), **sections
         )
     except (ValueError, TypeError) as error:
-        raise ParamsError(f"{path}: {error}") from None
+        raise ParamsError(f"{source}: {error}") from None
     return experiment if seed is None else experiment.with_seed(seed)
 
 

@@ -207,7 +207,12 @@ def resolve_parameters(
     check_keys(profile_values, profile_keys or known, str(profile_path))
 
     phase_path = params_dir / f"{Path(notebook).stem}.yaml"
-    phase_values = load_yaml(phase_path) if phase_path.is_file() else {}
+    if not phase_path.is_file():  # a phase's values live in its file; none would silently run on defaults
+        raise ParamsError(
+            f"{Path(notebook).name}: no phase file {phase_path} (each notebook reads params/<notebook>.yaml; "
+            "an empty file keeps the notebook's defaults)"
+        )
+    phase_values = load_yaml(phase_path)
     per_profile = phase_values.pop(PER_PROFILE_SECTION, None) or {}
     if not isinstance(per_profile, dict) or not all(isinstance(v, dict) for v in per_profile.values()):
         raise ParamsError(f"{phase_path}: '{PER_PROFILE_SECTION}' must map profile names to mappings of values")

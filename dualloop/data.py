@@ -552,6 +552,10 @@ def load_verifiable_preferences(
         gap = _field(row, "score_gap", (int, float), source, number)
         if gap < 0:
             raise DataError(source, number, "score_gap", f"must not be negative, got {gap}")
+        # the verifiable constraints of the prompt: what data.instruction_ids selects on
+        instruction_ids = _field(row, "instruction_ids", list, source, number)
+        if not all(isinstance(i, str) for i in instruction_ids):
+            raise DataError(source, number, "instruction_ids", f"must be a list of strings, got {instruction_ids!r}")
         metadata = {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected")}
         return _pair(({"role": "user", "content": prompt},), chosen, rejected, metadata, source, number)
 

@@ -172,6 +172,18 @@ def test_a_misspelt_prompt_set_is_one_line_and_exit_2(tmp_path, capsys):
     assert all(p.suffix == ".lock" and p.read_text() == "" for p in out.rglob("*") if p.is_file())
 
 
+def test_a_data_filter_on_a_file_without_its_field_is_one_line_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "Write.", "chosen": "ok", "rejected": "OK", "score_gap": 1}\n')
+    for module in (dualloop.models, dualloop.experiment.training):
+        monkeypatch.setattr(module, "load_policy", lambda settings: pytest.fail("a model was loaded"))
+    arguments = [*TRAIN, "--method", "static", "--set", f"data.path={pairs}"]
+    line = refused(
+        [*arguments, "--set", "data.instruction_ids=[change_case:english_lowercase]"], tmp_path / "out", capsys
+    )
+    assert line == f"dualloop: row 1 of {pairs}: 'instruction_ids' is missing"
+
+
 def test_bad_input_holding_the_api_key_is_redacted(api_key, tmp_path, capsys):
     arguments = [*TRAIN, "--method", "dualloop", "--set", f"training.controller_kwargs.lam={api_key.value}"]
     line = refused(arguments, tmp_path / "out", capsys)

@@ -71,6 +71,13 @@ def test_bad_params_files_name_the_file_and_key(layout, file, text, message):
     assert message in str(error.value)
 
 
+def test_a_missing_phase_file_is_named(layout):
+    notebook, params = layout
+    (params / "01_demo.yaml").unlink()
+    with pytest.raises(ParamsError, match=r"^01_demo.ipynb: no phase file .*params/01_demo.yaml"):
+        resolve_parameters(notebook, "cpu", params_dir=params, profile_keys=PROFILE_KEYS)
+
+
 def test_unknown_override_and_profile_are_errors(layout):
     notebook, params = layout
     with pytest.raises(ParamsError, match="did you mean 'rate'"):

@@ -325,6 +325,23 @@ def test_bom_crlf_and_a_trailing_blank_line_load(tmp_path):
     assert len(data.load_verifiable_preferences(tmp_path / "pairs.json").records) == 1
 
 
+@pytest.mark.parametrize(
+    "change,problem",
+    [
+        ({"instruction_ids": None}, "'instruction_ids' is missing"),
+        ({"instruction_ids": "change_case:english_lowercase"}, "'instruction_ids' must be list, got str"),
+        ({"instruction_ids": [1]}, "'instruction_ids' must be a list of strings, got [1]"),
+    ],
+)
+def test_verifiable_pairs_without_their_constraints_are_named(tmp_path, change, problem):
+    # data.instruction_ids selects verifiable pairs by these: a file without them is named at load time
+    rows = [ROW, {k: v for k, v in {**ROW, **change}.items() if v is not None}]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(DataError) as error:
+        data.load_verifiable_preferences(tmp_path / "pairs.jsonl")
+    assert str(error.value) == f"row 2 of {tmp_path / 'pairs.jsonl'}: {problem}"
+
+
 def test_an_empty_json_list_is_named(tmp_path):
     (tmp_path / "pairs.json").write_text("[]")
     with pytest.raises(DataError, match="empty list"):

@@ -428,3 +428,45 @@ def test_the_deadline_of_a_request_is_a_setting_of_the_server_and_of_each_judge(
     mapping = {"name": "mine", "model": "m", "base_url": "http://127.0.0.1:1/v1", "api_key_env": None, "deadline_s": 12}
     judge = OpenAICompatibleJudge.from_endpoint(judge_entry(mapping, "evaluation.judges[0]"))
     assert judge.endpoint.deadline == 12.0
+
+
+# ---------------------------------------------------------------- a hostile session, then every file it wrote
+
+URL_SECRETS = ("hunter2-password", "tok-in-the-query", "tok-in-the-fragment")
+
+
+def test_a_hostile_session_leaves_no_secret_it_used_in_any_file(tmp_path, monkeypatch, capsys):
+    """Secrets typed into URLs (judge mappings and the generation server, on each command) are refused before
+    anything is written; a judging that then runs with the key from its variable writes it nowhere. Afterwards
+    every file under the session's folder is read: none holds a secret (the autouse fixture: nor the key)."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    urls = [
+        f"http://user:{URL_SECRETS[0]}@127.0.0.1:1/v1",
+        f"http://127.0.0.1:1/v1?api_key={URL_SECRETS[1]}",
+        f"http://127.0.0.1:1/v1#{URL_SECRETS[2]}",
+    ]
+    judge = ["judge", "--profile", "smoke", "--a", "base", "--b", "base", "--prompts", "verifiable-heldout"]
+    commands = []
+    for url in urls:
+        mapping = f"{{name: mine, model: m, base_url: '{url}', api_key_env: {KEY_ENV}}}"
+        server = ["generation.backend=server", f"generation.base_url={url}"]
+        commands += [
+            [*judge, "--set", f"evaluation.judges=[{mapping}]"],
+            [*judge, *(a for s in server for a in ("--set", s))],
+            ["reproduce", "--profile", "smoke", "--phases", "2", "--set", f"evaluation.judges=[gold, {mapping}]"],
+            ["serve-command", "--profile", "smoke", *(a for s in server for a in ("--set", s))],
+        ]
+    for command in commands:
+        assert main([*command, "--out", str(out)]) == 2, command
+        printed = capsys.readouterr()
+        assert not any(secret in printed.err + printed.out for secret in URL_SECRETS), printed.err
+    with FakeChatServer(key=KEY, echo_key=True) as server:
+        server.script = ["echo"] * 3
+        built = experiment(tmp_path, server, judges=["gold", judge_mapping(server)])
+        built.compare(RUN_ID, "base", "verifiable-heldout", runs={RUN_ID: a_run(tmp_path)})
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert any(path.name == "my-judge.jsonl" for path in written)  # the judging wrote its cache
+    for path in written:
+        for secret in URL_SECRETS:
+            assert secret.encode() not in path.read_bytes(), f"{path} holds {secret}"

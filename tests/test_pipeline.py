@@ -10,7 +10,7 @@ import pytest
 
 import dualloop.pipeline
 from dualloop.__main__ import main
-from dualloop.config import REPO_ROOT
+from dualloop.config import REPO_ROOT, ParamsError
 from dualloop.pipeline import PhaseFailed, reproduce
 
 
@@ -55,6 +55,7 @@ def failing_notebooks(tmp_path):
     ]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, notebooks / "03_broken.ipynb")
+    (params / "03_broken.yaml").write_text("")  # an empty phase file: the notebook's defaults
     return notebooks, params
 
 
@@ -87,6 +88,7 @@ def test_a_phase_stopped_by_the_cost_cap_exits_2_like_a_judging_and_keeps_the_ph
     first = nbformat.read(notebooks / "03_broken.ipynb", as_version=4)
     first.cells = first.cells[:1]
     nbformat.write(first, notebooks / "01_before.ipynb")
+    (params / "01_before.yaml").write_text("")
     monkeypatch.setattr(
         dualloop.pipeline, "reproduce", functools.partial(reproduce, notebooks_dir=notebooks, params_dir=params)
     )
@@ -100,6 +102,18 @@ def test_a_phase_stopped_by_the_cost_cap_exits_2_like_a_judging_and_keeps_the_ph
     assert (out / "notebooks" / "01_before.ipynb").is_file()  # the phase before it is kept
 
 
+def test_a_phase_without_its_phase_file_is_named_before_any_phase_runs(tmp_path):
+    notebooks, params = empty_project(tmp_path)
+    phase_notebook(notebooks / "01_first.ipynb", "print('ran')")
+    phase_notebook(notebooks / "02_second.ipynb", "print('ran')")
+    (params / "02_second.yaml").unlink()
+    out = tmp_path / "out"
+    with pytest.raises(ParamsError) as error:
+        reproduce("smoke", out=out, notebooks_dir=notebooks, params_dir=params)
+    assert str(error.value).startswith(f"02_second.ipynb: no phase file {params / '02_second.yaml'}")
+    assert not out.exists()  # phase 01 did not run
+
+
 def test_notebooks_are_committed_without_outputs():
     for path in (REPO_ROOT / "notebooks").glob("*.ipynb"):
         notebook = nbformat.read(path, as_version=4)
@@ -109,7 +123,8 @@ def test_notebooks_are_committed_without_outputs():
 
 
 def phase_notebook(path, source, after=()):
-    """A phase notebook: a parameters cell (output_dir) and one code cell; ``after`` its metadata."""
+    """A phase notebook: a parameters cell (output_dir) and one code cell; ``after`` its metadata; an empty
+    phase file beside it in ``params/``."""
     parameters = nbformat.v4.new_code_cell('output_dir: str = "."  # where to write')
     parameters.metadata["tags"] = ["parameters"]
     notebook = nbformat.v4.new_notebook()
@@ -118,6 +133,7 @@ def phase_notebook(path, source, after=()):
     if after:
         notebook.metadata["dualloop"] = {"after": list(after)}
     nbformat.write(notebook, path)
+    (path.parent.parent / "params" / f"{path.stem}.yaml").write_text("")
 
 
 def parallel_notebooks(tmp_path, first_source):

@@ -122,7 +122,9 @@ class Training(ExperimentSettings):
     def _trainer(self, run, config: Mapping[str, Any]):
         """The trainer of ``run``. Under full fine-tuning (``model.lora_r: 0``, no adapter to switch off) the
         reference is a frozen copy of the policy as loaded, as TRL would load it again by name (which a
-        model without a hub name, e.g. ``smoke``, does not have)."""
+        model without a hub name, e.g. ``smoke``, does not have). The pairs are read first: a bad row is
+        named before the model loads."""
+        training, held_out = self.split_pairs()
         policy = load_policy(self.model)
         on_cpu = not torch.cuda.is_available()
         evaluates = {"eval_strategy": "steps"} if self.data.eval_pairs else {}
@@ -135,7 +137,6 @@ class Training(ExperimentSettings):
             bf16=not on_cpu,
             **{"report_to": [], "gradient_checkpointing": not on_cpu, **evaluates, **config["training"], **caching},
         )
-        training, held_out = self.split_pairs()
         dataset = Dataset.from_list(to_trl_rows(training))
         evaluation = Dataset.from_list(to_trl_rows(held_out)) if held_out else None
         reference = None if policy.peft_config is not None else copy.deepcopy(policy.model).eval()
