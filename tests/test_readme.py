@@ -1,0 +1,83 @@
+"""The commands the READMEs show run as written, from the repository root: each ``python -m dualloop`` line is
+accepted by the CLI (with and without its ``[optional]`` parts), each ``make`` target exists, each
+``.venv/bin/<tool>`` is installed beside this interpreter, and the cheap ones are run."""
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dualloop.__main__ import build_parser
+from dualloop.config import REPO_ROOT
+
+USER_PAGES = ("README.md", "params/README.md", "figures/README.md")
+PLACEHOLDERS = {"N": "2", "DIR": "runs/readme-check"}  # what a reader types for the README's placeholders
+
+
+def code_spans(page: str) -> list[str]:
+    """The inline code spans and the lines of the fenced code blocks of ``page``, a wrapped span joined."""
+    text = (REPO_ROOT / page).read_text(encoding="utf-8")
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.M | re.S)
+    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
+    prose = re.sub(r"^```[a-z]*\n.*?^```", "", text, flags=re.M | re.S)
+    spans = [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose)]
+    return [line for line in lines + spans if line]
+
+
+def commands(prefix: str) -> list[tuple[str, str]]:
+    return [(page, span) for page in USER_PAGES for span in code_spans(page) if span.startswith(prefix)]
+
+
+def variants(command: str) -> list[list[str]]:
+    """The command without its ``[optional]`` parts, and with all of them, placeholders filled in."""
+    bare = re.sub(r"\s*\[--[^\]]*\]", "", command)
+    full = re.sub(r"\[(--[^\]]*)\]", r"\1", command)
+    return [[PLACEHOLDERS.get(word, word) for word in shlex.split(text)] for text in (bare, full)]
+
+
+DUALLOOP = commands(".venv/bin/python -m dualloop")
+
+
+def test_the_readmes_show_dualloop_commands_only_through_the_environment_make_builds():
+    assert len(DUALLOOP) >= 6
+    for page in USER_PAGES:
+        for span in code_spans(page):
+            assert not re.match(r"python3? -m dualloop", span), f"{page}: `{span}` does not run without .venv/bin/"
+
+
+@pytest.mark.parametrize(("page", "command"), DUALLOOP, ids=[f"{p}:{c[29:60]}" for p, c in DUALLOOP])
+def test_every_dualloop_command_of_the_readmes_is_accepted_by_the_cli(page, command, capsys):
+    for argv in variants(command):
+        try:
+            build_parser().parse_args(argv[3:])
+        except SystemExit:
+            pytest.fail(f"{page}: `{' '.join(argv)}` is refused: {capsys.readouterr().err.strip()}")
+
+
+def test_every_make_target_and_installed_tool_the_readmes_name_exists():
+    targets = set(re.findall(r"^([a-z][\w-]*):", (REPO_ROOT / "Makefile").read_text(), flags=re.M))
+    bin_dir = Path(sys.executable).parent
+    for page in USER_PAGES:
+        for span in code_spans(page):
+            for target in re.findall(r"(?:^|&& )make ([a-z][\w-]*)", span):
+                assert target in targets, f"{page}: `{span}` names no Makefile target {target!r}"
+            for tool in re.findall(r"\.venv/bin/([\w-]+)", span):
+                assert (bin_dir / tool).exists(), f"{page}: `{span}`: {tool} is not installed in {bin_dir}"
+
+
+def test_the_cheap_commands_run_as_written_from_the_repository_root(tmp_path):
+    bin_dir = Path(sys.executable).parent
+    shown = [span for page in USER_PAGES for span in code_spans(page)]
+    for command, printed in (
+        (".venv/bin/papermill --help-notebook notebooks/02_main_comparison.ipynb", "seeds"),
+        (".venv/bin/python -m dualloop serve-command --profile cpu [--out DIR]", "--served-model-name"),
+    ):
+        assert command in shown
+        argv = [arg.replace("runs/readme-check", str(tmp_path)) for arg in variants(command)[-1]]
+        argv[0] = str(bin_dir / argv[0].removeprefix(".venv/bin/"))
+        result = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"`{command}`: {result.stderr[-2000:]}"
+        assert printed in result.stdout
