@@ -237,9 +237,11 @@ def resolve_parameters(
 
 
 # Values that must be finite and positive wherever they appear, and counts that must be integers >= 1.
-# (A controller's or a loss's arguments are checked by its own dataclass: dualloop.trainer.method_settings.)
+# Training values that AdaptiveDPOConfig takes without a range check. A controller's or a loss's arguments are
+# checked by its own dataclass (dualloop.trainer.method_settings); the model, data, generation and evaluation
+# sections by theirs (dualloop.experiment.sections, dualloop.models, dualloop.generation).
 POSITIVE = ("learning_rate", "beta")
-COUNTS = ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "n_prompts", "max_length")
+COUNTS = ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length")
 
 
 def check_seeds(seeds: Any) -> list[int]:

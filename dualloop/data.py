@@ -241,8 +241,10 @@ def _rows(
     hub_id: str,
     from_hub: bool,
     hub_kwargs: Mapping[str, Any] | None = None,
+    revision: str | None = None,
 ) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    """(source name, 1-based row number, row) from a local path, or from the hub when asked."""
+    """(source name, 1-based row number, row) from a local path, or from the hub when asked (at ``revision``, a
+    commit, tag or branch of the data set's repository; None: its latest)."""
     if path is not None:
         for file in _local_files(Path(path), split):
             for number, row in enumerate(_read_rows(file), start=1):
@@ -252,8 +254,8 @@ def _rows(
         raise ValueError(f"give a local file or folder in the schema of {hub_id}, or from_hub=True to download it")
     import datasets
 
-    dataset = datasets.load_dataset(hub_id, split=split, **(hub_kwargs or {}))
-    source = f"{hub_id}[{split}]"
+    dataset = datasets.load_dataset(hub_id, split=split, revision=revision, **(hub_kwargs or {}))
+    source = f"{hub_id}[{split}]" + (f"@{revision}" if revision else "")
     for number, row in enumerate(dataset, start=1):
         yield source, number, row
 
@@ -345,7 +347,12 @@ def _pair(
 
 
 def load_ultrafeedback(
-    path: str | Path | None = None, *, split: str = "train_prefs", from_hub: bool = False, on_error: OnError = "raise"
+    path: str | Path | None = None,
+    *,
+    split: str = "train_prefs",
+    from_hub: bool = False,
+    revision: str | None = None,
+    on_error: OnError = "raise",
 ) -> Loaded:
     """UltraFeedback binarized pairs (``HuggingFaceH4/ultrafeedback_binarized``; splits
     ``train_prefs``, ``test_prefs``): rows ``prompt, prompt_id, chosen, rejected, messages,
@@ -368,7 +375,8 @@ def load_ultrafeedback(
                 metadata[score] = float(_field(row, score, (int, float), source, number))
         return _pair(chosen[:-1], chosen[-1]["content"], rejected[-1]["content"], metadata, source, number)
 
-    return _collect(_rows(path, split=split, hub_id=ULTRAFEEDBACK, from_hub=from_hub), parse, on_error, "UltraFeedback")
+    rows = _rows(path, split=split, hub_id=ULTRAFEEDBACK, from_hub=from_hub, revision=revision)
+    return _collect(rows, parse, on_error, "UltraFeedback")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,6 +405,7 @@ def load_hh(
     split: str = "test",
     subset: str | None = "harmless-base",
     from_hub: bool = False,
+    revision: str | None = None,
     on_error: OnError = "raise",
 ) -> Loaded:
     """Anthropic HH-RLHF pairs (``Anthropic/hh-rlhf``): rows ``{chosen, rejected}``, each a full
@@ -434,7 +443,7 @@ def load_hh(
 
     hub_kwargs = {"data_dir": subset} if subset else {}
     return _collect(
-        _rows(path, split=split, hub_id=HH_RLHF, from_hub=from_hub, hub_kwargs=hub_kwargs),
+        _rows(path, split=split, hub_id=HH_RLHF, from_hub=from_hub, hub_kwargs=hub_kwargs, revision=revision),
         parse,
         on_error,
         "Anthropic HH",
@@ -803,18 +812,19 @@ def load_preferences(
     *,
     split: str | None = None,
     from_hub: bool = False,
+    revision: str | None = None,
     on_error: OnError = "raise",
 ) -> Loaded:
     """Your own preference pairs, in any of TRL's preference formats (:func:`parse_preference_row`).
 
     source: a local .jsonl / .jsonl.gz / .json / .parquet file, or a folder of them (every data file,
     or those whose name holds ``split``); with ``from_hub=True`` a hub data set id, read through
-    ``datasets.load_dataset`` (``split`` default ``"train"``).
+    ``datasets.load_dataset`` (``split`` default ``"train"``) at ``revision`` (None: the latest).
     """
     if source is None or not str(source).strip():
         raise ValueError("load_preferences: give a local file or folder, or a hub data set id with from_hub=True")
     if from_hub:
-        rows = _rows(None, split=split or "train", hub_id=str(source), from_hub=True)
+        rows = _rows(None, split=split or "train", hub_id=str(source), from_hub=True, revision=revision)
     else:
         rows = _rows(source, split=split, hub_id=str(source), from_hub=False)
     return _collect(rows, parse_preference_row, on_error, "preference pairs")

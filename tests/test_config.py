@@ -134,7 +134,6 @@ def test_malformed_set_is_refused_by_name(text):
         ({"training": {"learning_rate": -1e-4}}, "training.learning_rate=-0.0001 must be a finite number > 0"),
         ({"training": {"max_steps": 0}}, "training.max_steps=0 must be an integer >= 1"),
         ({"training": {"max_steps": 2.5}}, "training.max_steps=2.5 must be an integer >= 1"),
-        ({"evaluation": {"n_prompts": -195}}, "evaluation.n_prompts=-195 must be an integer >= 1"),
         ({"training": {"controller_kwargs": {"kl_target": float("inf")}}}, "training.controller_kwargs.kl_target=inf"),
         ({"training": {"controller_kwargs": {"lamb": 2}}}, "training.controller_kwargs.lamb.*did you mean 'lam'"),
         ({"training": {"max_stepz": 3}}, "training.max_stepz: unknown key.*did you mean 'max_steps'"),

@@ -70,6 +70,23 @@ def test_ultrafeedback_parquet_in_the_hub_layout_reads_like_jsonl(tmp_path):
     )
 
 
+def test_a_hub_data_set_is_read_at_its_revision_and_named_with_it(monkeypatch):
+    import datasets
+
+    asked = []
+
+    def load_dataset(path, split=None, revision=None, **kwargs):
+        asked.append((path, split, revision))
+        return [{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "Go away."}]
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    loaded = data.load_preferences("someone/pairs", from_hub=True, revision="3f2a9c1")
+    assert asked == [("someone/pairs", "train", "3f2a9c1")]
+    assert loaded.source == "someone/pairs[train]@3f2a9c1" and len(loaded.records) == 1
+    data.load_ultrafeedback(from_hub=True, revision="v2", on_error="skip")
+    assert asked[-1] == (data.ULTRAFEEDBACK, "train_prefs", "v2")
+
+
 def test_no_path_and_no_hub_request_is_an_error_before_any_download():
     with pytest.raises(ValueError, match="from_hub=True"):
         load_ultrafeedback()

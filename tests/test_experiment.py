@@ -139,6 +139,14 @@ def test_the_gold_checker_judges_only_verifiable_instructions(tmp_path):
         gold_only.judges("helpful")
 
 
+def test_a_hub_data_sets_revision_is_part_of_the_run_identity_and_absent_while_none(tmp_path):
+    hub = {"train": "ultrafeedback", "from_hub": True}
+    latest = experiment(tmp_path, data=hub).run_config("static")["data"]
+    pinned = experiment(tmp_path, data={**hub, "revision": "3f2a9c1"}).run_config("static")["data"]
+    assert "revision" not in latest  # the identities of runs from before the setting hold
+    assert pinned == {**latest, "revision": "3f2a9c1"}
+
+
 def test_run_config_records_method_seed_and_overrides(tmp_path):
     config = experiment(tmp_path).run_config("adadpo", beta=0.05)
     assert config["seed"] == 0 and config["method"] == "adadpo"

@@ -25,6 +25,8 @@ from dualloop.models import dataclass_from_dict
         ({"augmented": False, "train": "hh"}, "data: augmented=false selects verifiable pairs"),
         ({"instruction_ids": []}, "data: instruction_ids is empty"),
         ({"pth": "x.jsonl"}, "data: unknown key 'pth' (did you mean 'path'?)"),
+        ({"revision": "v1.0"}, "data: revision='v1.0' names a hub revision, but from_hub is false"),
+        ({"revision": " ", "from_hub": True}, "data: revision=' ' must be a commit, tag or branch name"),
     ],
 )
 def test_a_bad_data_value_is_one_error_naming_key_and_value(values, message):

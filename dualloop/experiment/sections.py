@@ -73,6 +73,13 @@ class DataSettings:
         },
     )
     from_hub: bool = field(default=False, metadata={"help": "Read `path` (or the set's id) from the hub."})
+    revision: str | None = field(
+        default=None,
+        metadata={
+            "help": "With from_hub: the data set's commit, tag or branch, part of the run's identity; None: the "
+            "latest, which its owners may change under the same id."
+        },
+    )
     n_pairs: int | None = field(default=None, metadata={"help": "Train on this many pairs (a seeded subsample)."})
     fraction: float | None = field(default=None, metadata={"help": "Train on this fraction of the pairs, in (0, 1]."})
     label_noise: float = field(
@@ -116,6 +123,11 @@ class DataSettings:
         noise = self.label_noise
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
             raise ValueError(f"data.label_noise={noise!r} must be a number in [0, 1]")
+        if self.revision is not None:
+            if not isinstance(self.revision, str) or not self.revision.strip():
+                raise ValueError(f"data: revision={self.revision!r} must be a commit, tag or branch name")
+            if not self.from_hub:
+                raise ValueError(f"data: revision={self.revision!r} names a hub revision, but from_hub is false")
         if self.train == "preferences":
             self._check_preferences_source()
         if not self.augmented and self.train != "verifiable":

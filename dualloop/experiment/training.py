@@ -48,8 +48,11 @@ class Training(ExperimentSettings):
     def _data_identity(self) -> dict[str, Any]:
         """The data section as a run's identity holds it; a local ``data.path`` (a file or folder, of any
         training set) adds its content hash (``data_sha256``), so that an edited file trains a new run.
-        (The shipped set, ``path`` None, is versioned with the code; a hub data set is named by its id.)"""
+        (The shipped set, ``path`` None, is versioned with the code; a hub data set by its id and ``revision``,
+        which is left out while None so that the identities of runs from before it existed still hold.)"""
         identity = dataclasses.asdict(self.data)
+        if identity["revision"] is None:
+            del identity["revision"]
         if self.data.from_hub or self.data.path is None:
             return identity
         return {**identity, "data_sha256": data_fingerprint(self.data.path)}
@@ -81,11 +84,11 @@ class Training(ExperimentSettings):
         if section.train == "verifiable":
             loaded = datasets.load_verifiable_preferences(section.path)
         elif section.train == "ultrafeedback":
-            loaded = datasets.load_ultrafeedback(section.path, from_hub=section.from_hub)
+            loaded = datasets.load_ultrafeedback(section.path, from_hub=section.from_hub, revision=section.revision)
         elif section.train == "preferences" and section.path is not None:  # DataSettings requires the path
-            loaded = datasets.load_preferences(section.path, from_hub=section.from_hub)
+            loaded = datasets.load_preferences(section.path, from_hub=section.from_hub, revision=section.revision)
         else:
-            loaded = datasets.load_hh(section.path, split="train", from_hub=section.from_hub)
+            loaded = datasets.load_hh(section.path, split="train", from_hub=section.from_hub, revision=section.revision)
         pairs = loaded.records
         if not section.augmented:
             pairs = [pair for pair in pairs if pair.metadata.get("augmentation") is None]
