@@ -295,8 +295,8 @@ def _check_arguments(section: str, kwargs: Any, arguments: dict[str, Any], owner
 
 
 def _check_training(training: dict[str, Any]) -> None:
-    """Each ``training`` value against the type of its ``AdaptiveDPOConfig`` field's default; a
-    ``report_to`` tracker that transformers does not know or that is not installed."""
+    """Each ``training`` value against the type of its ``AdaptiveDPOConfig`` field's default. (Which trackers
+    ``report_to`` may name is the method's check: :func:`dualloop.trainer.method_settings`.)"""
     import dataclasses
 
     from dualloop.trainer import AdaptiveDPOConfig
@@ -319,13 +319,6 @@ def _check_training(training: dict[str, Any]) -> None:
     for section, arguments in registered_arguments().items():
         if training.get(section) is not None:
             _check_arguments(section, training[section], arguments, section.split("_")[0])
-    if "report_to" in training:
-        from dualloop.trainer.arguments import check_report_to
-
-        try:
-            check_report_to(training["report_to"])
-        except ValueError as error:
-            raise ParamsError(str(error)) from None
 
 
 def _check_endpoints(parameters: dict[str, Any]) -> None:

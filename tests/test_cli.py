@@ -82,7 +82,7 @@ BAD_INPUT = [
     ),
     pytest.param(
         [*TRAIN, "--method", "dualloop", "--set", "training.report_to=[tensorboard, wandb]"],
-        "dualloop: --set: training.report_to: 'wandb' needs the wandb package, which is not installed here "
+        "dualloop: training.report_to: 'wandb' needs the wandb package, which is not installed here "
         "(pip install wandb); installed trackers: tensorboard",
         id="tracker-not-installed",
     ),

@@ -14,7 +14,8 @@ from transformers.integrations import integration_utils
 import dualloop.experiment.training
 import dualloop.trainer
 from dualloop.__main__ import experiment_from_profile, main
-from dualloop.config import ParamsError, check_values
+from dualloop.config import ParamsError
+from dualloop.pipeline import reproduce
 from dualloop.trainer import method_settings
 
 
@@ -92,10 +93,10 @@ def test_report_to_is_checked_with_the_method(monkeypatch, report_to, message):
         method_settings("dualloop", {"report_to": passes})
 
 
-def test_reproduce_refuses_a_tracker_that_is_not_installed_before_phase_1(monkeypatch):
-    """`check_values` is what `reproduce` runs on every phase's values before the first phase starts."""
+def test_reproduce_refuses_a_tracker_that_is_not_installed_before_phase_1(monkeypatch, tmp_path):
+    """`reproduce` builds every method's run config of every phase before the first phase starts."""
     monkeypatch.setattr(integration_utils, "get_available_reporting_integrations", lambda: ["tensorboard"])
     with pytest.raises(ParamsError) as error:
-        check_values({"training": {"report_to": ["mlflow"]}}, "phase 02 (02_main_comparison)")
+        reproduce("smoke", phases=[2], out=tmp_path / "out", overrides={"training": {"report_to": ["mlflow"]}})
     assert str(error.value).startswith("phase 02 (02_main_comparison): training.report_to: 'mlflow' needs the mlflow")
-    check_values({"training": {"report_to": ["tensorboard"]}}, "phase 02 (02_main_comparison)")
+    assert not (tmp_path / "out").exists()
