@@ -120,7 +120,7 @@ def experiment_from_profile(
             raise ParamsError(f"--set {section}: use SECTION.KEY=VALUE with SECTION one of {', '.join(SECTIONS)}")
         sections[section] = merge(sections[section], value)
     sections["training"] = merge(sections["training"], training_overrides or {})
-    source = "--set" if overrides else str(path)  # as the checks above name it
+    source = f"{path} with --set" if overrides else str(path)  # a bad value comes from one of them
     check_values(sections, source)
     try:
         experiment = Experiment.from_parameters(

@@ -236,10 +236,11 @@ def resolve_parameters(
     return resolved
 
 
-# Values that must be finite and positive wherever they appear, and counts that must be integers >= 1.
-# Training values that AdaptiveDPOConfig takes without a range check. A controller's or a loss's arguments are
-# checked by its own dataclass (dualloop.trainer.method_settings); the model, data, generation and evaluation
-# sections by theirs (dualloop.experiment.sections, dualloop.models, dualloop.generation).
+# Keys whose values must be finite and > 0, and keys whose values must be integers >= 1, at any key path (a
+# phase's top-level `beta` as well as `training.beta`): the values AdaptiveDPOConfig takes without a range check.
+# A controller's or a loss's arguments are checked by its own dataclass (dualloop.trainer.method_settings); the
+# model, data, generation and evaluation sections by theirs (dualloop.experiment.sections, dualloop.models,
+# dualloop.generation).
 POSITIVE = ("learning_rate", "beta")
 COUNTS = ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length")
 

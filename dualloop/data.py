@@ -244,7 +244,7 @@ def _rows(
     revision: str | None = None,
 ) -> Iterator[tuple[str, int, dict[str, Any]]]:
     """(source name, 1-based row number, row) from a local path, or from the hub when asked (at ``revision``, a
-    commit, tag or branch of the data set's repository; None: its latest)."""
+    commit or tag of the data set's repository; None: its latest)."""
     if path is not None:
         for file in _local_files(Path(path), split):
             for number, row in enumerate(_read_rows(file), start=1):
@@ -562,7 +562,7 @@ def load_verifiable_preferences(
         if gap < 0:
             raise DataError(source, number, "score_gap", f"must not be negative, got {gap}")
         # the verifiable constraints of the prompt: what data.instruction_ids selects on
-        instruction_ids = _field(row, "instruction_ids", list, source, number)
+        instruction_ids = _field(row, "instruction_ids", list, source, number, non_empty=True)
         if not all(isinstance(i, str) for i in instruction_ids):
             raise DataError(source, number, "instruction_ids", f"must be a list of strings, got {instruction_ids!r}")
         metadata = {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected")}

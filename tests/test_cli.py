@@ -172,8 +172,9 @@ def test_a_misspelt_prompt_set_is_one_line_and_exit_2(tmp_path, capsys):
     assert all(p.suffix == ".lock" and p.read_text() == "" for p in out.rglob("*") if p.is_file())
 
 
-def test_a_data_filter_on_a_file_without_its_field_is_one_line_before_the_model_loads(tmp_path, monkeypatch, capsys):
+def test_verifiable_pairs_without_their_constraints_are_one_line_before_the_model_loads(tmp_path, monkeypatch, capsys):
     pairs = tmp_path / "pairs.jsonl"
+    # verifiable pairs carry their constraints (what data.instruction_ids filters on), filtered or not
     pairs.write_text('{"prompt": "Write.", "chosen": "ok", "rejected": "OK", "score_gap": 1}\n')
     for module in (dualloop.models, dualloop.experiment.training):
         monkeypatch.setattr(module, "load_policy", lambda settings: pytest.fail("a model was loaded"))

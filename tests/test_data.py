@@ -348,6 +348,7 @@ def test_bom_crlf_and_a_trailing_blank_line_load(tmp_path):
         ({"instruction_ids": None}, "'instruction_ids' is missing"),
         ({"instruction_ids": "change_case:english_lowercase"}, "'instruction_ids' must be list, got str"),
         ({"instruction_ids": [1]}, "'instruction_ids' must be a list of strings, got [1]"),
+        ({"instruction_ids": []}, "'instruction_ids' is empty"),
     ],
 )
 def test_verifiable_pairs_without_their_constraints_are_named(tmp_path, change, problem):

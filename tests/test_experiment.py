@@ -12,6 +12,8 @@ from dualloop.diagnostics import judge_entropy
 from dualloop.experiment import Experiment
 from dualloop.judges import Decision
 
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+
 SECTIONS = ("model", "training", "data", "generation", "evaluation")
 
 
@@ -145,6 +147,28 @@ def test_a_hub_data_sets_revision_is_part_of_the_run_identity_and_absent_while_n
     pinned = experiment(tmp_path, data={**hub, "revision": "3f2a9c1"}).run_config("static")["data"]
     assert "revision" not in latest  # the identities of runs from before the setting hold
     assert pinned == {**latest, "revision": "3f2a9c1"}
+
+
+def test_the_training_sets_held_out_prompts_are_read_at_its_revision_and_other_sets_at_their_latest(
+    tmp_path, monkeypatch
+):
+    import dualloop.data
+
+    asked = {}
+    fixture = dualloop.data.load_ultrafeedback(FIXTURES / "ultrafeedback_test_prefs.jsonl")
+
+    def loader(name):
+        def load(path, *, split, from_hub, revision=None, on_error="raise"):
+            asked[name] = revision
+            return fixture
+
+        return load
+
+    monkeypatch.setattr(dualloop.data, "load_ultrafeedback", loader("ultrafeedback"))
+    monkeypatch.setattr(dualloop.data, "load_hh", loader("hh"))
+    built = experiment(tmp_path, data={"train": "ultrafeedback", "from_hub": True, "revision": "3f2a9c1"})
+    assert len(built.prompts("ultrafeedback")) == 2 and len(built.prompts("hh")) == 2
+    assert asked == {"ultrafeedback": "3f2a9c1", "hh": None}  # another repository: its own latest
 
 
 def test_run_config_records_method_seed_and_overrides(tmp_path):

@@ -25,8 +25,13 @@ from dualloop.models import dataclass_from_dict
         ({"augmented": False, "train": "hh"}, "data: augmented=false selects verifiable pairs"),
         ({"instruction_ids": []}, "data: instruction_ids is empty"),
         ({"pth": "x.jsonl"}, "data: unknown key 'pth' (did you mean 'path'?)"),
-        ({"revision": "v1.0"}, "data: revision='v1.0' names a hub revision, but from_hub is false"),
-        ({"revision": " ", "from_hub": True}, "data: revision=' ' must be a commit, tag or branch name"),
+        ({"revision": "v1.0"}, "data: revision='v1.0' pins a hub data set, but this section reads none"),
+        ({"revision": "v1.0", "from_hub": True}, "reads none (train='verifiable', from_hub=True, path=None)"),
+        (
+            {"revision": "v1.0", "from_hub": True, "train": "hh", "path": "hh.jsonl"},
+            "reads none (train='hh', from_hub=True, path='hh.jsonl')",
+        ),
+        ({"revision": " v1 ", "from_hub": True, "train": "hh"}, "data: revision=' v1 ' must be a commit hash or a tag"),
     ],
 )
 def test_a_bad_data_value_is_one_error_naming_key_and_value(values, message):

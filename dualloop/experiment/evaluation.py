@@ -84,9 +84,15 @@ class Evaluation(ExperimentSettings):
         else:
             path = self.evaluation.prompt_paths.get(prompt_set)
             from_hub = self.data.from_hub
+            # the held-out split of the training set's own repository, at the revision training read
+            revision = self.data.revision if prompt_set == self.data.train else None
             loaded = {
-                "ultrafeedback": lambda: datasets.load_ultrafeedback(path, split="test_prefs", from_hub=from_hub),
-                "hh": lambda: datasets.load_hh(path, split="test", from_hub=from_hub, on_error="skip"),
+                "ultrafeedback": lambda: datasets.load_ultrafeedback(
+                    path, split="test_prefs", from_hub=from_hub, revision=revision
+                ),
+                "hh": lambda: datasets.load_hh(
+                    path, split="test", from_hub=from_hub, revision=revision, on_error="skip"
+                ),
                 "helpsteer2": lambda: datasets.load_helpsteer2_prompts(path, from_hub=from_hub),
                 "sycophancy-eval": lambda: datasets.load_sycophancy_eval(path, from_hub=from_hub),
             }[prompt_set]()

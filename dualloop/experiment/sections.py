@@ -76,8 +76,9 @@ class DataSettings:
     revision: str | None = field(
         default=None,
         metadata={
-            "help": "With from_hub: the data set's commit, tag or branch, part of the run's identity; None: the "
-            "latest, which its owners may change under the same id."
+            "help": "With from_hub: the commit (or tag) of the hub data set to read, for training and for the "
+            "same set's held-out prompts; part of the run's identity. None: the latest, which its owners may "
+            "change under the same id."
         },
     )
     n_pairs: int | None = field(default=None, metadata={"help": "Train on this many pairs (a seeded subsample)."})
@@ -124,10 +125,17 @@ class DataSettings:
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
             raise ValueError(f"data.label_noise={noise!r} must be a number in [0, 1]")
         if self.revision is not None:
-            if not isinstance(self.revision, str) or not self.revision.strip():
-                raise ValueError(f"data: revision={self.revision!r} must be a commit, tag or branch name")
-            if not self.from_hub:
-                raise ValueError(f"data: revision={self.revision!r} names a hub revision, but from_hub is false")
+            revision = self.revision
+            if not isinstance(revision, str) or not revision.strip() or revision != revision.strip():
+                raise ValueError(f"data: revision={revision!r} must be a commit hash or a tag")
+            reads_hub = (
+                self.from_hub and self.train != "verifiable" and (self.path is None or self.train == "preferences")
+            )
+            if not reads_hub:
+                raise ValueError(
+                    f"data: revision={revision!r} pins a hub data set, but this section reads none "
+                    f"(train={self.train!r}, from_hub={self.from_hub}, path={self.path!r})"
+                )
         if self.train == "preferences":
             self._check_preferences_source()
         if not self.augmented and self.train != "verifiable":
