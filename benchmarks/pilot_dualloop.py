@@ -58,16 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "pilot")
     args = parser.parse_args(argv)
-    try:
-        configs = [parse_config(text) for text in args.config]
-    except ValueError as error:
-        print(f"pilot_dualloop: {error}", file=sys.stderr)
-        return 2
-
     from dualloop.__main__ import experiment_from_profile
     from dualloop.controller_facts import run_facts
 
-    experiment = experiment_from_profile(args.profile, args.out, args.overrides)
+    try:
+        configs = [parse_config(text) for text in args.config]
+        if any(text.startswith("training.controller_kwargs") for text in args.overrides):
+            raise ValueError("--set training.controller_kwargs.*: give DualLoop's constants with --config")
+        experiment = experiment_from_profile(args.profile, args.out, args.overrides)
+    except ValueError as error:  # a ParamsError too
+        print(f"pilot_dualloop: {error}", file=sys.stderr)
+        return 2
     rows = []
     for config in configs:
         for seed in args.seeds:
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"β_base {point['beta/base']:.3f}",
                     flush=True,
                 )
-    table = summary_table(rows)
+    table = summary_table(rows) + "".join(f"With --set {text}.\n" for text in args.overrides)
     print(table, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "pilot_dualloop.md").write_text(table, encoding="utf-8")
