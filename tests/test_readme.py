@@ -1,5 +1,5 @@
-"""The commands the READMEs show run as written, from the repository root: each ``python -m dualloop`` line is
-accepted by the CLI (with and without its ``[optional]`` parts), each ``make`` target exists, each
+"""The commands the READMEs show run as written, from the repository root: each ``python -m dualloop`` line
+passes every check of the CLI (with and without its ``[optional]`` parts), each ``make`` target exists, each
 ``.venv/bin/<tool>`` is installed beside this interpreter, and the cheap ones are run."""
 
 import re
@@ -17,7 +17,7 @@ from dualloop.config import REPO_ROOT
 
 USER_PAGES = ("README.md", "params/README.md", "figures/README.md")
 EVERY_PAGE = (*USER_PAGES, "benchmarks/README.md", "dualloop/offline_set/README.md")
-PLACEHOLDERS = {"N": "2", "DIR": "runs/readme-check"}  # what a reader types for the README's placeholders
+STEPS = "2"  # what a reader types for the README's placeholder N; DIR is a scratch folder
 
 
 def code_spans(page: str) -> list[str]:
@@ -34,11 +34,13 @@ def commands(prefix: str) -> list[tuple[str, str]]:
     return [(page, span) for page in USER_PAGES for span in code_spans(page) if span.startswith(prefix)]
 
 
-def variants(command: str) -> list[list[str]]:
-    """The command without its ``[optional]`` parts, and with all of them, placeholders filled in."""
+def variants(command: str, out: Path) -> list[list[str]]:
+    """The command without its ``[optional]`` parts, and with all of them, placeholders filled in (``DIR``:
+    ``out``)."""
     bare = re.sub(r"\s*\[--[^\]]*\]", "", command)
     full = re.sub(r"\[(--[^\]]*)\]", r"\1", command)
-    return [[PLACEHOLDERS.get(word, word) for word in shlex.split(text)] for text in (bare, full)]
+    filled = {"N": STEPS, "DIR": str(out)}
+    return [[filled.get(word, word) for word in shlex.split(text)] for text in (bare, full)]
 
 
 DUALLOOP = commands(".venv/bin/python -m dualloop")
@@ -70,8 +72,8 @@ def test_every_dualloop_command_of_the_readmes_passes_every_check_of_the_cli(
     monkeypatch.setattr(dualloop.experiment.training, "ensure_run", start)
     monkeypatch.setattr(dualloop.pipeline, "_execute", start)
     monkeypatch.setattr(dualloop.pipeline, "_run_at_once", start)
-    for argv in variants(command):
-        arguments = [a.replace(PLACEHOLDERS["DIR"], str(tmp_path / "out")) for a in argv[3:]]
+    for argv in variants(command, tmp_path / "out"):
+        arguments = argv[3:]
         if "--out" not in arguments:  # where it writes is the reader's choice; here, not into the checkout
             arguments += ["--out", str(tmp_path / "out")]
         try:
@@ -102,7 +104,7 @@ def test_the_cheap_commands_run_as_written_from_the_repository_root(tmp_path):
         (".venv/bin/python -m dualloop serve-command --profile cpu [--out DIR]", "--served-model-name"),
     ):
         assert command in shown
-        argv = [arg.replace("runs/readme-check", str(tmp_path)) for arg in variants(command)[-1]]
+        argv = variants(command, tmp_path)[-1]
         argv[0] = str(bin_dir / argv[0].removeprefix(".venv/bin/"))
         result = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, f"`{command}`: {result.stderr[-2000:]}"
