@@ -1,6 +1,6 @@
 """Time optimizer steps of TRL's DPOTrainer and of AdaptiveDPOTrainer with each method, side by side.
 
-    python benchmarks/bench_train_step.py --profile smoke --steps 8 [--warmup 2] [--json]
+    python benchmarks/bench_train_step.py --profile smoke --steps 8 [--warmup 2] [--device cuda] [--json]
 
 Every trainer gets the same model (same seed, LoRA on q/v), the same preference pairs and the same
 training arguments; only the trainer class and the method differ. The trainers run in one process,
@@ -13,7 +13,9 @@ the sigmoid loss at a fixed β. With ``--json`` the last printed line is one JSO
 
 Profiles: ``smoke`` (the tiny random model, fp32) and ``cpu`` (SmolLM2-135M-Instruct from the
 offline GGUF, bf16 autocast where the CPU has native bf16 — avx512_bf16/AMX — else fp32: emulated bf16
-is many times slower than fp32); both on the CPU.
+is many times slower than fp32); both on the CPU unless ``--device cuda``, where every trainer runs on the
+GPU in bf16 mixed precision (TRL's fused head scores with its Triton kernel there) and each step's time is
+taken after ``torch.cuda.synchronize()``.
 """
 
 from __future__ import annotations
@@ -125,8 +127,8 @@ class Baton:
 
 
 class StepTimer(TrainerCallback):
-    def __init__(self, name: str, baton: Baton):
-        self.name, self.baton = name, baton
+    def __init__(self, name: str, baton: Baton, cuda: bool = False):
+        self.name, self.baton, self.cuda = name, baton, cuda
         self.times: list[float] = []
         self._start = 0.0
         self._holding = False
@@ -136,20 +138,31 @@ class StepTimer(TrainerCallback):
             self.baton.pass_on(self.name)
         self.baton.take(self.name)
         self._holding = True
+        if self.cuda:
+            torch.cuda.synchronize()
         self._start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
+        if self.cuda:
+            torch.cuda.synchronize()
         self.times.append(time.perf_counter() - self._start)
         print(f"  {self.name} step {state.global_step}/{state.max_steps}: {self.times[-1]:.3f} s", flush=True)
 
 
-def build_trainer(name: str, profile: dict, steps: int, warmup: int, output_dir: str):
-    policy = load_policy(ModelSettings(name_or_path=profile["model"], device="cpu", seed=0))
+def uses_bf16(profile: dict, device: str) -> bool:
+    """bf16 mixed precision: always on CUDA; on the CPU as the profile says."""
+    if device == "cuda":
+        return True
+    return native_bf16() if profile["bf16"] == "native" else profile["bf16"]
+
+
+def build_trainer(name: str, profile: dict, steps: int, warmup: int, output_dir: str, device: str = "cpu"):
+    policy = load_policy(ModelSettings(name_or_path=profile["model"], device=device, seed=0))
     dataset = preference_pairs(profile["batch"] * (steps + warmup), profile["prompt_words"], profile["response_words"])
-    bf16 = native_bf16() if profile["bf16"] == "native" else profile["bf16"]
+    bf16 = uses_bf16(profile, device)
     common = dict(
         output_dir=os.path.join(output_dir, name),
-        use_cpu=True,
+        use_cpu=device == "cpu",
         bf16=bf16,
         gradient_checkpointing=False,
         per_device_train_batch_size=profile["batch"],
@@ -182,10 +195,10 @@ def build_trainer(name: str, profile: dict, steps: int, warmup: int, output_dir:
     return trainer
 
 
-def time_trainers(trainers: dict, warmup: int) -> dict[str, list[float]]:
+def time_trainers(trainers: dict, warmup: int, cuda: bool = False) -> dict[str, list[float]]:
     """Train all ``trainers`` in threads taking turns step by step; the timed steps of each."""
     baton = Baton(list(trainers))
-    timers = {name: StepTimer(name, baton) for name in trainers}
+    timers = {name: StepTimer(name, baton, cuda) for name in trainers}
     errors: list[BaseException] = []
 
     def train(name: str) -> None:
@@ -214,18 +227,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
     parser.add_argument("--only", nargs="*", choices=list(RUNS), help="time only these trainers")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: bf16 on the GPU")
     parser.add_argument("--json", action="store_true", help="print a last line of JSON")
     options = parser.parse_args(argv)
     if options.steps < 1 or options.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
+    if options.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device on this machine")
     if options.threads:
         torch.set_num_threads(options.threads)
     profile = PROFILES[options.profile]
     names = options.only or list(RUNS)
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench_train_step.") as output_dir:
-        trainers = {name: build_trainer(name, profile, options.steps, options.warmup, output_dir) for name in names}
-        for name, times in time_trainers(trainers, options.warmup).items():
+        trainers = {
+            name: build_trainer(name, profile, options.steps, options.warmup, output_dir, options.device)
+            for name in names
+        }
+        for name, times in time_trainers(trainers, options.warmup, options.device == "cuda").items():
             results[name] = statistics.median(times)
             print(
                 f"{name:15s} {results[name]:.4f} s/step (median of {len(times)}; "
@@ -240,9 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in results:
             if name not in ("trl", "static"):
                 summary[f"{name}_vs_static"] = round(results[name] / results["static"], 4)
-    bf16 = native_bf16() if profile["bf16"] == "native" else profile["bf16"]
+    bf16 = uses_bf16(profile, options.device)
+    where = torch.cuda.get_device_name() if options.device == "cuda" else "cpu"
     print(
-        f"\nprofile {options.profile}: {options.steps} timed steps after {options.warmup} warm-up, "
+        f"\nprofile {options.profile} on {where}: {options.steps} timed steps after {options.warmup} warm-up, "
         f"{profile['batch']} pairs per step, {'bf16 autocast' if bf16 else 'fp32'}, "
         f"torch threads {torch.get_num_threads()}"
     )

@@ -4,6 +4,7 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import copy  # noqa: E402
 import json  # noqa: E402
 
 import pytest  # noqa: E402
@@ -212,6 +213,54 @@ def test_greedy_decode_stops_each_row_at_its_eos_as_hf_generate_does(lively):
     output = model.generate(**inputs, generation_config=config(eos), custom_generate=greedy_decode)
     for row, tokens in zip(output[:, inputs.input_ids.shape[1] :].tolist(), expected):
         assert row == tokens + [tokenizer.pad_token_id] * (len(row) - len(tokens))
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@CUDA
+def test_fast_greedy_on_cuda_gives_the_text_of_hf_generate_at_batch_size_one(lively, tmp_path):
+    """The fast greedy loop on the GPU, in fp32, against HF's own loop on the GPU; how many texts equal
+    the CPU's is printed (fp32 kernels differ between the devices, so a near-tie may break otherwise)."""
+    model, tokenizer = lively
+    on_cuda = copy.deepcopy(model).to("cuda")
+
+    def generate(generator, folder, **fields):
+        settings = GenerationSettings(max_new_tokens=24, **{"repetition_penalty": 1.3, **fields})
+        return generate_responses(
+            generator, tokenizer, PROMPTS, settings, out_dir=tmp_path / folder, identity="m", prompt_set="s"
+        )
+
+    alone = generate(on_cuda, "hf-one", batch_size=1, fast_greedy=False)
+    assert generate(on_cuda, "fast-all", batch_size=len(PROMPTS)) == alone
+    on_cpu = generate(model, "cpu", batch_size=1, fast_greedy=False)
+    print(f"cuda fp32 texts equal to the cpu's: {sum(alone[i] == on_cpu[i] for i in PROMPTS)}/{len(PROMPTS)}")
+
+
+@pytest.mark.gpu
+@CUDA
+def test_a_bf16_generator_on_cuda_answers_every_prompt(tmp_path):
+    """``load_generator`` on CUDA in bf16 (as the ``paper`` profile generates): every prompt answered
+    by the fast loop and by HF's loop; how many texts the two share is printed (bf16 rounds differently
+    in a padded batch than alone)."""
+    model, tokenizer, identity = load_generator(
+        ModelSettings(name_or_path="smoke", device="cuda", dtype="bfloat16", lora_r=0)
+    )
+    assert model.device.type == "cuda" and model.dtype == torch.bfloat16
+
+    def generate(folder, **fields):
+        settings = GenerationSettings(max_new_tokens=16, **fields)
+        return generate_responses(
+            model, tokenizer, PROMPTS, settings, out_dir=tmp_path / folder, identity=identity, prompt_set="s"
+        )
+
+    fast, hf = generate("fast", batch_size=len(PROMPTS)), generate("hf", batch_size=1, fast_greedy=False)
+    assert list(fast) == list(hf) == list(PROMPTS)
+    assert all(len(texts) == 1 and isinstance(texts[0], str) for texts in (*fast.values(), *hf.values()))
+    print(
+        f"bf16 fast-loop texts equal to HF's at batch size 1: {sum(fast[i] == hf[i] for i in PROMPTS)}/{len(PROMPTS)}"
+    )
 
 
 def test_greedy_decode_refuses_sampling(smoke):

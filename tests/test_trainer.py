@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import time
 
 import pytest
 import torch
+import trl.kernels.chunked_logprob as chunked_logprob
 from datasets import Dataset
 from reference_statistics import epsilon_steps, token_kl
 from transformers import Trainer, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
+from dualloop.__main__ import main
 from dualloop.controllers import BetaDecision, epsilon_steps_from_logps
+from dualloop.methods import methods
 from dualloop.models import ModelSettings, lora_config, smoke_model
 from dualloop.trainer import (
     CONTROLLERS,
@@ -84,8 +88,13 @@ def perturb_adapter(model) -> None:
 # ------------------------------------------------------------------ equality with TRL
 
 
-def test_static_sigmoid_loss_and_gradients_equal_trl(tmp_path):
-    common = training_args(tmp_path, beta=0.3)
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def one_step_of_trl_and_ours(tmp_path, **device) -> dict:
+    """Loss, LoRA gradients and logged metrics of one micro-batch through TRL's DPOTrainer and ours,
+    from the same perturbed adapter and the same batch (sigmoid loss, β = 0.3)."""
+    common = {**training_args(tmp_path, beta=0.3), **device}
     del common["print_progress"], common["output_dir"]
     runs = {}
     for name, trainer_class, config_class in (
@@ -102,22 +111,46 @@ def test_static_sigmoid_loss_and_gradients_equal_trl(tmp_path):
         )
         perturb_adapter(trainer.model)
         trainer.model.train()
-        inputs = next(iter(trainer.get_train_dataloader()))
-        loss = trainer.compute_loss(trainer.model, inputs)
+        inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        with trainer.accelerator.autocast():  # bf16 autocast where the arguments ask for it, as in train()
+            loss = trainer.compute_loss(trainer.model, inputs)
         loss.backward()
         grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
         metrics = trainer.metrics_since_log if name == "ours" else trainer._metrics  # TRL's own, read to compare
         runs[name] = (loss.detach(), grads, metrics["train"])
+    return runs
+
+
+def assert_equal_to_trl(runs: dict, rtol: float, atol: float) -> None:
     (trl_loss, trl_grads, trl_metrics), (our_loss, our_grads, our_metrics) = runs["trl"], runs["ours"]
     assert trl_loss.item() > 0.05  # the adapter moved the policy: a non-trivial loss
-    torch.testing.assert_close(our_loss, trl_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(our_loss, trl_loss, rtol=rtol, atol=atol)
     assert trl_grads.keys() == our_grads.keys() and len(trl_grads) > 0
     for name in trl_grads:
         assert trl_grads[name].abs().max() > 0, name
-        torch.testing.assert_close(our_grads[name], trl_grads[name], rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(our_grads[name], trl_grads[name], rtol=10 * rtol, atol=atol / 10)
     for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
-        assert our_metrics[key] == pytest.approx(trl_metrics[key], rel=1e-4, abs=1e-6), key
+        assert our_metrics[key] == pytest.approx(trl_metrics[key], rel=10 * rtol, abs=atol), key
     assert our_metrics["beta"] == [pytest.approx(0.3)]
+
+
+def test_static_sigmoid_loss_and_gradients_equal_trl(tmp_path):
+    assert_equal_to_trl(one_step_of_trl_and_ours(tmp_path), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@CUDA
+def test_static_sigmoid_loss_and_gradients_equal_trl_in_bf16_on_cuda(tmp_path):
+    """On CUDA both trainers score through TRL's fused head (its Triton kernels where Triton is
+    installed) under bf16 autocast: the same kernels on the same batch, so equal to bf16's precision."""
+    runs = one_step_of_trl_and_ours(tmp_path, use_cpu=False, bf16=True)
+    assert runs["ours"][0].device.type == "cuda"
+    print(f"triton head on cuda: {chunked_logprob._use_triton(torch.device('cuda'))}")
+    for name, (loss, grads, _) in runs.items():
+        print(
+            f"{name}: loss {loss.item():.6f}, grad norm {torch.cat([g.flatten() for g in grads.values()]).norm():.6f}"
+        )
+    assert_equal_to_trl(runs, rtol=1e-3, atol=1e-4)
 
 
 # ------------------------------------------------------------------ the chunked full-vocabulary work
@@ -283,6 +316,40 @@ def test_every_method_trains_on_the_smoke_model(tmp_path, method, overrides):
     metrics = trainer.evaluate(pairs(4))
     assert math.isfinite(metrics["eval_loss"]) and metrics["eval_beta/min"] <= metrics["eval_beta"]
     assert trainer.controller.state_dict() == state  # evaluation changes no controller state
+
+
+@pytest.mark.gpu
+@CUDA
+@pytest.mark.parametrize(
+    "method, sets",
+    [(method, []) for method in methods()] + [("dualloop", ["--set", "training.kl_estimator=token"])],
+)
+def test_every_method_trains_four_steps_in_bf16_on_cuda_through_the_train_command(tmp_path, monkeypatch, method, sets):
+    """``dualloop train`` on a CUDA machine: the smoke model on the GPU, bf16 mixed precision, and TRL's
+    fused head scoring with its Triton kernel (``trl.kernels.chunked_logprob`` asks ``_use_triton``)."""
+    decisions = []  # (device type, whether TRL's chunked log-prob kernel ran in Triton) per call
+    original = chunked_logprob._use_triton
+
+    def recorded(device):
+        decisions.append((device.type, original(device)))
+        return decisions[-1][1]
+
+    monkeypatch.setattr(chunked_logprob, "_use_triton", recorded)
+    out = tmp_path / "out"
+    assert main(["train", "--profile", "smoke", "--method", method, "--steps", "4", *sets, "--out", str(out)]) == 0
+    (run,) = [path.parent for path in (out / "registry").glob("*/history.jsonl")]
+    rows = [row for row in history(run) if "loss" in row]
+    assert [row["step"] for row in rows] == [1, 2, 3, 4]
+    for row in rows:
+        assert math.isfinite(row["loss"]) and row["beta/min"] <= row["beta"] <= row["beta/max"], row
+    args = torch.load(run / "adapter" / "training_args.bin", weights_only=False)
+    assert args.bf16 and not args.use_cpu and args.device.type == "cuda"
+    assert decisions and {device for device, _ in decisions} == {"cuda"}
+    assert all(fused for _, fused in decisions) == (importlib.util.find_spec("triton") is not None)
+    print(
+        f"{method} {' '.join(sets)}: losses {[round(row['loss'], 4) for row in rows]}, "
+        f"betas {[round(row['beta'], 4) for row in rows]}, triton {decisions[-1][1]}"
+    )
 
 
 @pytest.mark.parametrize("loss_type", list(LOSSES))
