@@ -260,7 +260,8 @@ def test_a_bf16_generator_on_cuda_answers_every_prompt(tmp_path):
 
     fast, hf = generate("fast", batch_size=len(PROMPTS)), generate("hf", batch_size=1, fast_greedy=False)
     assert list(fast) == list(hf) == list(PROMPTS)
-    assert all(len(texts) == 1 and isinstance(texts[0], str) and texts[0] for texts in (*fast.values(), *hf.values()))
+    # one text per prompt; it may be empty: the random smoke model in bf16 can end with EOS at once (seen on an H200)
+    assert all(len(texts) == 1 and isinstance(texts[0], str) for texts in (*fast.values(), *hf.values()))
     print(
         f"bf16 fast-loop texts equal to HF's at batch size 1: {sum(fast[i] == hf[i] for i in PROMPTS)}/{len(PROMPTS)}"
     )
