@@ -9,6 +9,7 @@ import json  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from devices import CUDA, CUDA_BF16  # noqa: E402
 from transformers import GenerationConfig  # noqa: E402
 
 from dualloop.generation import (  # noqa: E402
@@ -213,12 +214,6 @@ def test_greedy_decode_stops_each_row_at_its_eos_as_hf_generate_does(lively):
     output = model.generate(**inputs, generation_config=config(eos), custom_generate=greedy_decode)
     for row, tokens in zip(output[:, inputs.input_ids.shape[1] :].tolist(), expected):
         assert row == tokens + [tokenizer.pad_token_id] * (len(row) - len(tokens))
-
-
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-CUDA_BF16 = pytest.mark.skipif(
-    not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()), reason="needs a CUDA device with bf16"
-)
 
 
 @pytest.mark.gpu

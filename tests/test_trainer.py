@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 from datasets import Dataset
+from devices import CUDA_BF16
 from reference_statistics import epsilon_steps, token_kl
 from transformers import Trainer, TrainerCallback
 from trl import DPOConfig, DPOTrainer
@@ -85,11 +86,6 @@ def perturb_adapter(model) -> None:
 
 
 # ------------------------------------------------------------------ equality with TRL
-
-
-CUDA_BF16 = pytest.mark.skipif(
-    not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()), reason="needs a CUDA device with bf16"
-)
 
 
 def one_step_of_trl_and_ours(tmp_path, **device) -> dict:
