@@ -23,6 +23,7 @@ LOCAL_MODULES = {
     "fake_chat_server",
     "distributed_run",
     "reference_statistics",
+    "devices",
 }  # the package and tests' helpers
 
 
