@@ -1,6 +1,8 @@
 """Command line: ``python -m dualloop <command>`` (also installed as ``dualloop``).
 
 - ``reproduce``: execute the phase notebooks with papermill (:mod:`dualloop.pipeline`);
+- ``parameters``: print one phase's parameters as ``reproduce`` resolves and injects them, as YAML for
+  ``papermill -f`` (the notebook then takes them as they are, :mod:`dualloop.notebook`);
 - ``train``: train one method under a profile, or reuse its finished run (:mod:`dualloop.experiment`);
 - ``judge``: judge two systems on a prompt set and print the win rate with its interval;
 - ``serve-command``: print the ``vllm serve`` line that serves the base model and every finished run
@@ -57,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="phases run at once, each after the phases it reads from, the cores split between them (default 1)",
     )
+    parameters = commands.add_parser(
+        "parameters", help="print one phase's resolved parameters as YAML, for papermill -f"
+    )
+    parameters.add_argument("--phase", type=int, required=True, help="the phase number, e.g. 2")
     train = commands.add_parser("train", help="train a method (or reuse its finished run)")
     train.add_argument(
         "--method", required=True, help=f"a registered method: {', '.join(methods())} (dualloop.methods)"
@@ -82,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="seed of training, data sampling and the judges' position coin (default: the profile's); "
             "each (method, seed) is its own run",
         )
-    for command in (reproduce, train, judge, serve):
+    for command in (reproduce, parameters, train, judge, serve):
         command.add_argument("--profile", required=True, help="smoke, cpu or paper (params/profiles/<name>.yaml)")
         command.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<profile>)")
         command.add_argument(
@@ -156,6 +162,17 @@ def _train(args) -> int:
     experiment = experiment_from_profile(args.profile, args.out, args.overrides, overrides, seed=args.seed)
     run = experiment.train(args.method, **overrides, **method_arguments(args.profile, args.method, experiment))
     print(f"dualloop: run {run.id} ({args.method}, seed {experiment.seed}) complete: {run.path}")
+    return 0
+
+
+def _parameters(args) -> int:
+    import yaml
+
+    from dualloop.pipeline import phase_parameters
+
+    out = Path(args.out or REPO_ROOT / "runs" / args.profile).resolve()
+    [(_, values)] = phase_parameters(args.profile, [args.phase], out, parse_overrides(args.overrides))
+    print(redact(yaml.safe_dump(values, sort_keys=False, allow_unicode=True)), end="")
     return 0
 
 
@@ -245,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"dualloop: {failure}", file=sys.stderr)
                 return 2 if failure.error_name == "CostCapExceeded" else 1
             return 0
-        return {"train": _train, "judge": _judge, "serve-command": _serve_command}[args.command](args)
+        commands = {"parameters": _parameters, "train": _train, "judge": _judge, "serve-command": _serve_command}
+        return commands[args.command](args)
     except (ParamsError, ValueError, TypeError, FileNotFoundError, MissingAPIKeyError) as error:  # bad input
         print(redact(f"dualloop: {error}"), file=sys.stderr)
         return 2

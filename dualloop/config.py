@@ -35,10 +35,14 @@ __all__ = [
     "check_profile_name",
     "check_values",
     "resolve_parameters",
+    "RESOLVED_FOR",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PER_PROFILE_SECTION = "profiles"
+# The parameter every phase notebook declares for the notebook its values were resolved for: set by
+# `dualloop reproduce` and `dualloop parameters` alone, never by a profile, a phase file or --set.
+RESOLVED_FOR = "resolved_for"
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,), "dict": (dict,)}
 
@@ -221,14 +225,19 @@ def resolve_parameters(
     check_keys(profile_section, known, f"{phase_path} ({PER_PROFILE_SECTION}.{profile})")
     check_keys(overrides or {}, known, f"--set for {Path(notebook).name}")
 
-    resolved: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    for source, values in (
+    layers = (
         (str(profile_path), {k: v for k, v in profile_values.items() if k in known}),
         (str(phase_path), phase_values),
         (f"{phase_path} ({PER_PROFILE_SECTION}.{profile})", profile_section),
         ("--set", overrides or {}),
-    ):
+    )
+    resolved: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for source, values in layers:
+        if RESOLVED_FOR in values:
+            raise ParamsError(
+                f"{source}: {RESOLVED_FOR!r} is set by `dualloop reproduce` and `dualloop parameters`, not given"
+            )
         for key, value in values.items():
             resolved[key] = merge(resolved.get(key), value)
             sources[key] = source

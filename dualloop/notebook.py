@@ -3,12 +3,12 @@
 It makes a notebook run the same way wherever it runs — executed by ``dualloop reproduce``
 (papermill), by plain papermill, or top to bottom in JupyterLab:
 
-- **Parameters** under ``dualloop reproduce`` are the ones it resolved and papermill injected, taken
-  as they are (the runner names the notebook in :data:`dualloop.pipeline.RESOLVED_ENV`); elsewhere
-  they resolve as ``dualloop reproduce --profile <profile>`` resolves them
-  (:func:`dualloop.config.resolve_parameters`): the notebook's defaults ⊕ the profile ⊕ the phase
-  file ⊕ what was given. Given values are those papermill injected and those edited in the
-  ``parameters`` cell (a value that differs from the cell's default); like ``--set``, a given mapping
+- **Parameters** resolved by ``dualloop reproduce`` or ``dualloop parameters`` (for ``papermill -f``) name
+  the notebook they were resolved for in :data:`dualloop.config.RESOLVED_FOR`; papermill injects them and
+  the kernel takes them as they are. Otherwise (JupyterLab, ``papermill -p`` alone) they resolve as
+  ``dualloop reproduce --profile <profile>`` resolves them (:func:`dualloop.config.resolve_parameters`):
+  the notebook's defaults ⊕ the profile ⊕ the phase file ⊕ the given values, those that differ from the
+  ``parameters`` cell's defaults (an edit in the cell, a ``-p`` value); like ``--set``, a given mapping
   merges key by key into the profile's. ``output_dir``, unless given, is ``runs/<profile>`` of the
   repository, and the working directory is the repository root, as under ``dualloop reproduce``.
 - **Figures** (``matplotlib.figure.Figure``, built without pyplot) display inline as PNG when a cell
@@ -27,14 +27,13 @@ import warnings
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from dualloop.config import REPO_ROOT, declared_parameters, resolve_parameters
-from dualloop.pipeline import RESOLVED_ENV, discover_phases
+from dualloop.config import REPO_ROOT, RESOLVED_FOR, ParamsError, declared_parameters, resolve_parameters
+from dualloop.pipeline import discover_phases
 
-__all__ = ["INJECTED_HEADER", "KNOWN_WARNINGS", "injected_names", "prepare", "quiet", "resolve", "show_figures_inline"]
+__all__ = ["KNOWN_WARNINGS", "prepare", "quiet", "resolve", "show_figures_inline"]
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PARAMS_DIR = REPO_ROOT / "params"
-INJECTED_HEADER = "# Parameters"  # the first line of the cell papermill injects after the parameters cell
 # (message regex, category, emitting module regex): deprecations inside the libraries, not in dualloop's calls
 KNOWN_WARNINGS = (
     # TRL's DPOConfig defaults gradient_checkpointing=True, a field transformers renamed
@@ -72,36 +71,17 @@ def show_figures_inline() -> None:
         select_figure_formats(shell, {"png"}, bbox_inches="tight")
 
 
-def injected_names(inputs: list[str]) -> set[str] | None:
-    """The parameter names papermill injected, read from the cells run so far (IPython's ``In``);
-    None when no cell was injected (run in JupyterLab or as a script)."""
-    for source in reversed(inputs):
-        if source.splitlines()[:1] == [INJECTED_HEADER]:
-            return {
-                target.id
-                for node in ast.parse(source).body
-                if isinstance(node, ast.Assign)
-                for target in node.targets
-                if isinstance(target, ast.Name)
-            }
-    return None
-
-
-def resolve(notebook: str, values: Mapping[str, Any], injected: set[str] | None = None) -> dict[str, Any]:
+def resolve(notebook: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """The parameters of ``notebooks/<notebook>.ipynb`` as ``dualloop reproduce`` resolves them.
 
     The notebook declares ``profile`` and ``output_dir``. ``values`` holds the parameters as they are now
-    (the notebook's globals); those named in ``injected`` and those that differ from the parameters cell's
-    defaults are the given ones: they take the place of ``--set`` and of the runner's profile and folder.
+    (the notebook's globals); those that differ from the parameters cell's defaults are the given ones:
+    they take the place of ``--set`` and of the runner's profile and folder.
     """
     path = NOTEBOOKS_DIR / f"{notebook}.ipynb"
     declared = declared_parameters(path)
     defaults = {name: ast.literal_eval(entry["default"]) for name, entry in declared.items()}
-    given = {
-        name: values[name]
-        for name in declared
-        if name in values and (name in (injected or set()) or values[name] != defaults[name])
-    }
+    given = {name: values[name] for name in declared if name in values and values[name] != defaults[name]}
     profile = given.get("profile", defaults["profile"])
     every_key = set().union(*(declared_parameters(phase.notebook) for phase in discover_phases(NOTEBOOKS_DIR)))
     overrides = {name: value for name, value in given.items() if name not in ("profile", "output_dir")}
@@ -115,19 +95,23 @@ def resolve(notebook: str, values: Mapping[str, Any], injected: set[str] | None 
 
 
 def prepare(notebook: str, namespace: MutableMapping[str, Any]) -> None:
-    """Quiet the libraries, show figures inline, work in the repository root and, unless ``dualloop
-    reproduce`` already resolved them, replace the notebook's parameters in ``namespace`` (its
-    ``globals()``) by :func:`resolve`'s."""
+    """Quiet the libraries, show figures inline, work in the repository root and, unless they were resolved
+    for this notebook already (:data:`~dualloop.config.RESOLVED_FOR`), replace the notebook's parameters in
+    ``namespace`` (its ``globals()``) by :func:`resolve`'s."""
     quiet()
     show_figures_inline()
     os.chdir(REPO_ROOT)
-    if os.environ.get(RESOLVED_ENV) == notebook:  # dualloop reproduce resolved and injected every parameter
+    resolved_for = namespace.get(RESOLVED_FOR) or ""
+    if resolved_for == notebook:  # resolved once, by `dualloop reproduce` or `dualloop parameters`
         return
-    injected = injected_names(list(namespace.get("In", [])))
-    resolved = resolve(notebook, namespace, injected)
-    namespace.update(resolved)
-    if injected is None:
-        print(
-            f"{notebook}: the parameters of profile {resolved['profile']!r} as `dualloop reproduce` resolves them, "
-            f"with the parameters cell's edits; output in {resolved['output_dir']}"
+    if resolved_for:
+        raise ParamsError(
+            f"{RESOLVED_FOR} {resolved_for!r}: these parameters were resolved for notebooks/{resolved_for}.ipynb, "
+            f"not {notebook}; resolve this phase's with `dualloop parameters --phase {notebook[:2]}`"
         )
+    resolved = resolve(notebook, namespace)
+    namespace.update(resolved)
+    print(
+        f"{notebook}: the parameters of profile {resolved['profile']!r} as `dualloop reproduce` resolves them, "
+        f"with the values given; output in {resolved['output_dir']}"
+    )

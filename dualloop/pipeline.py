@@ -37,6 +37,7 @@ from typing import Any
 
 from dualloop.config import (
     REPO_ROOT,
+    RESOLVED_FOR,
     ParamsError,
     check_keys,
     check_profile_name,
@@ -49,11 +50,7 @@ from dualloop.redaction import redact
 from dualloop.threads import ENV as THREADS_ENV
 from dualloop.threads import write_share
 
-# Set for a phase's kernel to the name of the notebook whose fully resolved parameters papermill injects:
-# the kernel takes them as they are (dualloop.notebook.prepare) instead of resolving them again.
-RESOLVED_ENV = "DUALLOOP_RESOLVED_NOTEBOOK"
-
-__all__ = ["Phase", "PhaseFailed", "discover_phases", "select_phases", "reproduce"]
+__all__ = ["Phase", "PhaseFailed", "discover_phases", "phase_parameters", "select_phases", "reproduce"]
 
 NOTEBOOK_NAME = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
 
@@ -162,10 +159,36 @@ def reproduce(
     Returns the executed notebooks' paths, in phase order. Parameters are resolved for every phase
     before the first one runs, so a bad key or value fails fast and loses no work.
     """
-    check_profile_name(profile)
     if jobs < 1:
         raise ParamsError(f"--jobs must be at least 1, got {jobs}")
     out = Path(out or REPO_ROOT / "runs" / profile).resolve()
+    plans = phase_parameters(profile, phases, out, overrides, notebooks_dir=notebooks_dir, params_dir=params_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with file_lock(out, timeout=0):
+        log = _ProgressLog(out / "reproduce.log")
+        at_once = f"; up to {jobs} phases at a time" if jobs > 1 else ""
+        log(f"profile {profile}: phases {', '.join(phase.name for phase, _ in plans)} → {out}{at_once}")
+        if jobs == 1:
+            return [_execute(phase, parameters, out, log) for phase, parameters in plans]
+        return _run_at_once(plans, out, jobs)
+
+
+def phase_parameters(
+    profile: str,
+    phases: list[int] | None,
+    out: Path,
+    overrides: dict[str, Any] | None = None,
+    *,
+    notebooks_dir: Path = REPO_ROOT / "notebooks",
+    params_dir: Path = REPO_ROOT / "params",
+) -> list[tuple[Phase, dict[str, Any]]]:
+    """Each selected phase with the parameters papermill injects into it, resolved and validated once.
+
+    Besides the profile ⊕ phase file ⊕ ``overrides`` (:func:`dualloop.config.resolve_parameters`), the
+    parameters name the output folder, the profile and the notebook they were resolved for
+    (:data:`dualloop.config.RESOLVED_FOR`): its kernel then takes them as they are.
+    """
+    check_profile_name(profile)
     every_phase = discover_phases(notebooks_dir)
     all_declared = {phase: declared_parameters(phase.notebook) for phase in every_phase}
     all_keys = set().union(*all_declared.values())
@@ -187,15 +210,9 @@ def reproduce(
         if "profile" in declared[phase]:  # what the notebook records its results under
             parameters["profile"] = profile
         _validate(phase, parameters)
+        parameters[RESOLVED_FOR] = phase.notebook.stem
         plans.append((phase, parameters))
-    out.mkdir(parents=True, exist_ok=True)
-    with file_lock(out, timeout=0):
-        log = _ProgressLog(out / "reproduce.log")
-        at_once = f"; up to {jobs} phases at a time" if jobs > 1 else ""
-        log(f"profile {profile}: phases {', '.join(phase.name for phase, _ in plans)} → {out}{at_once}")
-        if jobs == 1:
-            return [_execute(phase, parameters, out, log) for phase, parameters in plans]
-        return _run_at_once(plans, out, jobs)
+    return plans
 
 
 EXPERIMENT_SECTIONS = ("model", "training", "data", "generation", "evaluation")
@@ -273,8 +290,6 @@ def _execute(phase: Phase, parameters: dict[str, Any], out: Path, log: _Progress
     log(f"phase {phase.number:02d} ({phase.name}): running; this machine now: {_matmul_speed()}")
     started = time.monotonic()
     printed = _PhaseOutput(log, phase)
-    previous = os.environ.get(RESOLVED_ENV)
-    os.environ[RESOLVED_ENV] = phase.notebook.stem  # read by the kernel papermill starts
     try:
         papermill.execute_notebook(
             str(phase.notebook),
@@ -297,11 +312,6 @@ def _execute(phase: Phase, parameters: dict[str, Any], out: Path, log: _Progress
             ),
             error.ename,
         ) from None
-    finally:
-        if previous is None:
-            os.environ.pop(RESOLVED_ENV, None)
-        else:
-            os.environ[RESOLVED_ENV] = previous
     printed.close()
     _redact_file(target)
     elapsed = time.monotonic() - started

@@ -131,6 +131,22 @@ BAD_INPUT = [
         "dualloop: --phases selects no phase; give numbers like 0,2, or leave --phases out for all",
         id="phases-empty",
     ),
+    # parameters: the values `reproduce` would inject into one phase, for papermill -f
+    pytest.param(
+        ["parameters", "--profile", "smoke", "--phase", "9"],
+        "unknown phase(s) [9]; available: [0,",
+        id="parameters-phase",
+    ),
+    pytest.param(
+        ["parameters", "--profile", "smoke", "--phase", "2", "--set", "resolved_for=02_main_comparison"],
+        "--set: 'resolved_for' is set by `dualloop reproduce` and `dualloop parameters`, not given",
+        id="parameters-resolved-for-given",
+    ),
+    pytest.param(
+        ["parameters", "--profile", "smoke", "--phase", "2", "--set", "seeds=[0, 0]"],
+        "seeds[1]=0 repeats a seed",
+        id="parameters-checked-as-reproduce-checks",
+    ),
 ]
 
 

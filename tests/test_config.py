@@ -1,6 +1,7 @@
 """Params resolution: profile ⊕ phase file ⊕ overrides, every key and type checked."""
 
 import json
+import re
 
 import nbformat
 import pytest
@@ -76,6 +77,30 @@ def test_a_missing_phase_file_is_named(layout):
     (params / "01_demo.yaml").unlink()
     with pytest.raises(ParamsError, match=r"^01_demo.ipynb: no phase file .*params/01_demo.yaml"):
         resolve_parameters(notebook, "cpu", params_dir=params, profile_keys=PROFILE_KEYS)
+
+
+@pytest.mark.parametrize(
+    "file,text,source",
+    [
+        ("profiles/cpu.yaml", "resolved_for: 01_demo\n", "cpu.yaml"),
+        ("01_demo.yaml", "resolved_for: 01_demo\n", "01_demo.yaml"),
+        ("01_demo.yaml", "profiles:\n  cpu:\n    resolved_for: 01_demo\n", "01_demo.yaml (profiles.cpu)"),
+        (None, None, "--set"),
+    ],
+)
+def test_resolved_for_is_set_by_the_runner_alone(tmp_path, file, text, source):
+    params = tmp_path / "params"
+    (params / "profiles").mkdir(parents=True)
+    (params / "profiles" / "cpu.yaml").write_text("seed: 3\n")
+    (params / "01_demo.yaml").write_text("steps: 20\n")
+    notebook = write_notebook(
+        tmp_path / "01_demo.ipynb", 'seed: int = 0  # seed\nsteps: int = 10  # steps\nresolved_for: str = ""  # runner'
+    )
+    if file:
+        (params / file).write_text(text)
+    overrides = {"resolved_for": "01_demo"} if file is None else {}
+    with pytest.raises(ParamsError, match=rf"{re.escape(source)}: 'resolved_for' is set by `dualloop reproduce`"):
+        resolve_parameters(notebook, "cpu", params_dir=params, overrides=overrides)
 
 
 def test_unknown_override_and_profile_are_errors(layout):

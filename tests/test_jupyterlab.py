@@ -24,7 +24,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dualloop.config import REPO_ROOT
+from dualloop.config import REPO_ROOT, RESOLVED_FOR, ParamsError
 from dualloop.pipeline import discover_phases
 
 JUPYTER = Path(sys.executable).with_name("jupyter")  # .venv/bin/jupyter, the command README gives
@@ -230,18 +230,22 @@ def _defaults(stem: str) -> dict:
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
 def test_a_notebook_run_without_injection_resolves_its_profile_as_reproduce_does(monkeypatch, tmp_path, profile):
-    from dualloop.notebook import resolve
+    from dualloop.notebook import prepare, resolve
 
+    monkeypatch.chdir(tmp_path)
     passed = _reproduce_parameters(monkeypatch, tmp_path / "out", profile)
     assert len(passed) >= 8
     for stem, parameters in passed.items():
         defaults = _defaults(stem)
+        assert parameters[RESOLVED_FOR] == stem  # the runner names the notebook it resolved them for
         in_jupyterlab = resolve(stem, {**defaults, "profile": profile, "output_dir": str(tmp_path / "out")})
-        assert in_jupyterlab == {**defaults, **parameters}, stem
-        assert resolve(stem, {**defaults, **parameters}, set(parameters)) == {**defaults, **parameters}, stem
+        assert in_jupyterlab == {**defaults, **parameters, RESOLVED_FOR: ""}, stem
+        namespace = {**defaults, **parameters}
+        prepare(stem, namespace)
+        assert namespace == {**defaults, **parameters}, stem  # taken as they are: nothing merged again
 
 
-def test_an_edit_in_the_parameters_cell_acts_as_set_and_an_injected_default_is_kept(monkeypatch, tmp_path):
+def test_an_edit_in_the_parameters_cell_acts_as_set(monkeypatch, tmp_path):
     from dualloop.notebook import resolve
 
     passed = _reproduce_parameters(monkeypatch, tmp_path, "smoke", {"training": {"max_steps": 5}})
@@ -250,27 +254,78 @@ def test_an_edit_in_the_parameters_cell_acts_as_set_and_an_injected_default_is_k
         "02_main_comparison",
         {**defaults, "profile": "smoke", "output_dir": str(tmp_path), "training": {"max_steps": 5}},
     )
-    assert edited == {**defaults, **passed["02_main_comparison"]}
+    assert edited == {**defaults, **passed["02_main_comparison"], RESOLVED_FOR: ""}
     assert edited["training"]["max_steps"] == 5 and edited["training"]["max_length"] == 96  # merged into the profile's
-    # `--set simulated_steps=400` against the smoke section's 60: injected, the notebook's default value stays
+    # a value equal to the cell's default is not an edit: the smoke section's 60 steps, not the cell's 400
     walkthrough = _defaults("00_walkthrough")
-    injected = {**walkthrough, "profile": "smoke", "simulated_steps": 400}
-    assert resolve("00_walkthrough", injected, {"profile", "simulated_steps"})["simulated_steps"] == 400
-    assert resolve("00_walkthrough", injected)["simulated_steps"] == 60
+    assert (
+        resolve("00_walkthrough", {**walkthrough, "profile": "smoke", "simulated_steps": 400})["simulated_steps"] == 60
+    )
     assert resolve("00_walkthrough", {**walkthrough, "profile": "smoke"})["output_dir"] == str(
         REPO_ROOT / "runs" / "smoke"
     )
 
 
-def test_injected_names_are_read_from_the_cell_papermill_writes():
-    from papermill.translators import translate_parameters
+def test_the_parameters_command_gives_papermill_what_reproduce_injects(monkeypatch, tmp_path, capsys):
+    import yaml
 
-    from dualloop.notebook import injected_names
+    from dualloop.__main__ import main
 
-    cell = translate_parameters("python3", "python", {"profile": "smoke", "training": {"max_steps": 2}}, "Parameters")
-    parameters_cell = nbformat.read(REPO_ROOT / "notebooks" / "02_main_comparison.ipynb", as_version=4).cells[1].source
-    assert injected_names([parameters_cell, cell, "x = 1"]) == {"profile", "training"}
-    assert injected_names([parameters_cell, "x = 1"]) is None
+    passed = _reproduce_parameters(monkeypatch, tmp_path, "smoke", {"simulated_steps": 400})
+    capsys.readouterr()  # the runner's progress lines
+    assert (
+        main(
+            ["parameters", "--profile", "smoke", "--phase", "0", "--out", str(tmp_path), "--set", "simulated_steps=400"]
+        )
+        == 0
+    )
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed == passed["00_walkthrough"] and printed["simulated_steps"] == 400
+    assert main(["parameters", "--profile", "smoke", "--phase", "0", "--set", f"{RESOLVED_FOR}=00_walkthrough"]) == 2
+    assert f"'{RESOLVED_FOR}' is set by `dualloop reproduce`" in capsys.readouterr().err
+
+
+def test_plain_papermill_with_the_parameters_file_runs_the_walkthrough_as_reproduce_would(tmp_path):
+    """`dualloop parameters` then papermill's own command line, `-f` the file and `-p` one value over it."""
+    values = tmp_path / "walkthrough.yaml"
+    command = [
+        sys.executable,
+        "-m",
+        "dualloop",
+        "parameters",
+        "--profile",
+        "smoke",
+        "--phase",
+        "0",
+        "--out",
+        str(tmp_path),
+    ]
+    values.write_text(subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO_ROOT).stdout)
+    executed = tmp_path / "walkthrough.ipynb"
+    papermill = Path(sys.executable).with_name("papermill")
+    notebook = REPO_ROOT / "notebooks" / "00_walkthrough.ipynb"
+    # 400 is the cell's default: given with -p over the resolved file, it replaces the smoke section's 60
+    subprocess.run(
+        [
+            papermill,
+            str(notebook),
+            str(executed),
+            "-f",
+            str(values),
+            "-p",
+            "simulated_steps",
+            "400",
+            "--no-progress-bar",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    trajectories = (tmp_path / "results" / "walkthrough_trajectories.csv").read_text().splitlines()
+    assert len(trajectories) == 1 + 6 * 400
+    outputs = [output for cell in nbformat.read(executed, as_version=4).cells for output in cell.get("outputs", [])]
+    assert not any("as `dualloop reproduce` resolves them" in output.get("text", "") for output in outputs)
 
 
 QUIET_CHECK = """
@@ -297,33 +352,12 @@ def test_quiet_turns_progress_bars_and_only_the_known_warnings_off(imported):
     assert result.stderr.count("`gradient_checkpointing` is deprecated") == 1  # the one from dualloop's own module
 
 
-def test_under_reproduce_the_kernel_takes_the_injected_parameters_as_they_are(monkeypatch, tmp_path):
+def test_parameters_resolved_for_another_notebook_are_refused_naming_both(monkeypatch, tmp_path):
     from dualloop.notebook import prepare
-    from dualloop.pipeline import RESOLVED_ENV
 
     monkeypatch.chdir(tmp_path)
-    injected = {**_defaults("02_main_comparison"), "profile": "smoke", "output_dir": str(tmp_path), "seeds": [4]}
-    namespace = dict(injected)
-    monkeypatch.setenv(RESOLVED_ENV, "02_main_comparison")
-    prepare("02_main_comparison", namespace)
-    assert namespace == injected  # resolved once, by the runner: nothing merged again
-    monkeypatch.setenv(RESOLVED_ENV, "00_walkthrough")  # another phase's kernel: this one resolves
-    prepare("02_main_comparison", namespace)
-    assert namespace["training"] != injected["training"]  # the smoke profile's training merged in
-
-
-def test_the_runner_names_each_phase_for_its_kernel_and_restores_the_environment(monkeypatch, tmp_path):
-    import os
-
-    import papermill
-
-    from dualloop.pipeline import RESOLVED_ENV, reproduce
-
-    seen = []
-    monkeypatch.delenv(RESOLVED_ENV, raising=False)
-    monkeypatch.setattr(
-        papermill, "execute_notebook", lambda source, target, parameters, **_: seen.append(os.environ[RESOLVED_ENV])
-    )
-    reproduce("smoke", phases=[0, 2], out=tmp_path)
-    assert seen == ["00_walkthrough", "02_main_comparison"]
-    assert RESOLVED_ENV not in os.environ
+    namespace = {**_defaults("02_main_comparison"), "profile": "smoke", RESOLVED_FOR: "00_walkthrough"}
+    with pytest.raises(
+        ParamsError, match=r"resolved_for '00_walkthrough'.*00_walkthrough\.ipynb, not 02_main_comparison"
+    ):
+        prepare("02_main_comparison", namespace)
