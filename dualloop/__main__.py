@@ -29,6 +29,7 @@ from dualloop.config import (
     check_keys,
     check_profile_name,
     check_values,
+    default_output_dir,
     load_yaml,
     merge,
     parse_overrides,
@@ -130,7 +131,7 @@ def experiment_from_profile(
     check_values(sections, source)
     try:
         experiment = Experiment.from_parameters(
-            profile=profile, output_dir=out or REPO_ROOT / "runs" / profile, seed=values.get("seed", 0), **sections
+            profile=profile, output_dir=out or default_output_dir(profile), seed=values.get("seed", 0), **sections
         )
     except (ValueError, TypeError) as error:
         raise ParamsError(f"{source}: {error}") from None
@@ -170,7 +171,7 @@ def _parameters(args) -> int:
 
     from dualloop.pipeline import phase_parameters
 
-    out = Path(args.out or REPO_ROOT / "runs" / args.profile).resolve()
+    out = Path(args.out or default_output_dir(args.profile)).resolve()
     [(_, values)] = phase_parameters(args.profile, [args.phase], out, parse_overrides(args.overrides))
     print(redact(yaml.safe_dump(values, sort_keys=False, allow_unicode=True)), end="")
     return 0

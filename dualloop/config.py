@@ -35,6 +35,7 @@ __all__ = [
     "check_profile_name",
     "check_values",
     "resolve_parameters",
+    "default_output_dir",
     "RESOLVED_FOR",
 ]
 
@@ -167,6 +168,11 @@ def check_profile_name(profile: str) -> str:
             f"--profile {profile!r}: a profile is a name like 'cpu' (params/profiles/<name>.yaml), not a path"
         )
     return profile
+
+
+def default_output_dir(profile: str) -> Path:
+    """Where a profile's phases write unless ``--out`` (or ``output_dir``) says otherwise: ``runs/<profile>``."""
+    return REPO_ROOT / "runs" / check_profile_name(profile)
 
 
 def check_keys(values: dict[str, Any], known: set[str], source: str) -> None:

@@ -5,12 +5,15 @@ It makes a notebook run the same way wherever it runs — executed by ``dualloop
 
 - **Parameters** resolved by ``dualloop reproduce`` or ``dualloop parameters`` (for ``papermill -f``) name
   the notebook they were resolved for in :data:`dualloop.config.RESOLVED_FOR`; papermill injects them and
-  the kernel takes them as they are. Otherwise (JupyterLab, ``papermill -p`` alone) they resolve as
-  ``dualloop reproduce --profile <profile>`` resolves them (:func:`dualloop.config.resolve_parameters`):
-  the notebook's defaults ⊕ the profile ⊕ the phase file ⊕ the given values, those that differ from the
-  ``parameters`` cell's defaults (an edit in the cell, a ``-p`` value); like ``--set``, a given mapping
-  merges key by key into the profile's. ``output_dir``, unless given, is ``runs/<profile>`` of the
-  repository, and the working directory is the repository root, as under ``dualloop reproduce``.
+  the kernel takes them as they are (a ``-p`` value given over them replaces the whole value). Otherwise
+  (JupyterLab, ``papermill -p`` alone) they resolve as ``dualloop reproduce --profile <profile>`` resolves
+  them (:func:`dualloop.config.resolve_parameters`): the notebook's defaults ⊕ the profile ⊕ the phase file
+  ⊕ the given values, those that differ from the ``parameters`` cell's defaults (an edit in the cell, a
+  ``-p`` value; one equal to the cell's default cannot be told from it, so the profile's value stands: give
+  it with ``dualloop parameters --set``). Like ``--set``, a given mapping merges key by key into the
+  profile's. ``output_dir``, unless given, is ``runs/<profile>`` of the repository, and the working
+  directory is the repository root, as under ``dualloop reproduce``. Either way the values are then checked
+  as ``reproduce`` checks a phase's before it starts (:func:`dualloop.pipeline.validate_phase`).
 - **Figures** (``matplotlib.figure.Figure``, built without pyplot) display inline as PNG when a cell
   shows them (``display(figure)`` or ``figure`` last).
 - **Library noise** is off: hub, transformers and datasets progress bars (the phase prints its own
@@ -27,8 +30,15 @@ import warnings
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from dualloop.config import REPO_ROOT, RESOLVED_FOR, ParamsError, declared_parameters, resolve_parameters
-from dualloop.pipeline import discover_phases
+from dualloop.config import (
+    REPO_ROOT,
+    RESOLVED_FOR,
+    ParamsError,
+    declared_parameters,
+    default_output_dir,
+    resolve_parameters,
+)
+from dualloop.pipeline import discover_phases, validate_phase
 
 __all__ = ["KNOWN_WARNINGS", "prepare", "quiet", "resolve", "show_figures_inline"]
 
@@ -89,7 +99,7 @@ def resolve(notebook: str, values: Mapping[str, Any]) -> dict[str, Any]:
         **defaults,
         **resolve_parameters(path, profile, params_dir=PARAMS_DIR, overrides=overrides, profile_keys=every_key),
     }
-    resolved["output_dir"] = given.get("output_dir", str(REPO_ROOT / "runs" / profile))
+    resolved["output_dir"] = given.get("output_dir", str(default_output_dir(profile)))
     resolved["profile"] = profile
     return resolved
 
@@ -97,21 +107,23 @@ def resolve(notebook: str, values: Mapping[str, Any]) -> dict[str, Any]:
 def prepare(notebook: str, namespace: MutableMapping[str, Any]) -> None:
     """Quiet the libraries, show figures inline, work in the repository root and, unless they were resolved
     for this notebook already (:data:`~dualloop.config.RESOLVED_FOR`), replace the notebook's parameters in
-    ``namespace`` (its ``globals()``) by :func:`resolve`'s."""
+    ``namespace`` (its ``globals()``) by :func:`resolve`'s. Either way the values are then checked as
+    ``dualloop reproduce`` checks them before a phase (a ``papermill -p`` value over a resolved file too)."""
     quiet()
     show_figures_inline()
     os.chdir(REPO_ROOT)
     resolved_for = namespace.get(RESOLVED_FOR) or ""
-    if resolved_for == notebook:  # resolved once, by `dualloop reproduce` or `dualloop parameters`
-        return
-    if resolved_for:
+    if resolved_for and resolved_for != notebook:
         raise ParamsError(
             f"{RESOLVED_FOR} {resolved_for!r}: these parameters were resolved for notebooks/{resolved_for}.ipynb, "
             f"not {notebook}; resolve this phase's with `dualloop parameters --phase {notebook[:2]}`"
         )
-    resolved = resolve(notebook, namespace)
-    namespace.update(resolved)
-    print(
-        f"{notebook}: the parameters of profile {resolved['profile']!r} as `dualloop reproduce` resolves them, "
-        f"with the values given; output in {resolved['output_dir']}"
-    )
+    if not resolved_for:  # JupyterLab, or papermill -p alone: resolved here
+        resolved = resolve(notebook, namespace)
+        namespace.update(resolved)
+        print(
+            f"{notebook}: the parameters of profile {resolved['profile']!r} as `dualloop reproduce` resolves them, "
+            f"with the values given; output in {resolved['output_dir']}"
+        )
+    [phase] = [phase for phase in discover_phases(NOTEBOOKS_DIR) if phase.notebook.stem == notebook]
+    validate_phase(phase, {name: namespace[name] for name in declared_parameters(phase.notebook) if name in namespace})

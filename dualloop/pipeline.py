@@ -43,6 +43,7 @@ from dualloop.config import (
     check_profile_name,
     check_values,
     declared_parameters,
+    default_output_dir,
     resolve_parameters,
 )
 from dualloop.locking import file_lock
@@ -50,7 +51,15 @@ from dualloop.redaction import redact
 from dualloop.threads import ENV as THREADS_ENV
 from dualloop.threads import write_share
 
-__all__ = ["Phase", "PhaseFailed", "discover_phases", "phase_parameters", "select_phases", "reproduce"]
+__all__ = [
+    "Phase",
+    "PhaseFailed",
+    "discover_phases",
+    "phase_parameters",
+    "select_phases",
+    "reproduce",
+    "validate_phase",
+]
 
 NOTEBOOK_NAME = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
 
@@ -161,7 +170,7 @@ def reproduce(
     """
     if jobs < 1:
         raise ParamsError(f"--jobs must be at least 1, got {jobs}")
-    out = Path(out or REPO_ROOT / "runs" / profile).resolve()
+    out = Path(out or default_output_dir(profile)).resolve()
     plans = phase_parameters(profile, phases, out, overrides, notebooks_dir=notebooks_dir, params_dir=params_dir)
     out.mkdir(parents=True, exist_ok=True)
     with file_lock(out, timeout=0):
@@ -209,7 +218,7 @@ def phase_parameters(
             parameters["output_dir"] = str(out)
         if "profile" in declared[phase]:  # what the notebook records its results under
             parameters["profile"] = profile
-        _validate(phase, parameters)
+        validate_phase(phase, parameters)
         parameters[RESOLVED_FOR] = phase.notebook.stem
         plans.append((phase, parameters))
     return plans
@@ -218,7 +227,7 @@ def phase_parameters(
 EXPERIMENT_SECTIONS = ("model", "training", "data", "generation", "evaluation")
 
 
-def _validate(phase: Phase, parameters: dict[str, Any]) -> None:
+def validate_phase(phase: Phase, parameters: dict[str, Any]) -> None:
     """ParamsError naming the phase, the key path and the value for the first bad value of ``parameters``."""
     from dualloop.experiment import Experiment
 

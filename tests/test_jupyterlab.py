@@ -12,6 +12,7 @@ import asyncio
 import datetime
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -281,8 +282,6 @@ def test_the_parameters_command_gives_papermill_what_reproduce_injects(monkeypat
     )
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed == passed["00_walkthrough"] and printed["simulated_steps"] == 400
-    assert main(["parameters", "--profile", "smoke", "--phase", "0", "--set", f"{RESOLVED_FOR}=00_walkthrough"]) == 2
-    assert f"'{RESOLVED_FOR}' is set by `dualloop reproduce`" in capsys.readouterr().err
 
 
 def test_plain_papermill_with_the_parameters_file_runs_the_walkthrough_as_reproduce_would(tmp_path):
@@ -360,4 +359,18 @@ def test_parameters_resolved_for_another_notebook_are_refused_naming_both(monkey
     with pytest.raises(
         ParamsError, match=r"resolved_for '00_walkthrough'.*00_walkthrough\.ipynb, not 02_main_comparison"
     ):
+        prepare("02_main_comparison", namespace)
+
+
+@pytest.mark.parametrize("resolved_here", [False, True], ids=["papermill-p-over-a-resolved-file", "jupyterlab"])
+def test_the_kernel_checks_its_values_as_reproduce_checks_them(monkeypatch, tmp_path, resolved_here):
+    from dualloop.notebook import prepare
+
+    monkeypatch.chdir(tmp_path)
+    resolved = _reproduce_parameters(monkeypatch, tmp_path, "smoke")["02_main_comparison"]
+    defaults = _defaults("02_main_comparison")
+    given = {"seeds": [0, 0]} if not resolved_here else {"training": {"learning_rate": -1.0}}
+    namespace = {**defaults, "profile": "smoke", **given} if resolved_here else {**defaults, **resolved, **given}
+    message = "seeds[1]=0 repeats a seed" if not resolved_here else "training.learning_rate=-1.0 must be"
+    with pytest.raises(ParamsError, match=rf"^phase 02 \(02_main_comparison\): .*{re.escape(message)}"):
         prepare("02_main_comparison", namespace)
