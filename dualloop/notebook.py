@@ -116,7 +116,7 @@ def prepare(notebook: str, namespace: MutableMapping[str, Any]) -> None:
     if resolved_for and resolved_for != notebook:
         raise ParamsError(
             f"{RESOLVED_FOR} {resolved_for!r}: these parameters were resolved for notebooks/{resolved_for}.ipynb, "
-            f"not {notebook}; resolve this phase's with `dualloop parameters --phase {notebook[:2]}`"
+            f"not {notebook}; resolve this phase's with `dualloop parameters --profile <profile> --phase {int(notebook[:2])}`"
         )
     if not resolved_for:  # JupyterLab, or papermill -p alone: resolved here
         resolved = resolve(notebook, namespace)
