@@ -495,7 +495,6 @@ def pooled_over_seeds(
     Var(x̄) is the shared answers' sample variance over N, with ν = N − 1. Needs S ≥ 2 seeds and
     N ≥ 2 prompts (one seed: use the one-seed statistics).
     """
-    from scipy.stats import t as student_t
 
     alpha = _check_alpha(alpha)
     if not bounds[0] < bounds[1]:
@@ -516,21 +515,7 @@ def pooled_over_seeds(
     ms_prompt = seeds * float(((prompt_means - grand) ** 2).sum()) / (prompts - 1)
     residual = table - seed_means[:, None] - prompt_means[None, :] + grand
     ms_residual = float((residual**2).sum()) / ((seeds - 1) * (prompts - 1))
-    # a component is kept where its mean square exceeds the residual's beyond rounding
-    kept_seed, kept_prompt = (ms - ms_residual > 1e-12 * max(ms, ms_residual) for ms in (ms_seed, ms_prompt))
-    var_seed = (ms_seed - ms_residual) / prompts if kept_seed else 0.0
-    var_prompt = (ms_prompt - ms_residual) / seeds if kept_prompt else 0.0
-    variance = var_seed / seeds + var_prompt / prompts + ms_residual / (seeds * prompts)
-    se = math.sqrt(variance)
-    # Var(x̄) as Σ c_k MS_k: a kept component adds its mean square and subtracts the residual's
-    terms = [
-        (kept_seed * ms_seed, seeds - 1),
-        (kept_prompt * ms_prompt, prompts - 1),
-        ((1 - kept_seed - kept_prompt) * ms_residual, (seeds - 1) * (prompts - 1)),
-    ]
-    terms = [(value / (seeds * prompts), df) for value, df in terms if value != 0]
-    df = variance**2 / sum(value**2 / df for value, df in terms) if terms and variance > 0 else math.inf
-    half = float(student_t.ppf(1 - alpha / 2, df)) * se if variance > 0 else 0.0
+    var_seed, var_prompt, se, df, half = _crossed_interval(ms_seed, ms_prompt, ms_residual, seeds, prompts, alpha)
     low, high = max(float(bounds[0]), grand - half), min(float(bounds[1]), grand + half)
     return SeedPooled(
         grand,
@@ -546,3 +531,65 @@ def pooled_over_seeds(
         "crossed-random-effects",
         alpha,
     )
+
+
+def _crossed_interval(
+    ms_seed: float, ms_prompt: float, ms_residual: float, seeds: int, prompts: int, alpha: float
+) -> tuple[float, float, float, float, float]:
+    """From the mean squares of an S × N crossed table: (σ²_a, σ²_b, se, Satterthwaite ν, half-width)
+    of its grand mean, as :func:`pooled_over_seeds` describes."""
+    from scipy.stats import t as student_t
+
+    # a component is kept where its mean square exceeds the residual's beyond rounding
+    kept_seed, kept_prompt = (ms - ms_residual > 1e-12 * max(ms, ms_residual) for ms in (ms_seed, ms_prompt))
+    var_seed = (ms_seed - ms_residual) / prompts if kept_seed else 0.0
+    var_prompt = (ms_prompt - ms_residual) / seeds if kept_prompt else 0.0
+    variance = var_seed / seeds + var_prompt / prompts + ms_residual / (seeds * prompts)
+    # Var(x̄) as Σ c_k MS_k: a kept component adds its mean square and subtracts the residual's
+    terms = [
+        (kept_seed * ms_seed, seeds - 1),
+        (kept_prompt * ms_prompt, prompts - 1),
+        ((1 - kept_seed - kept_prompt) * ms_residual, (seeds - 1) * (prompts - 1)),
+    ]
+    terms = [(value / (seeds * prompts), df) for value, df in terms if value != 0]
+    df = variance**2 / sum(value**2 / df for value, df in terms) if terms and variance > 0 else math.inf
+    half = float(student_t.ppf(1 - alpha / 2, df)) * math.sqrt(variance) if variance > 0 else 0.0
+    return var_seed, var_prompt, math.sqrt(variance), df, half
+
+
+@dataclass(frozen=True)
+class PlannedWidth:
+    """The interval :func:`pooled_over_seeds` is expected to give a design of ``seeds`` × ``prompts``:
+    its half-width, standard error and Satterthwaite degrees of freedom."""
+
+    seeds: int
+    prompts: int
+    half_width: float
+    se: float
+    df: float
+
+
+def planned_width(
+    var_seed: float, var_prompt: float, var_residual: float, seeds: int, prompts: int, alpha: float = 0.05
+) -> PlannedWidth:
+    """The half-width of the pooled interval that a design of ``seeds`` × ``prompts`` is expected to give,
+    for a quantity whose crossed variance components are (σ²_a, σ²_b, σ²_e) — e.g. those a
+    :class:`SeedPooled` of an earlier run estimated.
+
+    Each mean square is replaced by its expectation under the crossed model, E[MS_seed] = N σ²_a + σ²_e,
+    E[MS_prompt] = S σ²_b + σ²_e, E[MS_residual] = σ²_e, and the interval is computed from them exactly as
+    :func:`pooled_over_seeds` computes it from a table (Var(x̄) = σ²_a / S + σ²_b / N + σ²_e / (S N),
+    Satterthwaite's ν, t quantile). At the design an estimate came from, it returns that estimate's
+    half-width. A plan, not a promise: with few seeds σ²_a itself is poorly known (an estimate of 0 from
+    three seeds can be a few points of seed-to-seed spread), so plan from the run with the most seeds.
+    """
+    for name, value in (("var_seed", var_seed), ("var_prompt", var_prompt), ("var_residual", var_residual)):
+        _check_number(name, value)
+    for name, count in (("seeds", seeds), ("prompts", prompts)):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 2:
+            raise ValueError(f"planned_width: {name}={count!r} must be an integer ≥ 2")
+    alpha = _check_alpha(alpha)
+    _, _, se, df, half = _crossed_interval(
+        prompts * var_seed + var_residual, seeds * var_prompt + var_residual, var_residual, seeds, prompts, alpha
+    )
+    return PlannedWidth(seeds, prompts, half, se, df)

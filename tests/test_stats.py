@@ -2,6 +2,7 @@
 and statsmodels/numpy computed directly."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from dualloop.stats import (
     count_outcomes,
     flip_rate_by_entropy,
     length_controlled_win_rate,
+    planned_width,
     pool,
     pooled_over_seeds,
     round_half_up,
@@ -366,6 +368,54 @@ def test_seeds_that_change_nothing_give_the_shared_answers_sample_variance_with_
     assert pooled.var_seed == 0.0 and pooled.var_residual == 0.0
     assert pooled.se == pytest.approx(math.sqrt((1 / 3) / 4), rel=1e-12) and pooled.df == pytest.approx(3.0)
     assert pooled.high == 1.0 and pooled.low == 0.0  # 0.5 ± 3.182 * 0.289, kept inside the bounds
+
+
+def test_planned_width_by_hand_from_the_expected_mean_squares():
+    # σ²_a = 0.001, σ²_b = 0.02, σ²_e = 0.2 for 5 seeds x 200 prompts: E[MS_seed] = 200 * 0.001 + 0.2 = 0.4,
+    # E[MS_prompt] = 5 * 0.02 + 0.2 = 0.3, E[MS_residual] = 0.2. Var = (0.4 + 0.3 - 0.2) / 1000 = 5e-4, se = 0.0223607;
+    # Satterthwaite: (5e-4)^2 / ((4e-4)^2 / 4 + (3e-4)^2 / 199 + (2e-4)^2 / 796) = 6.1724566; t = 2.4304349.
+    plan = planned_width(0.001, 0.02, 0.2, seeds=5, prompts=200)
+    assert (plan.seeds, plan.prompts) == (5, 200)
+    assert plan.se == pytest.approx(math.sqrt(5e-4), rel=1e-12) and plan.df == pytest.approx(6.1724566, rel=1e-7)
+    assert plan.half_width == pytest.approx(2.4304349 * math.sqrt(5e-4), rel=1e-7)
+    # No seed component: Var = (3 * 0.02 + 0.2) / 600, with the prompts' N - 1 = 199 degrees of freedom.
+    flat = planned_width(0.0, 0.02, 0.2, seeds=3, prompts=200)
+    assert flat.df == pytest.approx(199.0) and flat.half_width == pytest.approx(1.9719565 * math.sqrt(0.26 / 600))
+    # More seeds or more prompts never widen it.
+    widths = [planned_width(0.001, 0.02, 0.2, s, n).half_width for s, n in ((3, 200), (5, 200), (5, 400), (9, 400))]
+    assert widths == sorted(widths, reverse=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(min_value=2, max_value=5),
+    st.integers(min_value=3, max_value=12),
+    st.randoms(use_true_random=False),
+)
+def test_planned_width_at_a_tables_own_design_is_its_pooled_half_width(seeds, prompts, rng):
+    # Planning from a table's own estimated components, at its own S and N, gives back its interval (where the
+    # bounds do not cut it): the plan computes from the mean squares those components imply.
+    table = [[rng.choice((-1, 0, 0, 1)) for _ in range(prompts)] for _ in range(seeds)]
+    pooled = pooled_over_seeds(table, bounds=(-1e9, 1e9))
+    plan = planned_width(pooled.var_seed, pooled.var_prompt, pooled.var_residual, seeds, prompts)
+    assert plan.se == pytest.approx(pooled.se, rel=1e-9, abs=1e-12)
+    if pooled.se > 0:
+        assert plan.df == pytest.approx(pooled.df, rel=1e-9)
+        assert plan.half_width == pytest.approx(pooled.high - pooled.estimate, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ((-0.1, 0.0, 0.2, 3, 200), "var_seed=-0.1 must not be negative"),
+        ((0.0, float("nan"), 0.2, 3, 200), "var_prompt=nan must be finite"),
+        ((0.0, 0.0, 0.2, 1, 200), "seeds=1 must be an integer ≥ 2"),
+        ((0.0, 0.0, 0.2, 3, 2.5), "prompts=2.5 must be an integer ≥ 2"),
+    ],
+)
+def test_planned_width_refuses_what_it_cannot_plan(arguments, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        planned_width(*arguments)
 
 
 @pytest.mark.parametrize(
