@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -515,7 +516,9 @@ def pooled_over_seeds(
     ms_prompt = seeds * float(((prompt_means - grand) ** 2).sum()) / (prompts - 1)
     residual = table - seed_means[:, None] - prompt_means[None, :] + grand
     ms_residual = float((residual**2).sum()) / ((seeds - 1) * (prompts - 1))
-    var_seed, var_prompt, se, df, half = _crossed_interval(ms_seed, ms_prompt, ms_residual, seeds, prompts, alpha)
+    var_seed, var_prompt, se, df, half = (
+        float(value) for value in _crossed_interval(ms_seed, ms_prompt, ms_residual, seeds, prompts, alpha)
+    )
     low, high = max(float(bounds[0]), grand - half), min(float(bounds[1]), grand + half)
     return SeedPooled(
         grand,
@@ -534,62 +537,88 @@ def pooled_over_seeds(
 
 
 def _crossed_interval(
-    ms_seed: float, ms_prompt: float, ms_residual: float, seeds: int, prompts: int, alpha: float
-) -> tuple[float, float, float, float, float]:
-    """From the mean squares of an S × N crossed table: (σ²_a, σ²_b, se, Satterthwaite ν, half-width)
-    of its grand mean, as :func:`pooled_over_seeds` describes."""
+    ms_seed: Any, ms_prompt: Any, ms_residual: Any, seeds: int, prompts: int, alpha: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """From the mean squares of S × N crossed tables (numbers or arrays of them, one entry per table):
+    (σ²_a, σ²_b, se, Satterthwaite ν, half-width) of each grand mean, as :func:`pooled_over_seeds` describes."""
     from scipy.stats import t as student_t
 
+    ms_seed, ms_prompt, ms_residual = np.broadcast_arrays(
+        *(np.asarray(m, dtype=float) for m in (ms_seed, ms_prompt, ms_residual))
+    )
     # a component is kept where its mean square exceeds the residual's beyond rounding
-    kept_seed, kept_prompt = (ms - ms_residual > 1e-12 * max(ms, ms_residual) for ms in (ms_seed, ms_prompt))
-    var_seed = (ms_seed - ms_residual) / prompts if kept_seed else 0.0
-    var_prompt = (ms_prompt - ms_residual) / seeds if kept_prompt else 0.0
+    kept_seed, kept_prompt = (ms - ms_residual > 1e-12 * np.maximum(ms, ms_residual) for ms in (ms_seed, ms_prompt))
+    var_seed = np.where(kept_seed, (ms_seed - ms_residual) / prompts, 0.0)
+    var_prompt = np.where(kept_prompt, (ms_prompt - ms_residual) / seeds, 0.0)
     variance = var_seed / seeds + var_prompt / prompts + ms_residual / (seeds * prompts)
     # Var(x̄) as Σ c_k MS_k: a kept component adds its mean square and subtracts the residual's
-    terms = [
-        (kept_seed * ms_seed, seeds - 1),
-        (kept_prompt * ms_prompt, prompts - 1),
-        ((1 - kept_seed - kept_prompt) * ms_residual, (seeds - 1) * (prompts - 1)),
-    ]
-    terms = [(value / (seeds * prompts), df) for value, df in terms if value != 0]
-    df = variance**2 / sum(value**2 / df for value, df in terms) if terms and variance > 0 else math.inf
-    half = float(student_t.ppf(1 - alpha / 2, df)) * math.sqrt(variance) if variance > 0 else 0.0
-    return var_seed, var_prompt, math.sqrt(variance), df, half
+    cells = seeds * prompts
+    terms = (
+        (kept_seed * ms_seed / cells, seeds - 1),
+        (kept_prompt * ms_prompt / cells, prompts - 1),
+        ((1.0 - kept_seed - kept_prompt.astype(float)) * ms_residual / cells, (seeds - 1) * (prompts - 1)),
+    )
+    spread = sum(value**2 / df for value, df in terms)
+    positive = (variance > 0) & (spread > 0)
+    df = np.divide(variance**2, spread, out=np.full(variance.shape, math.inf), where=positive)
+    half = np.where(variance > 0, student_t.ppf(1 - alpha / 2, df) * np.sqrt(variance), 0.0)
+    return var_seed, var_prompt, np.sqrt(variance), df, half
 
 
 @dataclass(frozen=True)
 class PlannedWidth:
-    """The interval :func:`pooled_over_seeds` is expected to give a design of ``seeds`` × ``prompts``:
-    its half-width, standard error and Satterthwaite degrees of freedom."""
+    """The half-widths :func:`pooled_over_seeds` would give in simulated runs of ``seeds`` × ``prompts``
+    (``half_widths``, sorted), and ``at_expected``: the half-width at the expected mean squares."""
 
     seeds: int
     prompts: int
-    half_width: float
-    se: float
-    df: float
+    at_expected: float
+    half_widths: np.ndarray
+
+    @property
+    def median(self) -> float:
+        """The median half-width over the simulated runs."""
+        return float(np.median(self.half_widths))
+
+    def share_within(self, target: float) -> float:
+        """The share of simulated runs whose half-width is at most ``target``."""
+        return float(np.mean(self.half_widths <= target))
 
 
 def planned_width(
-    var_seed: float, var_prompt: float, var_residual: float, seeds: int, prompts: int, alpha: float = 0.05
+    var_seed: float,
+    var_prompt: float,
+    var_residual: float,
+    seeds: int,
+    prompts: int,
+    alpha: float = 0.05,
+    draws: int = 4000,
+    random_state: int = 0,
 ) -> PlannedWidth:
-    """The half-width of the pooled interval that a design of ``seeds`` × ``prompts`` is expected to give,
-    for a quantity whose crossed variance components are (σ²_a, σ²_b, σ²_e) — e.g. those a
-    :class:`SeedPooled` of an earlier run estimated.
+    """The pooled interval that a design of ``seeds`` × ``prompts`` would give a quantity whose crossed
+    variance components are (σ²_a, σ²_b, σ²_e) — e.g. those a :class:`SeedPooled` of an earlier run estimated.
 
-    Each mean square is replaced by its expectation under the crossed model, E[MS_seed] = N σ²_a + σ²_e,
-    E[MS_prompt] = S σ²_b + σ²_e, E[MS_residual] = σ²_e, and the interval is computed from them exactly as
-    :func:`pooled_over_seeds` computes it from a table (Var(x̄) = σ²_a / S + σ²_b / N + σ²_e / (S N),
-    Satterthwaite's ν, t quantile). At the design an estimate came from, it returns that estimate's
-    half-width. A plan, not a promise: with few seeds σ²_a itself is poorly known (an estimate of 0 from
-    three seeds can be a few points of seed-to-seed spread), so plan from the run with the most seeds.
+    Under the crossed model the mean squares are independent, each its expectation times χ²_df / df:
+    E[MS_seed] = N σ²_a + σ²_e (df S − 1), E[MS_prompt] = S σ²_b + σ²_e (N − 1), E[MS_residual] = σ²_e
+    ((S − 1)(N − 1)) — exact for normal effects, an approximation for 0/±1 differences. ``draws`` sets of
+    mean squares are drawn (seeded by ``random_state``) and each run's interval is computed exactly as
+    :func:`pooled_over_seeds` computes it, components truncated at 0 and Satterthwaite's ν included: a
+    run whose seeds disagree by chance gets few degrees of freedom and a wide interval, as a real one
+    does, so the half-widths are a distribution, not one number. ``at_expected`` plugs the expectations in
+    instead (at an estimate's own design it is that estimate's half-width); it is optimistic where σ²_a is
+    near 0, because a real run estimates σ²_a above 0 about half the time. A plan, not a promise: with
+    few seeds σ²_a itself is poorly known, so plan from the run with the most seeds.
     """
     for name, value in (("var_seed", var_seed), ("var_prompt", var_prompt), ("var_residual", var_residual)):
-        _check_number(name, value)
-    for name, count in (("seeds", seeds), ("prompts", prompts)):
-        if isinstance(count, bool) or not isinstance(count, int) or count < 2:
+        _check_number(f"planned_width: {name}", value)
+    for name, count in (("seeds", seeds), ("prompts", prompts), ("draws", draws)):
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 2:
             raise ValueError(f"planned_width: {name}={count!r} must be an integer ≥ 2")
     alpha = _check_alpha(alpha)
-    _, _, se, df, half = _crossed_interval(
-        prompts * var_seed + var_residual, seeds * var_prompt + var_residual, var_residual, seeds, prompts, alpha
-    )
-    return PlannedWidth(seeds, prompts, half, se, df)
+    expected = (prompts * var_seed + var_residual, seeds * var_prompt + var_residual, var_residual)
+    dfs = (seeds - 1, prompts - 1, (seeds - 1) * (prompts - 1))
+    at_expected = float(_crossed_interval(*expected, seeds, prompts, alpha)[4])
+    rng = np.random.default_rng(random_state)
+    drawn = [mean * rng.chisquare(df, size=draws) / df for mean, df in zip(expected, dfs, strict=True)]
+    half_widths = np.sort(_crossed_interval(*drawn, seeds, prompts, alpha)[4])
+    return PlannedWidth(int(seeds), int(prompts), at_expected, half_widths)

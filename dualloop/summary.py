@@ -322,6 +322,7 @@ def _pooled_comparison(
             accuracy_diff=pooled.estimate,
             accuracy_diff_ci=[pooled.low, pooled.high],
             accuracy_diff_df=pooled.df,
+            accuracy_diff_n_prompts=pooled.n_prompts,
             accuracy_diff_variance_components={
                 "seed": pooled.var_seed,
                 "prompt": pooled.var_prompt,

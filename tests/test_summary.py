@@ -161,6 +161,7 @@ def test_two_seeds_pool_the_paired_difference_by_hand_with_a_seed_without_discor
     assert (entry["n"], entry["wins"], entry["losses"], entry["ties"]) == (12, 3, 1, 8)
     half = 2.5705818 / 6
     assert entry["accuracy_diff"] == pytest.approx(1 / 6) and entry["accuracy_diff_df"] == pytest.approx(5.0)
+    assert entry["accuracy_diff_n_prompts"] == 6  # the prompts every seed judged: the table's N
     assert entry["accuracy_diff_ci"] == pytest.approx([1 / 6 - half, 1 / 6 + half], abs=1e-7)
     assert [row["accuracy_diff"] for row in entry["by_seed"]] == pytest.approx([1 / 3, 0.0])
     assert entry["by_seed"][1]["accuracy_diff_ci"] == [0.0, 0.0]  # seed 1: no discordant prompt, exact interval 0
