@@ -18,7 +18,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dualloop-installed
 
-.PHONY: setup data-packages main reproduce schedule-48 test test-slow lint figures clean-runs vllm-setup vllm-parity
+.PHONY: setup data-packages main reproduce schedule-48 ablations-48 test test-slow lint figures clean-runs vllm-setup vllm-parity
 
 setup: $(STAMP)
 
@@ -54,6 +54,16 @@ schedule-48: setup
 	mkdir -p figures/schedule_48
 	cp runs/cpu-48/tables/table1*.md runs/cpu-48/tables/table3*.md figures/schedule_48/
 	cp runs/cpu-48/results/02_main_comparison.json runs/cpu-48/results/05_dynamic_baselines.json figures/schedule_48/
+
+# Phase 03 (ablations) on the same schedule under seeds 0-2, in the same folder (after schedule-48 its DualLoop-DPO and
+# static-β runs are reused): 12 ablation trainings of 3-4 min and their answers, about 50 min on 2 idle cores after
+# schedule-48 (about 75 alone). Its tables and phase summary go to figures/ablations_48/
+ablations-48: setup
+	@test "$(PROFILE)" = cpu || { echo "make ablations-48: the 48-step schedule is the cpu profile's, not PROFILE=$(PROFILE)" >&2; exit 2; }
+	$(PY) -m dualloop reproduce --profile cpu --phases 3 --set training.max_steps=48 --set training.learning_rate=5e-4 \
+		--set 'seeds=[0, 1, 2]' --out runs/cpu-48
+	mkdir -p figures/ablations_48
+	cp runs/cpu-48/tables/table_ablations*.md runs/cpu-48/results/03_ablations.json figures/ablations_48/
 
 # pytest exits 5 when it collected no test: that is a failure here too.
 test: setup
