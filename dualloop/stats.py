@@ -619,6 +619,8 @@ def planned_width(
     dfs = (seeds - 1, prompts - 1, (seeds - 1) * (prompts - 1))
     at_expected = float(_crossed_interval(*expected, seeds, prompts, alpha)[4])
     rng = np.random.default_rng(random_state)
-    drawn = [mean * rng.chisquare(df, size=draws) / df for mean, df in zip(expected, dfs, strict=True)]
-    half_widths = np.sort(_crossed_interval(*drawn, seeds, prompts, alpha)[4])
+    ms_seed, ms_prompt, ms_residual = (
+        mean * rng.chisquare(df, size=draws) / df for mean, df in zip(expected, dfs, strict=True)
+    )
+    half_widths = np.sort(_crossed_interval(ms_seed, ms_prompt, ms_residual, seeds, prompts, alpha)[4])
     return PlannedWidth(int(seeds), int(prompts), at_expected, half_widths)
