@@ -496,7 +496,6 @@ def pooled_over_seeds(
     Var(x̄) is the shared answers' sample variance over N, with ν = N − 1. Needs S ≥ 2 seeds and
     N ≥ 2 prompts (one seed: use the one-seed statistics).
     """
-
     alpha = _check_alpha(alpha)
     if not bounds[0] < bounds[1]:
         raise ValueError(f"pooled_over_seeds: bounds={bounds!r} must be (low, high) with low < high")
@@ -606,7 +605,7 @@ def planned_width(
     run whose seeds disagree by chance gets few degrees of freedom and a wide interval, as a real one
     does, so the half-widths are a distribution, not one number. ``at_expected`` plugs the expectations in
     instead (at an estimate's own design it is that estimate's half-width); it is optimistic where σ²_a is
-    near 0, because a real run estimates σ²_a above 0 about half the time. A plan, not a promise: with
+    near 0, because a real run then estimates σ²_a above 0 about 4 times in 10. A plan, not a promise: with
     few seeds σ²_a itself is poorly known, so plan from the run with the most seeds.
     """
     for name, value in (("var_seed", var_seed), ("var_prompt", var_prompt), ("var_residual", var_residual)):

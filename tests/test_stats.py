@@ -380,7 +380,7 @@ def test_planned_width_at_the_expected_mean_squares_by_hand():
     # No seed component: Var = (3 * 0.02 + 0.2) / 600, with the prompts' N - 1 = 199 degrees of freedom.
     flat = planned_width(0.0, 0.02, 0.2, seeds=3, prompts=200)
     assert flat.at_expected == pytest.approx(1.9719565 * math.sqrt(0.26 / 600))
-    # ... which is optimistic: a run estimates σ²_a above 0 about half the time, and then has about S - 1 df.
+    # ... which is optimistic: a run estimates σ²_a above 0 about 4 times in 10, and then has about S - 1 df.
     assert flat.median > flat.at_expected and flat.share_within(flat.at_expected) < 0.7
     # More seeds or more prompts never widen it; the draws are seeded.
     medians = [planned_width(0.001, 0.02, 0.2, s, n).median for s, n in ((3, 200), (5, 200), (5, 400), (9, 400))]
