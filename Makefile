@@ -46,10 +46,12 @@ reproduce: setup
 # seed of the pilot (benchmarks/README.md), under seeds 0-4: the seeds that bring DualLoop-DPO's differences from static
 # and annealed β within ±4 points. Each training is three times the 16 steps of `reproduce`: 25 trainings of 3-4 min
 # and 25 answer sets, about 95 min on 2 idle cores. Its tables and phase summaries go to figures/schedule_48/
-SCHEDULE_48_SETS ?= --set training.max_steps=48 --set training.learning_rate=5e-4 --set dualloop_variants=null \
-	--set 'seeds=[0, 1, 2, 3, 4]'
+SCHEDULE_48 := --set training.max_steps=48 --set training.learning_rate=5e-4
+SCHEDULE_48_SETS ?= $(SCHEDULE_48) --set dualloop_variants=null --set 'seeds=[0, 1, 2, 3, 4]'
+# The first line of the 48-step targets' recipes: they run on the cpu profile only.
+CPU_PROFILE_ONLY = @test "$(PROFILE)" = cpu || { echo "make $@: the 48-step schedule is the cpu profile's, not PROFILE=$(PROFILE)" >&2; exit 2; }
 schedule-48: setup
-	@test "$(PROFILE)" = cpu || { echo "make schedule-48: the 48-step schedule is the cpu profile's, not PROFILE=$(PROFILE)" >&2; exit 2; }
+	$(CPU_PROFILE_ONLY)
 	$(PY) -m dualloop reproduce --profile cpu --phases 2,5 --jobs $(JOBS) $(SCHEDULE_48_SETS) --out runs/cpu-48
 	mkdir -p figures/schedule_48
 	cp runs/cpu-48/tables/table1*.md runs/cpu-48/tables/table3*.md figures/schedule_48/
@@ -59,9 +61,8 @@ schedule-48: setup
 # static-β runs are reused): 12 ablation trainings of 3-4 min and their answers, about 50 min on 2 idle cores after
 # schedule-48 (about 75 alone). Its tables and phase summary go to figures/ablations_48/
 ablations-48: setup
-	@test "$(PROFILE)" = cpu || { echo "make ablations-48: the 48-step schedule is the cpu profile's, not PROFILE=$(PROFILE)" >&2; exit 2; }
-	$(PY) -m dualloop reproduce --profile cpu --phases 3 --set training.max_steps=48 --set training.learning_rate=5e-4 \
-		--set 'seeds=[0, 1, 2]' --out runs/cpu-48
+	$(CPU_PROFILE_ONLY)
+	$(PY) -m dualloop reproduce --profile cpu --phases 3 $(SCHEDULE_48) --set 'seeds=[0, 1, 2]' --out runs/cpu-48
 	mkdir -p figures/ablations_48
 	cp runs/cpu-48/tables/table_ablations*.md runs/cpu-48/results/03_ablations.json figures/ablations_48/
 
