@@ -24,6 +24,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dualloop.stats import round_half_up
+
 __all__ = ["STATIC_LIKE", "controller_facts", "facts_line", "run_facts"]
 
 # β_base moving by less than this fraction of its first value over a run counts as "≈ static".
@@ -81,7 +83,7 @@ def facts_line(facts: Mapping[str, Any]) -> str:
     low, high = facts["beta_used_range"]
     line = (
         f"β_base {facts['beta_base_first']:.3g} → {facts['beta_base_last']:.3g} "
-        f"(moved {100 * facts['beta_relative_range']:.0f} %, largest step ×{facts['largest_step_change']:.3g}"
+        f"(moved {round_half_up(100 * facts['beta_relative_range'], 0):.0f} %, largest step ×{facts['largest_step_change']:.3g}"
         f"{'; ≈ static' if facts['static_like'] else ''}), β used {low:.3g}–{high:.3g}"
     )
     if "kl_ema_last" in facts:

@@ -427,8 +427,9 @@ def controller_table(summary: Mapping, *, names: Mapping[str, str] | None = None
     for system, entry in summary["systems"].items():
         for seed, facts in (entry.get("controller") or {}).items():
             dualloop = "kl_ema_last" in facts
-            moved = f"{round_half_up(100 * facts['beta_relative_range']):.0f}%, ×{facts['largest_step_change']:.3g}" + (
-                " (≈ static)" if facts["static_like"] else ""
+            moved = (
+                f"{round_half_up(100 * facts['beta_relative_range'], 0):.0f}%, ×{facts['largest_step_change']:.3g}"
+                + (" (≈ static)" if facts["static_like"] else "")
             )
             rows.append(
                 [

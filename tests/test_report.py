@@ -283,6 +283,24 @@ def test_controller_table_lists_each_run_per_seed_and_reuse_notes_name_reused_ab
     assert note.startswith("dualloop-no-clip: its switch never acted in the full run (seed 1)")
 
 
+def test_how_far_beta_moved_is_rounded_once_half_up_in_the_table_and_the_facts_line():
+    from dualloop.controller_facts import facts_line
+    from dualloop.report import controller_table
+
+    for relative_range, shown in ((0.06508, "7"), (0.065, "7"), (0.0649, "6"), (0.0551, "6")):
+        facts = {
+            "beta_base_first": 0.1,
+            "beta_base_last": 0.0935,
+            "beta_relative_range": relative_range,
+            "largest_step_change": 1.01,
+            "static_like": True,
+            "beta_used_range": [0.0933, 0.101],
+        }
+        (row,) = controller_table({"systems": {"epsilon-dpo": {"controller": {"2": facts}}}}).rows
+        assert row[3] == f"{shown}%, ×1.01 (≈ static)"  # 6.508 was once rounded to 6.5, then to an even 6
+        assert f"(moved {shown} %," in facts_line(facts)
+
+
 def test_an_adaptive_method_whose_beta_did_not_move_is_marked_static_like_in_the_tables():
     from dualloop.report import summary_comparison_table
 

@@ -1,6 +1,6 @@
-"""The results README.md quotes equal the committed phase summaries they come from: the headline table row by
-row, and each pooled difference its bullets quote. A summary re-rendered without README (or the reverse) fails
-here, naming the quote."""
+"""What the project commits as its results agrees with itself: README's quoted numbers equal the phase
+summaries they come from (the headline table row by row, each pooled difference its bullets quote), and each
+committed table equals its rendering from the committed summary. A re-render without the other fails here."""
 
 import json
 from functools import cache
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dualloop import report
 from dualloop.config import REPO_ROOT
 
 FIGURES = REPO_ROOT / "figures"
@@ -92,3 +93,47 @@ def test_each_difference_the_bullets_quote_equals_its_summary(quote, path, a, b)
     assert quote in readme(), f"README no longer says {quote!r}"
     expected = difference(strict_comparison(path, a, b))
     assert expected in quote, (quote, expected)
+
+
+# Committed tables rendered by a phase notebook straight from its summary: (table, summary, renderer).
+RENDERED_TABLES = [
+    (FIGURES / "tables" / "table1_controllers.md", THREE_SEEDS_02, "controller_table"),
+    (FIGURES / "tables" / "table3_controllers.md", THREE_SEEDS_05, "controller_table"),
+    (
+        FIGURES / "tables" / "table_ablations_controllers.md",
+        FIGURES / "results" / "03_ablations.json",
+        "controller_table",
+    ),
+    (FIGURES / "tables" / "table1_accuracy.md", THREE_SEEDS_02, "accuracy_table"),
+    (FIGURES / "seven_seeds" / "tables" / "table1_controllers.md", SEVEN_SEEDS_02, "controller_table"),
+    (FIGURES / "seven_seeds" / "tables" / "table1_accuracy.md", SEVEN_SEEDS_02, "accuracy_table"),
+    (FIGURES / "schedule_48" / "table1_controllers.md", LONG_02, "controller_table"),
+    (FIGURES / "schedule_48" / "table1_accuracy.md", LONG_02, "accuracy_table"),
+    (FIGURES / "schedule_48" / "table3_controllers.md", LONG_05, "controller_table"),
+    (FIGURES / "ablations_48" / "table_ablations_controllers.md", LONG_03, "controller_table"),
+]
+
+
+def table_rows(markdown: str) -> list[str]:
+    return [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+
+
+@pytest.mark.parametrize(
+    ("table", "path", "renderer"), RENDERED_TABLES, ids=[str(t[0].relative_to(FIGURES)) for t in RENDERED_TABLES]
+)
+def test_each_committed_table_equals_its_rendering_from_the_committed_summary(table, path, renderer):
+    rendered = getattr(report, renderer)(summary(path)).to_markdown()
+    assert table_rows(table.read_text(encoding="utf-8")) == table_rows(rendered)
+
+
+def test_the_tables_figures_readme_shows_are_the_committed_ones():
+    page = (FIGURES / "README.md").read_text(encoding="utf-8")
+    committed = {row for table in (FIGURES / "tables").glob("*.md") for row in table_rows(table.read_text("utf-8"))}
+    shown = [row for row in table_rows(page.split("## Results files", 1)[0]) if row.count("|") > 5]
+    embedded = [row for row in shown if row in committed]
+    assert len(embedded) > 50  # the page's copies of the rendered tables
+    for table in (FIGURES / "tables").glob("*controllers.md"):
+        for row in table_rows(table.read_text("utf-8"))[1:]:
+            cells = row.split(" | ")[:2]
+            twin = [line for line in shown if line.split(" | ")[:2] == cells and line.count("|") == row.count("|")]
+            assert all(line == row for line in twin), (table.name, row, twin)
