@@ -1,20 +1,25 @@
-"""How hard β pulls on training: the gradient's scale against β, and the KL the policy reaches, per run.
+"""How far β reaches the optimizer: per run, the gradient's scale against β, gradient clipping, and the KL reached.
 
     python benchmarks/beta_lever.py runs/cpu-48/registry [more registries ...] [--method dualloop static]
 
 Reads only the training logs (``history.jsonl``) and identities (``config.json``) of the finished runs of
 a registry; nothing is trained, generated or judged. For each run it prints the β the loss used, the
-gradient norm before clipping, the slope of ln ‖g‖ on ln β over the run's steps (1.0: the gradient scales
-with β), the share of steps whose mean reward margin β·M lies inside ±x*, and the token KL(π_θ ‖ π_ref)
-the policy has reached at steps 16, 32 and 48 (each the mean of its last four logged steps).
+gradient norm before clipping, the slope of ln ‖g‖ on ln β (where β spans at least a factor of 2), the
+steps whose gradient norm exceeds ``max_grad_norm`` (then clipped to it), the steps whose batch-mean
+reward margin β·M lies beyond x*, and the token KL(π_θ ‖ π_ref) reached at steps 16, 32 and 48 (each the
+mean of its last four logged steps; one training batch per step, so it is noisy).
 
-Why x*: eq. 1's gradient for one pair is −β σ(−βM) ∇M, and d/dβ [β σ(−βM)] = σ(−βM) (1 − βM σ(βM)) is
-positive while βM σ(βM) < 1, that is for βM below x* = 1 + W(1/e) ≈ 1.2785 (W: Lambert's function).
-Inside that range a larger β makes each pair's gradient larger, not smaller. The per-step update of
-Adam, m̂ / (√v̂ + ε), is unchanged when every gradient is multiplied by one constant (until the gradient
-nears ε), so the scale β adds to the gradient buys little control over how far the policy moves.
+What the columns mean. Eq. 1's gradient for one pair is −β σ(−βM) ∇M, and d/dβ [β σ(−βM)] = σ(−βM) (1 −
+βM σ(βM)) is positive while βM < x* = 1 + W(1/e) ≈ 1.2785 (W: Lambert's function), negative margins
+included: below x*, a larger β makes a pair's gradient larger. A step whose norm before clipping exceeds
+``max_grad_norm`` (transformers' default 1.0) is rescaled to that norm, so on such a step β's overall
+scale never reaches the optimizer; only the direction, set by the pairs' relative weights σ(−βM_i), does.
+Adam's update is invariant to one constant factor on every gradient, not to a factor that changes from
+step to step: a gradient far below its own history gives a proportionally smaller step. The batch mean of
+β·M over four pairs is a proxy for saturation: one large pair can carry it past x*.
 
-Settings column: the controller arguments that differ between the listed runs of one method.
+Settings column: the controller arguments that differ between the listed runs of one method and that this
+run sets; "defaults" where it sets none of them (each then has the profile's or the controller's default).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from dualloop.report import read_history
 # x* with x* σ(x*) = 1, i.e. x* = 1 + W(1/e): where β σ(−βM) stops growing with β (module docstring).
 MARGIN_TURNING_POINT = 1.2784645427610738
 KL_STEPS = (16, 32, 48)
+DEFAULT_MAX_GRAD_NORM = 1.0  # transformers' TrainingArguments default, which the profiles keep
 
 
 def runs_in(registry: Path) -> list[Path]:
@@ -52,26 +58,35 @@ def read_config(run: Path) -> dict:
 
 
 def log_slope(betas: np.ndarray, norms: np.ndarray) -> float | None:
-    """Least-squares slope of ln ‖g‖ on ln β; None where β does not vary."""
+    """Least-squares slope of ln ‖g‖ on ln β; None where β spans less than a factor of 2."""
     x, y = np.log(betas), np.log(norms)
-    if np.ptp(x) < 1e-9:
+    if np.ptp(x) < math.log(2):
         return None
     return float(np.polyfit(x, y, 1)[0])
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def lever(run: Path) -> dict:
     """The β lever of one run, from its training log (module docstring)."""
     config = read_config(run)
-    rows = [row for row in read_history(run / "history.jsonl") if "grad_norm" in row and "beta" in row]
+    log = run / "history.jsonl"
+    rows = [row for row in read_history(log) if "step" in row and "grad_norm" in row and "beta" in row]
     if not rows:
-        raise ValueError(f"{run / 'history.jsonl'}: no training step logs both beta and grad_norm")
+        raise ValueError(f"{log}: no training step logs step, beta and grad_norm")
     for row in rows:
         for key in ("beta", "grad_norm"):
-            if not (isinstance(row[key], (int, float)) and row[key] > 0 and math.isfinite(row[key])):
-                raise ValueError(f"{run / 'history.jsonl'}, step {row.get('step')}: {key} = {row[key]!r} is not > 0")
+            if not (_number(row[key]) and row[key] > 0):
+                raise ValueError(f"{log}, step {row['step']}: {key} = {row[key]!r} is not a number > 0")
+        for key in ("rewards/margins", "kl/token"):
+            if row.get(key) is not None and not _number(row[key]):
+                raise ValueError(f"{log}, step {row['step']}: {key} = {row[key]!r} is not a finite number")
     betas = np.array([row["beta"] for row in rows], dtype=float)
     norms = np.array([row["grad_norm"] for row in rows], dtype=float)
-    margins = [abs(row["rewards/margins"]) for row in rows if row.get("rewards/margins") is not None]
+    ceiling = config.get("max_grad_norm", DEFAULT_MAX_GRAD_NORM)
+    margins = [row["rewards/margins"] for row in rows if row.get("rewards/margins") is not None]
     kl_by_step = {row["step"]: row["kl/token"] for row in rows if row.get("kl/token") is not None}
     token_kl = {}
     for step in KL_STEPS:
@@ -80,10 +95,12 @@ def lever(run: Path) -> dict:
     return {
         "run": run.name,
         "config": config,
+        "steps": len(rows),
         "beta": (float(betas.min()), float(betas.max())),
         "grad_norm": (float(norms.min()), float(norms.max())),
         "slope": log_slope(betas, norms),
-        "inside": sum(m < MARGIN_TURNING_POINT for m in margins) / len(margins) if margins else None,
+        "clipped": int((norms > ceiling).sum()) if ceiling else 0,
+        "beyond": sum(m > MARGIN_TURNING_POINT for m in margins) if margins else None,
         "token_kl": token_kl,
     }
 
@@ -100,7 +117,7 @@ def differing_settings(levers: Sequence[dict]) -> dict[str, str]:
         varying = [key for key in keys if len({json.dumps(arguments.get(key)) for arguments in kwargs}) > 1]
         for entry, arguments in zip(entries, kwargs):
             shown = [f"{key}={arguments[key]}" for key in varying if key in arguments]
-            labels[entry["run"]] = ", ".join(shown) or "–"
+            labels[entry["run"]] = ", ".join(shown) or ("defaults" if varying else "–")
     return labels
 
 
@@ -112,20 +129,19 @@ def _range(pair: tuple[float, float]) -> str:
 def table(levers: Sequence[dict]) -> str:
     labels = differing_settings(levers)
     head = [
-        "| run | method | seed | settings | β used | ‖g‖ | slope ln‖g‖ / ln β | steps with β·M within ±1.28 | "
-        + " | ".join(f"token KL, step {step}" for step in KL_STEPS)
-        + " |",
-        "| --- " * (8 + len(KL_STEPS)) + "|",
+        "| run | method | seed | settings | β used | ‖g‖ before clipping | slope ln‖g‖ / ln β | steps clipped | "
+        "steps with batch β·M > x* | " + " | ".join(f"token KL, step {step}" for step in KL_STEPS) + " |",
+        "| --- " * (9 + len(KL_STEPS)) + "|",
     ]
     body = []
     ordered = sorted(levers, key=lambda e: (e["config"]["method"], labels[e["run"]], e["config"]["seed"]))
     for entry in ordered:
         slope = "–" if entry["slope"] is None else f"{entry['slope']:.2f}"
-        inside = "–" if entry["inside"] is None else f"{100 * entry['inside']:.0f} %"
+        beyond = "–" if entry["beyond"] is None else f"{entry['beyond']} of {entry['steps']}"
         kls = [("–" if entry["token_kl"][step] is None else f"{entry['token_kl'][step]:.3f}") for step in KL_STEPS]
         cells = [entry["run"], entry["config"]["method"], str(entry["config"]["seed"]), labels[entry["run"]]]
-        cells += [_range(entry["beta"]), _range(entry["grad_norm"]), slope, inside, *kls]
-        body.append("| " + " | ".join(cells) + " |")
+        cells += [_range(entry["beta"]), _range(entry["grad_norm"]), slope, f"{entry['clipped']} of {entry['steps']}"]
+        body.append("| " + " | ".join([*cells, beyond, *kls]) + " |")
     return "\n".join(head + body)
 
 

@@ -46,12 +46,13 @@ def test_the_turning_point_is_where_a_pairs_gradient_stops_growing_with_beta():
 def test_a_run_whose_gradient_scales_with_beta_has_slope_one_and_its_windows_by_hand(tmp_path):
     betas = [0.5 * 0.5**k for k in range(48)]
     norms = [3.0 * b for b in betas]  # ‖g‖ = 3 β exactly
-    margins = [0.1] * 40 + [-2.0] * 4 + [1.5] * 4  # 40 of 48 inside ±1.28
+    margins = [0.1] * 40 + [-2.0] * 4 + [1.5] * 4  # 4 of 48 past x* (a negative margin never is)
     token_kl = [0.01 * step for step in range(1, 49)]
     run = write_run(tmp_path, "aaaa", "dualloop", 1, {"clip": False}, rows(betas, norms, margins, token_kl))
     entry = beta_lever.lever(run)
     assert entry["slope"] == pytest.approx(1.0, abs=1e-9)
-    assert entry["inside"] == pytest.approx(40 / 48)
+    assert entry["beyond"] == 4 and entry["steps"] == 48
+    assert entry["clipped"] == 1  # ‖g‖ = 3 β exceeds max_grad_norm 1.0 at step 1 alone (1.5)
     assert entry["beta"] == (betas[-1], 0.5) and entry["grad_norm"] == (norms[-1], 1.5)
     # token KL at step 16: mean of steps 13..16 = 0.01 * 14.5
     assert entry["token_kl"][16] == pytest.approx(0.145)
@@ -64,16 +65,16 @@ def test_the_table_names_what_differs_between_runs_of_one_method_and_marks_a_con
     write_run(
         tmp_path, "cccc", "dualloop", 0, {"clip": False, "kl_target": 0.15}, rows([0.5, 0.1], [9, 2], [0, 0], [0, 0])
     )
-    write_run(tmp_path, "dddd", "dualloop", 0, {"kl_target": 0.15}, rows([0.5, 1.0], [9, 2], [0, 0], [0, 0]))
+    write_run(tmp_path, "dddd", "dualloop", 0, {"kl_target": 0.15}, rows([0.5, 0.99], [9, 2], [0, 0], [0, 0]))
     (tmp_path / "eeee").mkdir()  # an unfinished run (no COMPLETE) is not read
     assert beta_lever.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 5
     static = next(line for line in out if line.startswith("| bbbb |"))
     # constant β: no slope; 16 steps logged but not 32 or 48
-    assert static == "| bbbb | static | 0 | – | 0.1 | 2 | – | 100 % | 0.020 | – | – |"
-    assert "| cccc | dualloop | 0 | clip=False |" in "\n".join(out)
-    assert "| dddd | dualloop | 0 | – |" in "\n".join(out)
+    assert static == "| bbbb | static | 0 | – | 0.1 | 2 | – | 20 of 20 | 0 of 20 | 0.020 | – | – |"
+    assert "| cccc | dualloop | 0 | clip=False | 0.1–0.5 | 2–9 | 0.93 | 2 of 2 | 0 of 2 |" in "\n".join(out)
+    assert "| dddd | dualloop | 0 | defaults | 0.5–0.99 | 2–9 | – |" in "\n".join(out)  # β spans under 2×: no slope
     assert beta_lever.main([str(tmp_path), "--method", "static"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
 
@@ -82,7 +83,13 @@ def test_a_bad_log_or_identity_is_one_line_naming_the_file_and_step(tmp_path, ca
     run = write_run(tmp_path, "ffff", "static", 0, {}, rows([0.1, 0.1], [2.0, 0.0], [0, 0], [0, 0]))
     assert beta_lever.main([str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
-    assert error == f"beta_lever: {run / 'history.jsonl'}, step 2: grad_norm = 0.0 is not > 0"
+    assert error == f"beta_lever: {run / 'history.jsonl'}, step 2: grad_norm = 0.0 is not a number > 0"
+    for key, value in (("rewards/margins", "wide"), ("rewards/margins", float("nan")), ("beta", True)):
+        bad = rows([0.1, 0.1], [2.0, 2.0], [0, 0], [0, 0])
+        bad[1][key] = value
+        (run / "history.jsonl").write_text("".join(json.dumps(row) + "\n" for row in bad))
+        assert beta_lever.main([str(tmp_path)]) == 2
+        assert f"step 2: {key} = {value!r} is not" in capsys.readouterr().err
     (run / "history.jsonl").write_text('{"step": 1, "beta": 0.1, "grad_norm": 1}\n{oops\n')
     assert beta_lever.main([str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith(f"beta_lever: {run / 'history.jsonl'}, line 2: not JSON")
