@@ -57,12 +57,12 @@ schedule-48: setup
 	cp runs/cpu-48/tables/table1*.md runs/cpu-48/tables/table3*.md figures/schedule_48/
 	cp runs/cpu-48/results/02_main_comparison.json runs/cpu-48/results/05_dynamic_baselines.json figures/schedule_48/
 
-# Phase 03 (ablations) on the same schedule under seeds 0-2, in the same folder (after schedule-48 its DualLoop-DPO and
-# static-β runs are reused): 12 ablation trainings of 3-4 min and their answers, about 50 min on 2 idle cores after
-# schedule-48 (about 75 alone). Its tables and phase summary go to figures/ablations_48/
+# Phase 03 (ablations) on the same schedule under the same seeds 0-4, in the same folder (after schedule-48 its
+# DualLoop-DPO and static-β runs are reused): 20 ablation trainings of about 3-4 min and their answers, about 80 min
+# on 2 idle cores after schedule-48 (about 2 h alone). Its tables and phase summary go to figures/ablations_48/
 ablations-48: setup
 	$(CPU_PROFILE_ONLY)
-	$(PY) -m dualloop reproduce --profile cpu --phases 3 $(SCHEDULE_48) --set 'seeds=[0, 1, 2]' --out runs/cpu-48
+	$(PY) -m dualloop reproduce --profile cpu --phases 3 $(SCHEDULE_48) --set 'seeds=[0, 1, 2, 3, 4]' --out runs/cpu-48
 	mkdir -p figures/ablations_48
 	cp runs/cpu-48/tables/table_ablations*.md runs/cpu-48/results/03_ablations.json figures/ablations_48/
 

@@ -4,7 +4,8 @@
 
 Reads only the training logs (``history.jsonl``) and identities (``config.json``) of the finished runs of
 a registry; nothing is trained, generated or judged. For each run it prints the β the loss used, the
-gradient norm before clipping, the slope of ln ‖g‖ on ln β (where β spans at least a factor of 2), the
+gradient norm before clipping, the slope of ln ‖g‖ on ln β (steps with ‖g‖ > 0, where β spans at least a
+factor of 2), the
 steps whose gradient norm exceeds ``max_grad_norm`` (then clipped to it), the steps whose batch-mean
 reward margin β·M lies beyond x*, and the token KL(π_θ ‖ π_ref) reached at steps 16, 32 and 48 (each the
 mean of its last four logged steps; one training batch per step, so it is noisy).
@@ -77,9 +78,10 @@ def lever(run: Path) -> dict:
     if not rows:
         raise ValueError(f"{log}: no training step logs step, beta and grad_norm")
     for row in rows:
-        for key in ("beta", "grad_norm"):
-            if not (_number(row[key]) and row[key] > 0):
-                raise ValueError(f"{log}, step {row['step']}: {key} = {row[key]!r} is not a number > 0")
+        if not (_number(row["beta"]) and row["beta"] > 0):
+            raise ValueError(f"{log}, step {row['step']}: beta = {row['beta']!r} is not a number > 0")
+        if not (_number(row["grad_norm"]) and row["grad_norm"] >= 0):
+            raise ValueError(f"{log}, step {row['step']}: grad_norm = {row['grad_norm']!r} is not a number ≥ 0")
         for key in ("rewards/margins", "kl/token"):
             if row.get(key) is not None and not _number(row[key]):
                 raise ValueError(f"{log}, step {row['step']}: {key} = {row[key]!r} is not a finite number")
@@ -98,7 +100,7 @@ def lever(run: Path) -> dict:
         "steps": len(rows),
         "beta": (float(betas.min()), float(betas.max())),
         "grad_norm": (float(norms.min()), float(norms.max())),
-        "slope": log_slope(betas, norms),
+        "slope": log_slope(betas[norms > 0], norms[norms > 0]),  # a step whose pairs all saturate has ‖g‖ = 0
         "clipped": int((norms > ceiling).sum()) if ceiling else 0,
         "beyond": sum(m > MARGIN_TURNING_POINT for m in margins) if margins else None,
         "token_kl": token_kl,

@@ -26,7 +26,7 @@ from typing import Any
 
 from dualloop.stats import round_half_up
 
-__all__ = ["STATIC_LIKE", "controller_facts", "facts_line", "run_facts"]
+__all__ = ["STATIC_LIKE", "controller_facts", "facts_line", "percent_moved", "run_facts"]
 
 # β_base moving by less than this fraction of its first value over a run counts as "≈ static".
 STATIC_LIKE = 0.10
@@ -78,12 +78,19 @@ def controller_facts(
     return facts
 
 
+def percent_moved(relative_range: float) -> str:
+    """How far β_base moved, in percent of its first value: whole numbers rounded half up, and from 10⁴ % on
+    two significant digits (an unclipped β_base can move by 10¹⁸ %)."""
+    percent = 100 * relative_range
+    return f"{percent:.2g}" if percent >= 1e4 else f"{round_half_up(percent, 0):.0f}"
+
+
 def facts_line(facts: Mapping[str, Any]) -> str:
     """One line: β_base's path and range, and for DualLoop-DPO the KL EMA against its band and the counters."""
     low, high = facts["beta_used_range"]
     line = (
         f"β_base {facts['beta_base_first']:.3g} → {facts['beta_base_last']:.3g} "
-        f"(moved {round_half_up(100 * facts['beta_relative_range'], 0):.0f} %, largest step ×{facts['largest_step_change']:.3g}"
+        f"(moved {percent_moved(facts['beta_relative_range'])} %, largest step ×{facts['largest_step_change']:.3g}"
         f"{'; ≈ static' if facts['static_like'] else ''}), β used {low:.3g}–{high:.3g}"
     )
     if "kl_ema_last" in facts:

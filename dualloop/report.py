@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dualloop.controller_facts import percent_moved
 from dualloop.judges import Decision, read_decisions
 from dualloop.stats import WinRate, pool, round_half_up, win_rate, win_rate_of
 
@@ -427,9 +428,8 @@ def controller_table(summary: Mapping, *, names: Mapping[str, str] | None = None
     for system, entry in summary["systems"].items():
         for seed, facts in (entry.get("controller") or {}).items():
             dualloop = "kl_ema_last" in facts
-            moved = (
-                f"{round_half_up(100 * facts['beta_relative_range'], 0):.0f}%, ×{facts['largest_step_change']:.3g}"
-                + (" (≈ static)" if facts["static_like"] else "")
+            moved = f"{percent_moved(facts['beta_relative_range'])}%, ×{facts['largest_step_change']:.3g}" + (
+                " (≈ static)" if facts["static_like"] else ""
             )
             rows.append(
                 [

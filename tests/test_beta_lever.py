@@ -53,6 +53,10 @@ def test_a_run_whose_gradient_scales_with_beta_has_slope_one_and_its_windows_by_
     assert entry["slope"] == pytest.approx(1.0, abs=1e-9)
     assert entry["beyond"] == 4 and entry["steps"] == 48
     assert entry["clipped"] == 1  # ‖g‖ = 3 β exceeds max_grad_norm 1.0 at step 1 alone (1.5)
+    saturated = rows(betas, [*norms[:10], 0.0, *norms[11:]], margins, token_kl)  # every pair past σ's reach
+    other = write_run(tmp_path, "abab", "dualloop", 2, {"clip": False}, saturated)
+    assert beta_lever.lever(other)["slope"] == pytest.approx(1.0, abs=1e-9)
+    assert beta_lever.lever(other)["grad_norm"][0] == 0.0
     assert entry["beta"] == (betas[-1], 0.5) and entry["grad_norm"] == (norms[-1], 1.5)
     # token KL at step 16: mean of steps 13..16 = 0.01 * 14.5
     assert entry["token_kl"][16] == pytest.approx(0.145)
@@ -80,10 +84,10 @@ def test_the_table_names_what_differs_between_runs_of_one_method_and_marks_a_con
 
 
 def test_a_bad_log_or_identity_is_one_line_naming_the_file_and_step(tmp_path, capsys):
-    run = write_run(tmp_path, "ffff", "static", 0, {}, rows([0.1, 0.1], [2.0, 0.0], [0, 0], [0, 0]))
+    run = write_run(tmp_path, "ffff", "static", 0, {}, rows([0.1, 0.1], [2.0, -1.0], [0, 0], [0, 0]))
     assert beta_lever.main([str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
-    assert error == f"beta_lever: {run / 'history.jsonl'}, step 2: grad_norm = 0.0 is not a number > 0"
+    assert error == f"beta_lever: {run / 'history.jsonl'}, step 2: grad_norm = -1.0 is not a number ≥ 0"
     for key, value in (("rewards/margins", "wide"), ("rewards/margins", float("nan")), ("beta", True)):
         bad = rows([0.1, 0.1], [2.0, 2.0], [0, 0], [0, 0])
         bad[1][key] = value

@@ -36,7 +36,8 @@ BULLET_QUOTES = [
     ("− annealed −0.4 [−3.9, +3.1]", LONG_02, "dualloop", "annealed"),
     ("ε-DPO −1.8 [−5.4, +1.8]", LONG_05, "dualloop", "epsilon-dpo"),
     ("− β-DPO +2.0 [−10.0, +14.0]", LONG_05, "dualloop", "beta-dpo"),
-    ("no dead-band −0.3 [−4.7, +4.0]", LONG_03, "dualloop-no-deadband", "static-0.1"),
+    ("no dead-band −1.1 [−4.7, +2.5]", LONG_03, "dualloop-no-deadband", "static-0.1"),
+    ("no EMA −2.0 [−6.2, +2.2]", LONG_03, "dualloop-no-ema", "static-0.1"),
 ]
 
 

@@ -287,7 +287,16 @@ def test_how_far_beta_moved_is_rounded_once_half_up_in_the_table_and_the_facts_l
     from dualloop.controller_facts import facts_line
     from dualloop.report import controller_table
 
-    for relative_range, shown in ((0.06508, "7"), (0.065, "7"), (0.0649, "6"), (0.0551, "6")):
+    cases = (
+        (0.06508, "7"),
+        (0.065, "7"),
+        (0.0649, "6"),
+        (0.0551, "6"),
+        (100.0, "1e+04"),
+        (99.995, "10000"),
+        (2.2555e16, "2.3e+18"),
+    )
+    for relative_range, shown in cases:
         facts = {
             "beta_base_first": 0.1,
             "beta_base_last": 0.0935,
