@@ -1,8 +1,10 @@
 """What the project commits as its results agrees with itself: README's quoted numbers equal the phase
 summaries they come from (the headline table row by row, each pooled difference its bullets quote), and each
-committed table equals its rendering from the committed summary. A re-render without the other fails here."""
+committed table equals its rendering from the committed summary, and every difference interval README.md and
+figures/README.md quote in prose is one of a committed summary's. A re-render without the other fails here."""
 
 import json
+import re
 from functools import cache
 from pathlib import Path
 
@@ -138,3 +140,27 @@ def test_the_tables_figures_readme_shows_are_the_committed_ones():
             cells = row.split(" | ")[:2]
             twin = [line for line in shown if line.split(" | ")[:2] == cells and line.count("|") == row.count("|")]
             assert all(line == row for line in twin), (table.name, row, twin)
+
+
+def every_committed_difference() -> set[str]:
+    """Each accuracy-difference interval of every committed summary, pooled and per seed, as the pages write it."""
+    quoted = set()
+    for path in FIGURES.glob("**/*.json"):
+        data = summary(path)
+        if not isinstance(data, dict) or "comparisons" not in data:
+            continue
+        for source in (data, *data.get("by_seed", {}).values()):
+            for row in source.get("comparisons", []):
+                for entry in (row, *row.get("by_seed", [])):
+                    if entry.get("accuracy_diff_ci"):
+                        quoted.add(difference(entry))
+    return quoted
+
+
+@pytest.mark.parametrize("page", ["README.md", "figures/README.md"])
+def test_every_difference_interval_the_prose_quotes_is_one_of_a_committed_summary(page):
+    prose = (REPO_ROOT / page).read_text(encoding="utf-8").split("## Results files", 1)[0]
+    quotes = re.findall(r"[+−]\d+\.\d \[[+−]\d+\.\d, [+−]\d+\.\d\]", prose)
+    assert len(quotes) > 10
+    known = every_committed_difference()
+    assert [quote for quote in quotes if quote not in known] == []
