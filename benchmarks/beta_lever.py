@@ -5,9 +5,8 @@
 Reads only the training logs (``history.jsonl``) and identities (``config.json``) of the finished runs of
 a registry; nothing is trained, generated or judged. For each run it prints the β the loss used, the
 gradient norm before clipping, the slope of ln ‖g‖ on ln β (steps with ‖g‖ > 0, where β spans at least a
-factor of 2), the
-steps whose gradient norm exceeds ``max_grad_norm`` (then clipped to it), the steps whose batch-mean
-reward margin β·M lies beyond x*, and the token KL(π_θ ‖ π_ref) reached at steps 16, 32 and 48 (each the
+factor of 2), the steps whose gradient norm exceeds ``max_grad_norm`` (then clipped to it), the steps whose
+batch-mean reward margin β·M lies beyond x*, and the token KL(π_θ ‖ π_ref) reached at steps 16, 32 and 48 (each the
 mean of its last four logged steps; one training batch per step, so it is noisy).
 
 What the columns mean. Eq. 1's gradient for one pair is −β σ(−βM) ∇M, and d/dβ [β σ(−βM)] = σ(−βM) (1 −
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dualloop.registry import Run
 from dualloop.report import read_history
 
 # x* with x* σ(x*) = 1, i.e. x* = 1 + W(1/e): where β σ(−βM) stops growing with β (module docstring).
@@ -43,18 +43,19 @@ DEFAULT_MAX_GRAD_NORM = 1.0  # transformers' TrainingArguments default, which th
 
 
 def runs_in(registry: Path) -> list[Path]:
-    """The finished runs of a registry folder (each holds COMPLETE, config.json and history.jsonl)."""
+    """The finished runs of a registry folder (:attr:`dualloop.registry.Run.is_complete`)."""
     if not registry.is_dir():
         raise ValueError(f"{registry}: not a registry folder")
-    return sorted(path.parent for path in registry.glob("*/COMPLETE"))
+    return sorted(path for path in registry.iterdir() if Run(path).is_complete)
 
 
-def read_config(run: Path) -> dict:
-    path = run / "config.json"
+def read_config(run: Run) -> dict:
+    """The run's method, seed and training settings, from its identity (``config.json``)."""
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = run.config
         return {"method": config["method"], "seed": config["seed"], **config["training"]}
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        path = run.path / "config.json"
         raise ValueError(f"{path}: not a run identity ({type(error).__name__}: {error})") from None
 
 
@@ -70,10 +71,11 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def lever(run: Path) -> dict:
-    """The β lever of one run, from its training log (module docstring)."""
+def lever(path: Path) -> dict:
+    """The β lever of the run at ``path``, from its training log (module docstring)."""
+    run = Run(path)
     config = read_config(run)
-    log = run / "history.jsonl"
+    log = run.history_path
     rows = [row for row in read_history(log) if "step" in row and "grad_norm" in row and "beta" in row]
     if not rows:
         raise ValueError(f"{log}: no training step logs step, beta and grad_norm")
@@ -95,7 +97,7 @@ def lever(run: Path) -> dict:
         window = [kl_by_step[s] for s in range(step - 3, step + 1) if s in kl_by_step]
         token_kl[step] = sum(window) / len(window) if len(window) == 4 else None
     return {
-        "run": run.name,
+        "run": run.id,
         "config": config,
         "steps": len(rows),
         "beta": (float(betas.min()), float(betas.max())),
